@@ -1,0 +1,3 @@
+from edgesmlp.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Calibration and evaluation images: sources, preprocessing, and the bundled digits."""

@@ -1,0 +1,84 @@
+"""Image preprocessing as a checkpoint was trained: timm/DeiT evaluation defaults, in Pillow + numpy."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from edgesmlp.errors import ConfigError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INTERPOLATIONS = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Resize the shorter side to ``image_size / crop_pct``, centre-crop, scale to [0, 1], normalise."""
+
+    image_size: int = 224
+    crop_pct: float = 0.875
+    interpolation: str = "bicubic"
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        if not 0.0 < self.crop_pct <= 1.0:
+            raise ConfigError(f"--crop-pct must be in (0, 1], got {self.crop_pct}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ConfigError(f"--interpolation {self.interpolation!r} unknown: use one of {', '.join(INTERPOLATIONS)}")
+        if len(self.mean) != len(self.std) or any(s <= 0 for s in self.std):
+            raise ConfigError("--mean and --std need the same number of values, and every std must be positive")
+
+    @property
+    def channels(self) -> int:
+        return len(self.mean)
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        image = to_model_mode(image, self.channels)
+        size = self.image_size
+        if image.size != (size, size) or self.crop_pct != 1.0:
+            scale = math.floor(size / self.crop_pct)
+            w, h = image.size
+            if w <= h:
+                new = (scale, max(scale, round(h * scale / w)))
+            else:
+                new = (max(scale, round(w * scale / h)), scale)
+            image = image.resize(new, INTERPOLATIONS[self.interpolation])
+            left, top = (new[0] - size) // 2, (new[1] - size) // 2
+            image = image.crop((left, top, left + size, top + size))
+        array = np.asarray(image, dtype=np.float32) / 255.0
+        if array.ndim == 2:
+            array = array[:, :, None]
+        array = (array - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def to_model_mode(image: Image.Image, channels: int) -> Image.Image:
+    """Greyscale, palette, RGBA, CMYK and 16-bit images all become 8-bit L or RGB."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if array.max() > 255 else 255.0
+        image = Image.fromarray((array * (255.0 / peak)).round().clip(0, 255).astype(np.uint8), "L")
+    elif image.mode == "F":
+        image = Image.fromarray(np.asarray(image).clip(0, 255).astype(np.uint8), "L")
+    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        # Composite on white, as browsers and most training pipelines show transparent images.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("L" if channels == 1 else "RGB")

@@ -1,0 +1,259 @@
+"""Load the sMLPNet weights users have, without ever running code from the file.
+
+Accepted: a DeiT-style training checkpoint (``model``, ``model_ema``, ``optimizer``, ``epoch``,
+``args`` as an ``argparse.Namespace``), a dict with only ``model`` or ``state_dict``, a bare state
+dict, ``module.`` / ``_orig_mod.`` prefixes, and ``.safetensors``. The architecture is inferred
+from the tensor shapes, so naming the variant is optional.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from edgesmlp.artifacts import atomic_file, sha256_file
+from edgesmlp.calibration.preprocess import Preprocess
+from edgesmlp.config import PATCH_SIZE, VARIANTS, ModelConfig
+from edgesmlp.errors import CheckpointError, ConfigError
+from edgesmlp.model import sMLPNet
+
+PREFIXES = ("module.", "_orig_mod.")
+EMBED_KEY = "to_patch_embedding.0.0.weight"
+
+
+@dataclass
+class Checkpoint:
+    """A loaded model and what the file said about itself."""
+
+    model: sMLPNet
+    config: ModelConfig
+    path: Path
+    sha256: str
+    weights: str  # which entry the weights came from: model, model_ema, state_dict or (bare)
+    preprocess: Preprocess
+    epoch: int | None = None
+    metadata: dict = field(default_factory=dict)
+    bundled: bool = False
+
+
+def load_checkpoint(path: str | Path | None = None, variant: str | None = None, ema: bool = False) -> Checkpoint:
+    """Load ``path`` (the bundled digits model when None) into an eval-mode :class:`sMLPNet`."""
+    from edgesmlp import bundled
+
+    is_bundled = path is None
+    path = bundled.weights_path() if path is None else Path(path)
+    _check_file(path)
+    raw, file_meta = _read_safetensors(path) if path.suffix == ".safetensors" else (_read_torch(path), {})
+    state, weights = _select_state_dict(raw, path, ema)
+    state = clean_state_dict(state)
+    _check_tensors(state, path)
+    config = infer_config(state, path)
+    if variant is not None:
+        check_variant(state, variant, config, path)
+    model = sMLPNet(config)
+    _check_keys(model, state, path)
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    if "preprocess" in file_meta:
+        preprocess = Preprocess(**json.loads(file_meta["preprocess"]))
+    else:
+        preprocess = Preprocess(image_size=config.image_size)
+    metadata = dict(file_meta)
+    epoch = raw.get("epoch") if isinstance(raw, dict) else None
+    args = raw.get("args") if isinstance(raw, dict) else None
+    if isinstance(args, argparse.Namespace):
+        metadata["args"] = {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))}
+    return Checkpoint(
+        model=model,
+        config=config,
+        path=path,
+        sha256=sha256_file(path),
+        weights=weights,
+        preprocess=preprocess,
+        epoch=int(epoch) if isinstance(epoch, (int, float)) else None,
+        metadata=metadata,
+        bundled=is_bundled,
+    )
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file; check the path, or omit --weights to use the bundled model")
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder: give the weights file inside it (.pth, .pt or .safetensors)")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes): the download or copy did not finish; fetch it again")
+
+
+def _read_torch(path: Path) -> object:
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        text = str(e)
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        if found:
+            name = found.group(1)
+            raise CheckpointError(
+                f"{path} was refused: it pickles {name}, which could run code when loaded; edgesmlp loads only "
+                "tensors and plain data - re-save just the weights (torch.save(model.state_dict(), ...) or safetensors)"
+            ) from None
+        detail = re.search(r"WeightsUnpickler error: \s*(.+)", text)
+        reason = detail.group(1).strip() if detail else text.splitlines()[0]
+        raise CheckpointError(
+            f"{path} is not a PyTorch checkpoint or is corrupt ({reason}); give a .pth/.pt/.safetensors weights file"
+        ) from None
+    except (EOFError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f"{path} is truncated or corrupt ({type(e).__name__}); fetch the file again") from None
+    except RuntimeError as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path} is truncated or not a PyTorch checkpoint ({first}); fetch the file again") from None
+    except Exception as e:  # noqa: BLE001 - any other reader failure is a bad file, said in one line
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(
+            f"{path} is not a PyTorch checkpoint or is corrupt ({type(e).__name__}: {first}); "
+            "give a .pth/.pt/.safetensors weights file"
+        ) from None
+
+
+def _read_safetensors(path: Path) -> tuple[dict, dict]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path} is not a readable safetensors file ({first}); fetch it again") from None
+
+
+def _is_state_dict(obj: object) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def _select_state_dict(raw: object, path: Path, ema: bool) -> tuple[dict, str]:
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path} holds a {type(raw).__name__}, not a state dict or training checkpoint")
+    if ema:
+        if not _is_state_dict(raw.get("model_ema")):
+            raise CheckpointError(f"{path} has no 'model_ema' weights: drop --ema to use its 'model' weights")
+        return raw["model_ema"], "model_ema"
+    for key in ("model", "state_dict", "model_ema"):
+        if _is_state_dict(raw.get(key)):
+            return raw[key], key
+    if _is_state_dict(raw):
+        return raw, "(bare)"
+    keys = ", ".join(list(map(str, raw))[:6])
+    raise CheckpointError(f"{path} has no weights: expected a state dict or a 'model' entry, found keys {keys}")
+
+
+def clean_state_dict(state: dict) -> dict:
+    """Strip the ``module.`` (DataParallel/DDP) and ``_orig_mod.`` (torch.compile) prefixes."""
+    cleaned = {}
+    for key, value in state.items():
+        while key.startswith(PREFIXES):
+            key = key.split(".", 1)[1]
+        cleaned[key] = value
+    return cleaned
+
+
+def _check_tensors(state: dict, path: Path) -> None:
+    for key, value in state.items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise CheckpointError(
+                f"{path}: tensor '{key}' holds NaN or Inf - the training run diverged or the file is corrupt; "
+                "use an earlier checkpoint"
+            )
+
+
+def infer_config(state: dict, path: Path | str = "weights") -> ModelConfig:
+    """Read dim, depths, alpha, classes, input channels and input size off the tensor shapes."""
+    if EMBED_KEY not in state:
+        sample = ", ".join(list(state)[:4])
+        raise CheckpointError(f"{path} is not an sMLPNet checkpoint: no '{EMBED_KEY}' (its keys start {sample})")
+    embed = state[EMBED_KEY]
+    if embed.ndim != 4 or tuple(embed.shape[2:]) != (PATCH_SIZE, PATCH_SIZE):
+        raise CheckpointError(f"{path}: '{EMBED_KEY}' has shape {list(embed.shape)}, not an sMLPNet 4x4 patch embedding")
+    dim, in_chans = int(embed.shape[0]), int(embed.shape[1])
+    stages = sum(f"to_patch_embedding.{i}.0.weight" in state for i in range(8))
+    blocks = sorted(int(m.group(1)) for k in state if (m := re.fullmatch(r"token_mix\.(\d+)\.1\.fuse\.weight", k)))
+    depths = [0] * max(stages, 1)
+    image_size = None
+    for k in blocks:
+        channels = int(state[f"token_mix.{k}.1.fuse.weight"].shape[0])
+        stage = (channels // dim).bit_length() - 1
+        if channels != dim * 2**stage or stage >= len(depths):
+            raise CheckpointError(f"{path}: block {k} has {channels} channels, which fits no stage of dim {dim}")
+        depths[stage] += 1
+        grid_key = f"token_mix.{k}.1.proj_h.weight"
+        if image_size is None and grid_key in state:
+            image_size = int(state[grid_key].shape[0]) * PATCH_SIZE * 2**stage
+    alpha_key = "channel_mix.0.2.net.0.weight"
+    alpha = int(state[alpha_key].shape[0]) // int(state[alpha_key].shape[1]) if alpha_key in state else 3
+    head = state.get("mlp_head.0.weight")
+    if head is None:
+        raise CheckpointError(f"{path} is not a complete sMLPNet checkpoint: 'mlp_head.0.weight' is missing")
+    try:
+        return ModelConfig(
+            dim=dim, depths=tuple(depths), alpha=alpha, num_classes=int(head.shape[0]), in_chans=in_chans,
+            image_size=image_size or 224,
+        )
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: the weights describe an unusable network ({e})") from None
+
+
+def _expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    with torch.device("meta"):
+        return {k: tuple(v.shape) for k, v in sMLPNet(config).state_dict().items()}
+
+
+def check_variant(state: dict, variant: str, config: ModelConfig, path: Path | str = "weights") -> None:
+    """Raise naming the first key whose shape differs when the weights are not ``variant``."""
+    if variant not in VARIANTS:
+        raise CheckpointError(f"unknown variant {variant!r}: choose one of {', '.join(VARIANTS)}, or omit it")
+    wanted = ModelConfig.from_variant(
+        variant, num_classes=config.num_classes, in_chans=config.in_chans, image_size=config.image_size
+    )
+    if wanted == config:
+        return
+    found = config.variant or f"a custom sMLPNet (dim {config.dim}, depths {list(config.depths)}, alpha {config.alpha})"
+    for key, shape in _expected_shapes(wanted).items():
+        if key not in state:
+            raise CheckpointError(f"{path} is not {variant}: key '{key}' is missing (the weights are {found}); drop --variant")
+        if tuple(state[key].shape) != shape:
+            raise CheckpointError(
+                f"{path} is not {variant}: '{key}' is {list(state[key].shape)} in the file but {list(shape)} in "
+                f"{variant} (the weights are {found}); drop --variant"
+            )
+    raise CheckpointError(f"{path} is not {variant}: it has extra blocks (the weights are {found}); drop --variant")
+
+
+def _check_keys(model: sMLPNet, state: dict, path: Path) -> None:
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [k for k in expected if k in state and tuple(state[k].shape) != expected[k]]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:3])}" + (f" and {len(missing) - 3} more" if len(missing) > 3 else ""))
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:3])}" + (f" and {len(unexpected) - 3} more" if len(unexpected) > 3 else ""))
+        if wrong:
+            parts.append(f"'{wrong[0]}' is {list(state[wrong[0]].shape)}, expected {list(expected[wrong[0]])}")
+        raise CheckpointError(f"{path} does not match the sMLPNet its shapes describe: {'; '.join(parts)}")
+
+
+def save_safetensors(state: dict, path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """Write a state dict as safetensors, atomically."""
+    from safetensors.torch import save_file
+
+    with atomic_file(path) as tmp:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata=metadata or {})

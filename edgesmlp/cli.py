@@ -1,0 +1,124 @@
+"""The `edgesmlp` command: each command parses options, calls one library function, prints, exits.
+
+Exit codes: 0 success, 1 a gate failed, 2 bad input (the message says which file and the fix),
+3 an operation failed. Every EdgesmlpError becomes one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from edgesmlp.errors import EdgesmlpError
+
+app = typer.Typer(
+    name="edgesmlp",
+    help="Ship an sMLPNet image classifier to edge hardware at INT8. With no --weights, every command "
+    "uses the bundled digits model and its data, so you can try the whole pipeline first.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+WeightsOpt = Annotated[
+    Optional[Path],
+    typer.Option("--weights", "-w", help="Checkpoint (.pth/.pt/.safetensors). Default: the bundled digits model."),
+]
+VariantOpt = Annotated[
+    Optional[str],
+    typer.Option(help="Assert the weights are this variant (smlpnet_t, smlpnet_s, smlpnet_b, smlpnet_t_star). "
+                 "Optional: the architecture is read from the tensor shapes."),
+]
+EmaOpt = Annotated[bool, typer.Option("--ema", help="Take the checkpoint's model_ema weights instead of model.")]
+
+
+def _fail(message: str, code: int) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def friendly_errors(fn):
+    """Turn edgesmlp's errors into one line on stderr and the error's exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except EdgesmlpError as e:
+            _fail(str(e), e.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted; no partial output was left behind", 130)
+
+    return wrapper
+
+
+def _load(weights: Path | None, variant: str | None, ema: bool, image_size: int | None = None):
+    from edgesmlp.checkpoint import load_checkpoint
+    from edgesmlp.config import SIZE_MULTIPLE
+    from edgesmlp.errors import CheckpointError, ConfigError
+
+    if image_size is not None and (image_size <= 0 or image_size % SIZE_MULTIPLE):
+        raise ConfigError(f"--image-size {image_size} is not a positive multiple of {SIZE_MULTIPLE}")
+    ckpt = load_checkpoint(weights, variant=variant, ema=ema)
+    if image_size is not None and image_size != ckpt.config.image_size:
+        raise CheckpointError(
+            f"{ckpt.path} was trained at {ckpt.config.image_size}x{ckpt.config.image_size}: its sparse-MLP weights fix "
+            f"the token grid, so --image-size {image_size} cannot run it; use {ckpt.config.image_size} or omit the option"
+        )
+    return ckpt
+
+
+@app.command()
+@friendly_errors
+def inspect(
+    weights: Annotated[Optional[Path], typer.Argument(help="Checkpoint to describe. Default: the bundled model.")] = None,
+    variant: VariantOpt = None,
+    ema: EmaOpt = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Describe a checkpoint: variant, config, input size, parameters, MACs, foldable norms, metadata."""
+    from edgesmlp.inspect import describe, render
+
+    info = describe(_load(weights, variant, ema))
+    typer.echo(json.dumps(info, indent=2) if as_json else render(info))
+
+
+@app.command()
+@friendly_errors
+def export(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the .onnx file.")],
+    weights: WeightsOpt = None,
+    image_size: Annotated[Optional[int], typer.Option(help="Input side; must match the weights (multiple of 32).")] = None,
+    batch: Annotated[int, typer.Option(min=1, help="Fixed batch size of the graph.")] = 1,
+    dynamic_batch: Annotated[bool, typer.Option(help="Make the batch dimension dynamic instead.")] = False,
+    variant: VariantOpt = None,
+    ema: EmaOpt = False,
+    force: Annotated[bool, typer.Option(help="Overwrite OUTPUT if it exists.")] = False,
+) -> None:
+    """Export FP32 ONNX, check it with onnx.checker, and prove ONNX Runtime matches PyTorch (<= 1e-4)."""
+    from edgesmlp.errors import OutputExistsError
+    from edgesmlp.export import export_onnx
+
+    if output.exists() and not force:
+        raise OutputExistsError(f"{output} exists: pass --force to overwrite it")
+    ckpt = _load(weights, variant, ema, image_size)
+    result = export_onnx(
+        ckpt.model, output, ckpt.config.image_size, ckpt.config.in_chans, batch=batch, dynamic_batch=dynamic_batch
+    )
+    typer.echo(
+        f"wrote {result.path} (opset {result.opset}, batch {result.batch}, "
+        f"{result.path.stat().st_size / 1e6:.2f} MB); ONNX Runtime vs PyTorch max |diff| {result.max_abs_diff:.2e}"
+    )
+
+
+def main() -> None:  # pragma: no cover - console entry for `python -m edgesmlp`
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""The exceptions edgesmlp raises. The CLI maps each to an exit code in one place.
+
+Every message names the file or setting at fault and says what to do about it.
+"""
+
+
+class EdgesmlpError(Exception):
+    """Base class. ``exit_code`` 2 means bad input from the user, 3 a failed operation."""
+
+    exit_code = 3
+
+
+class InputError(EdgesmlpError):
+    """A path, option or value the user gave cannot be used."""
+
+    exit_code = 2
+
+
+class CheckpointError(InputError):
+    """A weights file is missing, unreadable, unsafe or not an sMLPNet."""
+
+
+class ConfigError(InputError):
+    """An architecture or option value is out of range."""
+
+
+class DataError(InputError):
+    """Calibration or evaluation images are missing, empty or inconsistent."""
+
+
+class OutputExistsError(InputError):
+    """An output path exists and --force was not given."""
+
+
+class MissingDependencyError(EdgesmlpError):
+    """An optional runtime (OpenVINO, NNCF, TensorRT) is not installed."""
+
+    exit_code = 2
+
+    def __init__(self, package: str, purpose: str, install: str):
+        super().__init__(f"{purpose} needs {package}, which is not installed: run `{install}`")
+        self.package = package
+
+
+class FoldError(EdgesmlpError):
+    """A fold or graph rewrite changed the model's outputs or met degenerate statistics."""
+
+
+class ExportError(EdgesmlpError):
+    """An exported graph failed its checks or disagreed with PyTorch."""

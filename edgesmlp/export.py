@@ -1,0 +1,98 @@
+"""ONNX export that proves itself: onnx.checker, then ONNX Runtime against PyTorch on the same input."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgesmlp.artifacts import atomic_file
+from edgesmlp.errors import ExportError
+
+OPSET = 18  # the dynamo exporter's native opset; asking for less triggers a lossy down-conversion
+EXPORT_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    max_abs_diff: float
+    opset: int
+    batch: int | str
+
+
+def _export(model: torch.nn.Module, example: torch.Tensor, path: Path, dynamic_batch: bool, opset: int) -> None:
+    kwargs = {}
+    if dynamic_batch:
+        kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch", min=1, max=4096)},)
+    torch_logger = logging.getLogger("torch")
+    level = torch_logger.level
+    torch_logger.setLevel(logging.ERROR)  # the exporter logs pages of notes about absent torchvision ops
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model, (example,), str(path), dynamo=True, opset_version=opset, external_data=False,
+                input_names=["input"], output_names=["logits"], **kwargs,
+            )
+    finally:
+        torch_logger.setLevel(level)
+
+
+def run_onnxruntime(path: str | Path, x: np.ndarray, threads: int = 0) -> np.ndarray:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+@torch.no_grad()
+def export_onnx(
+    model: torch.nn.Module,
+    path: str | Path,
+    image_size: int,
+    in_chans: int = 3,
+    batch: int = 1,
+    dynamic_batch: bool = False,
+    opset: int = OPSET,
+    tolerance: float = EXPORT_TOLERANCE,
+) -> ExportResult:
+    """Export ``model`` to ``path``; raise :class:`ExportError` unless ONNX Runtime matches PyTorch."""
+    import onnx
+
+    path = Path(path)
+    model = model.eval()
+    # torch.export specialises a size-1 dimension, so a dynamic batch is traced at batch 2.
+    example_batch = max(batch, 2) if dynamic_batch else batch
+    example = torch.randn(example_batch, in_chans, image_size, image_size, generator=torch.Generator().manual_seed(0))
+    with atomic_file(path) as tmp:
+        try:
+            _export(model, example, tmp, dynamic_batch, opset)
+        except Exception as e:  # noqa: BLE001 - exporter errors are long; keep the first line
+            raise ExportError(f"torch.onnx.export failed: {str(e).splitlines()[0]}") from e
+        try:
+            onnx.checker.check_model(str(tmp), full_check=True)
+        except onnx.checker.ValidationError as e:
+            raise ExportError(f"the exported graph fails onnx.checker: {str(e).splitlines()[0]}") from None
+        # Check at a second batch size too when the batch is dynamic.
+        probes = [example] + ([torch.cat([example, example.flip(0)] * 2)] if dynamic_batch else [])
+        diff = 0.0
+        for probe in probes:
+            reference = model(probe).numpy()
+            got = run_onnxruntime(tmp, probe.numpy())
+            diff = max(diff, float(np.abs(reference - got).max()))
+        if not diff <= tolerance:
+            raise ExportError(
+                f"ONNX Runtime disagrees with PyTorch: max |logit difference| {diff:.3g} > {tolerance:g}; nothing written"
+            )
+    return ExportResult(path=path, max_abs_diff=diff, opset=opset, batch="dynamic" if dynamic_batch else batch)

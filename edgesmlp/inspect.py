@@ -1,0 +1,60 @@
+"""What `edgesmlp inspect` reports about a loaded checkpoint."""
+
+from __future__ import annotations
+
+import re
+
+from edgesmlp.checkpoint import Checkpoint
+from edgesmlp.fold import fold_plan
+from edgesmlp.model import count_macs, count_params
+
+
+def describe(ckpt: Checkpoint) -> dict:
+    config = ckpt.config
+    sites = fold_plan(ckpt.model)
+    return {
+        "path": str(ckpt.path),
+        "bundled": ckpt.bundled,
+        "sha256": ckpt.sha256,
+        "variant": config.variant or "custom",
+        "config": config.to_dict(),
+        "input_size": [config.in_chans, config.image_size, config.image_size],
+        "token_grids": list(config.grids),
+        "num_classes": config.num_classes,
+        "params": count_params(ckpt.model),
+        "macs": count_macs(ckpt.model, config.image_size, config.in_chans),
+        "weights_taken": ckpt.weights,
+        "epoch": ckpt.epoch,
+        "preprocess": ckpt.preprocess.to_dict(),
+        "foldable": [vars(s) for s in sites if s.into],
+        "not_foldable": [vars(s) for s in sites if not s.into],
+        "metadata": ckpt.metadata,
+    }
+
+
+def render(info: dict) -> str:
+    c = info["config"]
+    lines = [
+        f"weights      {info['path']}{'  (bundled digits model)' if info['bundled'] else ''}",
+        f"sha256       {info['sha256']}",
+        f"taken from   {info['weights_taken']}" + (f"  (epoch {info['epoch']})" if info["epoch"] is not None else ""),
+        f"variant      {info['variant']}  dim {c['dim']}, depths {c['depths']}, alpha {c['alpha']}",
+        f"input        {' x '.join(map(str, info['input_size']))}  (token grids {info['token_grids']})",
+        f"classes      {info['num_classes']}",
+        f"parameters   {info['params'] / 1e6:.2f} M",
+        f"MACs         {info['macs'] / 1e9:.3f} G per image",
+        f"preprocess   crop_pct {info['preprocess']['crop_pct']}, {info['preprocess']['interpolation']}, "
+        f"mean {info['preprocess']['mean']}, std {info['preprocess']['std']}",
+        f"foldable     {len(info['foldable'])} norms:",
+    ]
+    kinds: dict[str, int] = {}
+    for site in info["foldable"]:
+        into = re.sub(r"\.\d+\.", ".k.", site["into"], count=1)
+        key = f"{site['kind']} -> {into}: {site['note']}"
+        kinds[key] = kinds.get(key, 0) + 1
+    lines += [f"  {n:3d} x {key}" for key, n in kinds.items()]
+    lines.append(f"kept         {len(info['not_foldable'])} BatchNorms before GELU (per-channel multiply-add)")
+    for key in ("training",):
+        if key in info["metadata"]:
+            lines.append(f"{key:12s} {info['metadata'][key]}")
+    return "\n".join(lines)

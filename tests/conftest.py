@@ -1,0 +1,50 @@
+import argparse
+
+import pytest
+import torch
+
+from edgesmlp.config import ModelConfig
+from edgesmlp.model import sMLPNet
+
+SMALL = ModelConfig(dim=8, depths=(1, 1, 2, 1), alpha=2, num_classes=5, in_chans=3, image_size=32)
+
+
+def randomize_norms(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every BatchNorm/LayerNorm non-trivial statistics and affines, as a trained model has."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.5)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) * 2 + 0.1)
+            if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.LayerNorm)):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * 0.5 + 1)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.2)
+    return model.eval()
+
+
+@pytest.fixture
+def small_model() -> sMLPNet:
+    torch.manual_seed(0)
+    return randomize_norms(sMLPNet(SMALL))
+
+
+@pytest.fixture
+def training_checkpoint(small_model, tmp_path):
+    """A checkpoint laid out as the official DeiT-style training script writes it."""
+    ema = randomize_norms(sMLPNet(SMALL), seed=1)
+    optimizer = torch.optim.AdamW(small_model.parameters())
+    path = tmp_path / "checkpoint.pth"
+    torch.save(
+        {
+            "model": small_model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "lr_scheduler": {"base_lrs": [1e-3], "last_epoch": 7},
+            "epoch": 7,
+            "model_ema": ema.state_dict(),
+            "scaler": {"scale": 65536.0},
+            "args": argparse.Namespace(model="smlpnet_t", lr=1e-3, input_size=32, drop_path=0.1),
+        },
+        path,
+    )
+    return path, small_model, ema
