@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -35,6 +36,11 @@ VariantOpt = Annotated[
                  "Optional: the architecture is read from the tensor shapes."),
 ]
 EmaOpt = Annotated[bool, typer.Option("--ema", help="Take the checkpoint's model_ema weights instead of model.")]
+
+
+class Form(str, Enum):
+    deploy = "deploy"
+    reference = "reference"
 
 
 def _fail(message: str, code: int) -> None:
@@ -96,22 +102,31 @@ def export(
     image_size: Annotated[Optional[int], typer.Option(help="Input side; must match the weights (multiple of 32).")] = None,
     batch: Annotated[int, typer.Option(min=1, help="Fixed batch size of the graph.")] = 1,
     dynamic_batch: Annotated[bool, typer.Option(help="Make the batch dimension dynamic instead.")] = False,
+    form: Annotated[Form, typer.Option(help="deploy: folded norms, no transposes (fast); reference: the "
+                                       "official graph as loaded.")] = Form.deploy,
     variant: VariantOpt = None,
     ema: EmaOpt = False,
     force: Annotated[bool, typer.Option(help="Overwrite OUTPUT if it exists.")] = False,
 ) -> None:
-    """Export FP32 ONNX, check it with onnx.checker, and prove ONNX Runtime matches PyTorch (<= 1e-4)."""
+    """Export FP32 ONNX, check it with onnx.checker, and prove ONNX Runtime matches the official
+    PyTorch graph (max |logit diff| <= 1e-4)."""
     from edgesmlp.errors import OutputExistsError
     from edgesmlp.export import export_onnx
 
     if output.exists() and not force:
         raise OutputExistsError(f"{output} exists: pass --force to overwrite it")
     ckpt = _load(weights, variant, ema, image_size)
+    model = ckpt.model
+    if form is Form.deploy:
+        from edgesmlp.deploy import to_deploy
+
+        model = to_deploy(ckpt.model)
     result = export_onnx(
-        ckpt.model, output, ckpt.config.image_size, ckpt.config.in_chans, batch=batch, dynamic_batch=dynamic_batch
+        model, output, ckpt.config.image_size, ckpt.config.in_chans, batch=batch, dynamic_batch=dynamic_batch,
+        reference=ckpt.model,
     )
     typer.echo(
-        f"wrote {result.path} (opset {result.opset}, batch {result.batch}, "
+        f"wrote {result.path} ({form.value} form, opset {result.opset}, batch {result.batch}, "
         f"{result.path.stat().st_size / 1e6:.2f} MB); ONNX Runtime vs PyTorch max |diff| {result.max_abs_diff:.2e}"
     )
 

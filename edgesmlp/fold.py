@@ -1,9 +1,19 @@
-"""Normalisation folding plan (what `inspect` reports); the folds themselves live beside it."""
+"""Fold normalisation into neighbouring layers: what can fold (`fold_plan`) and the folds themselves.
+
+Each fold deep-copies the model, rewrites it under ``torch.no_grad()``, and returns the copy;
+``fold_all`` proves every step against the original logits and raises :class:`FoldError` if one
+drifts. Degenerate BatchNorm statistics (NaN, zero or negative variance) are refused by name.
+"""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
+import torch
+from torch import nn
+
+from edgesmlp.errors import FoldError
 from edgesmlp.model import sMLPNet
 
 
@@ -33,3 +43,145 @@ def fold_plan(model: sMLPNet) -> list[FoldSite]:
         ))
     sites.append(FoldSite("batch_norm", "BatchNorm2d", "mlp_head.0", "folds through the mean pool into the head"))
     return sites
+
+
+# --- the folds: each returns a new model and proves it computes the same logits -----------------------
+
+FOLD_RTOL = 1e-5  # max |logit diff| allowed, relative to the reference logits' range
+
+
+class ScaleShift(nn.Module):
+    """An inference BatchNorm as one per-channel multiply-add (for the BN that cannot fold)."""
+
+    def __init__(self, scale: torch.Tensor, shift: torch.Tensor):
+        super().__init__()
+        self.register_buffer("scale", scale.detach().reshape(1, -1, 1, 1).clone())
+        self.register_buffer("shift", shift.detach().reshape(1, -1, 1, 1).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.shift
+
+
+def bn_scale_shift(bn: nn.BatchNorm2d, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) with bn(x) == x * scale + shift in eval mode; refuses degenerate statistics."""
+    var, mean = bn.running_var, bn.running_mean
+    if var is None or mean is None:
+        raise FoldError(f"{name} has no running statistics (track_running_stats=False): it cannot be folded")
+    bad = ~torch.isfinite(var) | ~torch.isfinite(mean) | (var <= 0)
+    if bad.any():
+        channel = int(bad.nonzero()[0])
+        raise FoldError(
+            f"{name}: running_var[{channel}] = {var[channel].item():g}, running_mean[{channel}] = "
+            f"{mean[channel].item():g}; a BatchNorm needs finite statistics and positive variance to fold - "
+            "the checkpoint's statistics are broken (re-estimate them on training data)"
+        )
+    scale = torch.rsqrt(var + bn.eps)
+    if bn.affine:
+        scale = scale * bn.weight
+    shift = -mean * scale + (bn.bias if bn.affine else 0.0)
+    return scale.detach(), shift.detach()
+
+
+@torch.no_grad()
+def fold_dwconv_bn(model: sMLPNet) -> nn.Module:
+    """Fold each sMLPBlock's BatchNorm into the depthwise conv that feeds it; the conv gains a bias."""
+    model = copy.deepcopy(model).eval()
+    for k, block in enumerate(model.token_mix):
+        dw_block, smlp = block[0], block[1]
+        if isinstance(smlp.BN, nn.Identity):
+            continue
+        conv = dw_block.conv_merge.Conv
+        scale, shift = bn_scale_shift(smlp.BN, f"token_mix.{k}.1.BN")
+        fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                          conv.dilation, conv.groups, bias=True)
+        fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
+        fused.bias.copy_(shift + (conv.bias * scale if conv.bias is not None else 0.0))
+        dw_block.conv_merge.Conv = fused
+        smlp.BN = nn.Identity()
+    return model
+
+
+@torch.no_grad()
+def fold_head_bn(model: sMLPNet) -> nn.Module:
+    """Fold the final ``batch_norm`` through the (linear) mean pool into ``mlp_head``."""
+    model = copy.deepcopy(model).eval()
+    if isinstance(model.batch_norm, nn.Identity):
+        return model
+    scale, shift = bn_scale_shift(model.batch_norm, "batch_norm")
+    head = model.mlp_head[0]
+    head.bias.copy_(head.bias + head.weight @ shift)
+    head.weight.copy_(head.weight * scale.view(1, -1))
+    model.batch_norm = nn.Identity()
+    return model
+
+
+@torch.no_grad()
+def fold_layernorm_affine(model: sMLPNet) -> nn.Module:
+    """Fold each channel-mix LayerNorm's weight and bias into the first Linear of its FFN."""
+    model = copy.deepcopy(model).eval()
+    for mix in model.channel_mix:
+        norm, fc1 = mix[1], mix[2].net[0]
+        if not norm.elementwise_affine:
+            continue
+        fc1.bias.copy_(fc1.bias + fc1.weight @ norm.bias)
+        fc1.weight.copy_(fc1.weight * norm.weight.view(1, -1))
+        mix[1] = nn.LayerNorm(norm.normalized_shape, eps=norm.eps, elementwise_affine=False)
+    return model
+
+
+@torch.no_grad()
+def keep_dwblock_bn_as_scale_shift(model: sMLPNet) -> nn.Module:
+    """The DWConvBlock's BatchNorm sits before a GELU: make it one per-channel multiply-add."""
+    model = copy.deepcopy(model).eval()
+    for k, block in enumerate(model.token_mix):
+        bmc = block[0].conv_merge
+        if isinstance(bmc.BN, nn.BatchNorm2d):
+            bmc.BN = ScaleShift(*bn_scale_shift(bmc.BN, f"token_mix.{k}.0.conv_merge.BN"))
+    return model
+
+
+@torch.no_grad()
+def check_equivalent(
+    reference: nn.Module, candidate: nn.Module, inputs: torch.Tensor, what: str, rtol: float = FOLD_RTOL
+) -> float:
+    """Return max |logit diff| / logit range; raise :class:`FoldError` above ``rtol``."""
+    expected = reference.eval()(inputs)
+    got = candidate.eval()(inputs)
+    span = float(expected.max() - expected.min()) or 1.0
+    relative = float((expected - got).abs().max()) / span
+    if not relative <= rtol:
+        raise FoldError(f"{what} changed the logits: max |diff| is {relative:.3g} of their range (allowed {rtol:g})")
+    return relative
+
+
+def example_inputs(model: sMLPNet, batch: int = 4, seed: int = 0) -> torch.Tensor:
+    c = model.config
+    return torch.randn(batch, c.in_chans, c.image_size, c.image_size, generator=torch.Generator().manual_seed(seed))
+
+
+def check_statistics(model: nn.Module) -> None:
+    """Refuse, by layer name, any BatchNorm whose statistics cannot fold (before anything runs)."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.BatchNorm2d):
+            bn_scale_shift(module, name)
+
+
+FOLDS = (
+    ("sMLPBlock BatchNorm -> depthwise conv", fold_dwconv_bn),
+    ("head batch_norm -> mlp_head", fold_head_bn),
+    ("LayerNorm affine -> FFN fc1", fold_layernorm_affine),
+    ("DWConvBlock BatchNorm -> per-channel multiply-add", keep_dwblock_bn_as_scale_shift),
+)
+
+
+def fold_all(model: sMLPNet, inputs: torch.Tensor | None = None) -> tuple[nn.Module, dict[str, float]]:
+    """Apply every fold in turn, proving each against the model before it; return the model and errors."""
+    check_statistics(model)
+    inputs = example_inputs(model) if inputs is None else inputs
+    errors = {}
+    current = model.eval()
+    for name, fold in FOLDS:
+        folded = fold(current)
+        errors[name] = check_equivalent(model, folded, inputs, name)
+        current = folded
+    return current, errors

@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 
 from edgesmlp.checkpoint import Checkpoint
-from edgesmlp.fold import fold_plan
+from edgesmlp.fold import fold_all, fold_plan
 from edgesmlp.model import count_macs, count_params
 
 
 def describe(ckpt: Checkpoint) -> dict:
     config = ckpt.config
     sites = fold_plan(ckpt.model)
+    _, fold_errors = fold_all(ckpt.model)
     return {
         "path": str(ckpt.path),
         "bundled": ckpt.bundled,
@@ -28,6 +29,7 @@ def describe(ckpt: Checkpoint) -> dict:
         "preprocess": ckpt.preprocess.to_dict(),
         "foldable": [vars(s) for s in sites if s.into],
         "not_foldable": [vars(s) for s in sites if not s.into],
+        "folded": [{"fold": name, "max_rel_logit_diff": err} for name, err in fold_errors.items()],
         "metadata": ckpt.metadata,
     }
 
@@ -54,6 +56,8 @@ def render(info: dict) -> str:
         kinds[key] = kinds.get(key, 0) + 1
     lines += [f"  {n:3d} x {key}" for key, n in kinds.items()]
     lines.append(f"kept         {len(info['not_foldable'])} BatchNorms before GELU (per-channel multiply-add)")
+    lines.append("folded       (each proven against the unfolded logits; diff relative to the logit range)")
+    lines += [f"  {f['fold']:52s} {f['max_rel_logit_diff']:.1e}" for f in info["folded"]]
     for key in ("training",):
         if key in info["metadata"]:
             lines.append(f"{key:12s} {info['metadata'][key]}")
