@@ -44,8 +44,9 @@ class ChannelLayerNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Written as (x - mean) / sqrt(var + eps): the pattern OpenVINO fuses into one MVN op.
         centred = x - x.mean(dim=1, keepdim=True)
-        return centred * torch.rsqrt((centred * centred).mean(dim=1, keepdim=True) + self.eps)
+        return centred / torch.sqrt(centred.pow(2).mean(dim=1, keepdim=True) + self.eps)
 
 
 class TokenMix(nn.Module):

@@ -1,0 +1,94 @@
+"""Latency measurement: warm-up, perf_counter, interleaved rounds, medians and paired ratios.
+
+The machines we measure on are shared and noisy, so candidates are timed in interleaved rounds
+(A B C, C A B, ...) and compared by the median of per-round ratios rather than by one long run each.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Timing:
+    samples_ms: tuple[float, ...]
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.samples_ms)
+
+    @property
+    def p90(self) -> float:
+        ordered = sorted(self.samples_ms)
+        return ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
+
+
+def time_calls(fn: Callable[[], object], iters: int) -> list[float]:
+    samples = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1e3)
+    return samples
+
+
+def interleaved(
+    candidates: dict[str, Callable[[], object]], rounds: int = 5, iters: int = 10, warmup: int = 3, seed: int = 0
+) -> tuple[dict[str, Timing], list[dict[str, float]]]:
+    """Time every candidate in ``rounds`` shuffled rounds; return timings and per-round medians."""
+    for fn in candidates.values():
+        time_calls(fn, warmup)
+    rng = random.Random(seed)
+    samples: dict[str, list[float]] = {name: [] for name in candidates}
+    per_round: list[dict[str, float]] = []
+    names = list(candidates)
+    for _ in range(rounds):
+        rng.shuffle(names)
+        medians = {}
+        for name in names:
+            got = time_calls(candidates[name], iters)
+            samples[name] += got
+            medians[name] = statistics.median(got)
+        per_round.append(medians)
+    return {name: Timing(tuple(s)) for name, s in samples.items()}, per_round
+
+
+def paired_ratio(per_round: list[dict[str, float]], slow: str, fast: str) -> float:
+    """Median over rounds of slow/fast: > 1 means ``fast`` is faster."""
+    return statistics.median(r[slow] / r[fast] for r in per_round)
+
+
+def machine_info() -> dict:
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    except OSError:
+        pass
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        pass
+    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8") if f" {f}" in flags]
+    return {"cpu": model, "cores": os.cpu_count(), "isa": isa, "python": platform.python_version(),
+            "os": platform.platform()}
+
+
+def library_versions(*names: str) -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
