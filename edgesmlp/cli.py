@@ -131,6 +131,98 @@ def export(
     )
 
 
+class Target(str, Enum):
+    openvino = "openvino"
+
+
+def _floats(text: str | None, option: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        from edgesmlp.errors import ConfigError
+
+        raise ConfigError(f"{option} takes comma-separated numbers such as 0.485,0.456,0.406; got {text!r}") from None
+
+
+@app.command()
+@friendly_errors
+def quantize(
+    target: Annotated[Target, typer.Option(help="Where the INT8 model will run: openvino (Intel/x86 CPUs).")] = Target.openvino,
+    weights: WeightsOpt = None,
+    calib: Annotated[Optional[Path], typer.Option(help="Calibration images: a folder, an ImageFolder tree, or a "
+                                                  "list file of 'path[,label]'. Default: the bundled digits calib split.")] = None,
+    val: Annotated[Optional[Path], typer.Option(help="Validation images (an ImageFolder tree or labelled list gives "
+                                                "top-1/top-5). Default: the bundled digits val split.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output folder; artifacts go to OUTPUT/<target>/. "
+                                                   "Default: edgesmlp-out (or the next free edgesmlp-out-N).")] = None,
+    force: Annotated[bool, typer.Option(help="Replace OUTPUT/<target> if it exists.")] = False,
+    calib_size: Annotated[int, typer.Option(help="Calibration images sampled (deterministically, see --seed).")] = 300,
+    seed: Annotated[int, typer.Option(help="Seed for sampling the calibration images.")] = 0,
+    preset: Annotated[str, typer.Option(help="NNCF preset: performance (symmetric) or mixed (asymmetric activations).")] = "performance",
+    bias_correction: Annotated[str, typer.Option(help="off, fast or full. NNCF's bias correction fails on the deploy "
+                                                 "form's left-operand MatMul, so it needs --form reference.")] = "off",
+    smooth_quant: Annotated[Optional[float], typer.Option(help="SmoothQuant alpha (0-1). Switches NNCF to its "
+                                                          "transformer placement, which lost accuracy on sMLPNet: "
+                                                          "measure before shipping.")] = None,
+    ignore: Annotated[Optional[list[str]], typer.Option(help="OpenVINO node name to keep in FP32 (repeatable).")] = None,
+    form: Annotated[Form, typer.Option(help="deploy (fast, no transposes) or reference (the official graph).")] = Form.deploy,
+    image_size: Annotated[Optional[int], typer.Option(help="Input side (must match the weights).")] = None,
+    crop_pct: Annotated[Optional[float], typer.Option(help="Centre-crop fraction; resize the shorter side to "
+                                                      "size/crop_pct first. Default: the checkpoint's (0.875 for ImageNet).")] = None,
+    interpolation: Annotated[Optional[str], typer.Option(help="bicubic, bilinear, nearest or lanczos.")] = None,
+    mean: Annotated[Optional[str], typer.Option(help="Per-channel mean, e.g. 0.485,0.456,0.406.")] = None,
+    std: Annotated[Optional[str], typer.Option(help="Per-channel std, e.g. 0.229,0.224,0.225.")] = None,
+    threads: Annotated[int, typer.Option(help="CPU threads for inference (0: the runtime's default).")] = 0,
+    variant: VariantOpt = None,
+    ema: EmaOpt = False,
+) -> None:
+    """INT8 post-training quantization for a target, with an FP32 vs INT8 accuracy/latency report.
+
+    Loads the weights, folds BatchNorm and LayerNorm, builds the transpose-free deploy form, calibrates
+    on your images, quantizes with NNCF, compiles for the CPU, and evaluates FP32 and INT8 on the
+    validation images. With no options it runs the bundled digits model on its own data.
+    """
+    from edgesmlp.calibration.options import PreprocessOverrides
+    from edgesmlp.pipeline import QuantizeRequest, run_quantize
+    from edgesmlp.quantize.openvino_ptq import BiasCorrection, OpenVINOPTQConfig, Preset
+    from edgesmlp.report import render_table
+    from edgesmlp.errors import ConfigError
+
+    if preset not in Preset.__members__:
+        raise ConfigError(f"--preset {preset!r} unknown: use performance or mixed")
+    if bias_correction not in BiasCorrection.__members__:
+        raise ConfigError(f"--bias-correction {bias_correction!r} unknown: use off, fast or full")
+    request = QuantizeRequest(
+        weights=weights, variant=variant, ema=ema, target=target.value, calib=calib, val=val, output=output,
+        force=force, form=form.value, threads=threads,
+        preprocess=PreprocessOverrides(image_size, crop_pct, interpolation, _floats(mean, "--mean"), _floats(std, "--std")),
+        ptq=OpenVINOPTQConfig(preset=preset, calib_size=calib_size, bias_correction=bias_correction,
+                              smooth_quant=smooth_quant, ignored=tuple(ignore or ()), seed=seed),
+    )
+    outcome = run_quantize(request, log=lambda line: typer.echo(line, err=True))
+    typer.echo(render_table(outcome.report["results"]))
+    typer.echo(f"wrote {outcome.directory}/: model.xml (INT8 IR), model_fp32.xml, report.json, report.md, manifest.json")
+
+
+data_app = typer.Typer(help="Bundled data sets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("digits")
+@friendly_errors
+def data_digits(
+    output: Annotated[Path, typer.Argument(help="Folder to create, with train/, calib/ and val/ ImageFolder trees.")],
+    force: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
+) -> None:
+    """Write the bundled digits splits as PNG ImageFolder trees (OUTPUT/<split>/<class>/<n>.png)."""
+    from edgesmlp.calibration.digits import write_imagefolders
+
+    counts = write_imagefolders(output, force=force)
+    typer.echo(f"wrote {output}/: " + ", ".join(f"{split} {n} images" for split, n in counts.items()))
+
+
 def main() -> None:  # pragma: no cover - console entry for `python -m edgesmlp`
     app()
 

@@ -47,3 +47,21 @@ def to_image(pixels: np.ndarray) -> Image.Image:
 def load_split(split: str) -> list[tuple[Image.Image, int]]:
     images, labels = _digits()
     return [(to_image(images[i]), int(labels[i])) for i in split_indices(split)]
+
+
+def write_imagefolders(root, force: bool = False) -> dict[str, int]:
+    """Write every split as ``root/<split>/<label>/<index>.png``, atomically."""
+    from pathlib import Path
+
+    from edgesmlp.artifacts import atomic_dir
+
+    root = Path(root)
+    counts = {}
+    with atomic_dir(root, force=force) as tmp:
+        for split in SPLITS:
+            for i, (image, label) in zip(split_indices(split), load_split(split)):
+                folder = tmp / split / str(label)
+                folder.mkdir(parents=True, exist_ok=True)
+                image.save(folder / f"{i:04d}.png")
+            counts[split] = len(split_indices(split))
+    return counts

@@ -1,0 +1,96 @@
+"""Post-training INT8 quantization of an OpenVINO model with NNCF.
+
+Defaults were chosen by measuring the trained bundled model (benchmarks/results/openvino_ptq_presets.md):
+NNCF's default (performance) preset on the deploy form with bias correction off. NNCF 3.4's bias
+correction crashes on the deploy form's left-operand MatMul (``P @ x``), and turning it off cost no
+accuracy there. ``ModelType.TRANSFORMER`` (which SmoothQuant needs) collapsed a trained sMLPNet's
+top-1 in our measurements, so SmoothQuant is off unless asked for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+
+import numpy as np
+
+from edgesmlp.errors import ConfigError, MissingDependencyError
+
+
+class Preset(str, Enum):
+    performance = "performance"  # symmetric weights and activations
+    mixed = "mixed"  # symmetric weights, asymmetric activations
+
+
+class BiasCorrection(str, Enum):
+    off = "off"
+    fast = "fast"
+    full = "full"
+
+
+@dataclass(frozen=True)
+class OpenVINOPTQConfig:
+    preset: Preset = Preset.performance
+    calib_size: int = 300
+    bias_correction: BiasCorrection = BiasCorrection.off
+    smooth_quant: float | None = None  # alpha in [0, 1]; enables NNCF's transformer placement
+    ignored: tuple[str, ...] = field(default_factory=tuple)  # node names (exact) to keep in FP32
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "preset", Preset(self.preset))
+        object.__setattr__(self, "bias_correction", BiasCorrection(self.bias_correction))
+        object.__setattr__(self, "ignored", tuple(self.ignored))
+        if self.calib_size <= 0:
+            raise ConfigError(f"--calib-size must be positive, got {self.calib_size}")
+        if self.smooth_quant is not None and not 0.0 <= self.smooth_quant <= 1.0:
+            raise ConfigError(f"--smooth-quant alpha must be in [0, 1], got {self.smooth_quant}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["preset"], d["bias_correction"], d["ignored"] = self.preset.value, self.bias_correction.value, list(self.ignored)
+        return d
+
+
+def require_nncf():
+    try:
+        import nncf
+    except ImportError:
+        raise MissingDependencyError("nncf", "INT8 quantization for OpenVINO", "pip install 'edgesmlp[openvino]'") from None
+    return nncf
+
+
+def quantize_openvino(model, calibration: np.ndarray, config: OpenVINOPTQConfig, deploy_form: bool = True):
+    """Return an INT8 copy of the ov.Model ``model`` calibrated on ``calibration`` (N, C, H, W)."""
+    nncf = require_nncf()
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+
+    if deploy_form and config.bias_correction is not BiasCorrection.off:
+        raise ConfigError(
+            "--bias-correction fast/full cannot run on the deploy form: NNCF's bias correction fails on its "
+            "left-operand MatMul (P @ x); use --bias-correction off (the default, no accuracy cost measured) "
+            "or --form reference"
+        )
+    names = {op.get_friendly_name() for op in model.get_ops()}
+    unknown = [n for n in config.ignored if n not in names]
+    if unknown:
+        raise ConfigError(f"--ignore {unknown[0]!r} names no node of the model; node names look like "
+                          f"{sorted(n for n in names if 'Convolution' in n or 'MatMul' in n)[:3]}")
+    advanced = AdvancedQuantizationParameters(disable_bias_correction=config.bias_correction is BiasCorrection.off)
+    kwargs = {}
+    if config.smooth_quant is not None:
+        kwargs["model_type"] = nncf.ModelType.TRANSFORMER
+        advanced.smooth_quant_alphas = AdvancedSmoothQuantParameters(
+            convolution=config.smooth_quant, matmul=config.smooth_quant
+        )
+    samples = [calibration[i : i + 1] for i in range(len(calibration))]
+    return nncf.quantize(
+        model,
+        nncf.Dataset(samples),
+        preset=nncf.QuantizationPreset.PERFORMANCE if config.preset is Preset.performance else nncf.QuantizationPreset.MIXED,
+        subset_size=len(samples),
+        fast_bias_correction=config.bias_correction is not BiasCorrection.full,
+        ignored_scope=nncf.IgnoredScope(names=list(config.ignored)) if config.ignored else None,
+        advanced_parameters=advanced,
+        **kwargs,
+    )
