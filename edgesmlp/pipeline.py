@@ -71,18 +71,20 @@ def run_quantize(request: QuantizeRequest, log=print) -> QuantizeOutcome:
     from edgesmlp.deploy import to_deploy
     from edgesmlp.targets import openvino as ovt
 
+    from edgesmlp.quantize.openvino_ptq import check_ignored, check_request, quantize_openvino
+
     target_dir = output_directory(request)
     ovt.require_openvino()
+    check_request(request.ptq, deploy_form=request.form == "deploy")
     ckpt = load_checkpoint(request.weights, variant=request.variant, ema=request.ema)
     preprocess = resolve_preprocess(ckpt, request.preprocess)
     images = load_job_images(ckpt, preprocess, request.calib, request.val, request.ptq.calib_size, request.ptq.seed)
     _log_skipped(images, log)
     model = to_deploy(ckpt.model) if request.form == "deploy" else ckpt.model
     fp32 = ovt.to_openvino(model, ckpt.config.in_chans, ckpt.config.image_size)
+    check_ignored(fp32, request.ptq)
     log(f"quantizing ({request.form} form, {len(images.calib.x)} calibration images, preset {request.ptq.preset.value})")
     start = time.perf_counter()
-    from edgesmlp.quantize.openvino_ptq import quantize_openvino
-
     int8 = quantize_openvino(fp32, images.calib.x.numpy(), request.ptq, deploy_form=request.form == "deploy")
     quantize_seconds = time.perf_counter() - start
     target_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -60,22 +60,32 @@ def require_nncf():
     return nncf
 
 
-def quantize_openvino(model, calibration: np.ndarray, config: OpenVINOPTQConfig, deploy_form: bool = True):
-    """Return an INT8 copy of the ov.Model ``model`` calibrated on ``calibration`` (N, C, H, W)."""
-    nncf = require_nncf()
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
-
+def check_request(config: OpenVINOPTQConfig, deploy_form: bool) -> None:
+    """Everything that can be refused before any work: the runtime, and option combinations."""
+    require_nncf()
     if deploy_form and config.bias_correction is not BiasCorrection.off:
         raise ConfigError(
             "--bias-correction fast/full cannot run on the deploy form: NNCF's bias correction fails on its "
             "left-operand MatMul (P @ x); use --bias-correction off (the default, no accuracy cost measured) "
             "or --form reference"
         )
+
+
+def check_ignored(model, config: OpenVINOPTQConfig) -> None:
     names = {op.get_friendly_name() for op in model.get_ops()}
     unknown = [n for n in config.ignored if n not in names]
     if unknown:
         raise ConfigError(f"--ignore {unknown[0]!r} names no node of the model; node names look like "
                           f"{sorted(n for n in names if 'Convolution' in n or 'MatMul' in n)[:3]}")
+
+
+def quantize_openvino(model, calibration: np.ndarray, config: OpenVINOPTQConfig, deploy_form: bool = True):
+    """Return an INT8 copy of the ov.Model ``model`` calibrated on ``calibration`` (N, C, H, W)."""
+    check_request(config, deploy_form)
+    check_ignored(model, config)
+    nncf = require_nncf()
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+
     advanced = AdvancedQuantizationParameters(disable_bias_correction=config.bias_correction is BiasCorrection.off)
     kwargs = {}
     if config.smooth_quant is not None:

@@ -1,0 +1,184 @@
+"""End to end with the real OpenVINO and NNCF on the bundled model and its data."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from edgesmlp.calibration.digits import write_imagefolders
+from edgesmlp.cli import app
+from edgesmlp.errors import ConfigError
+from edgesmlp.pipeline import QuantizeRequest, run_quantize
+from edgesmlp.quantize.openvino_ptq import OpenVINOPTQConfig
+
+runner = CliRunner()
+REQUIRED = ("target", "precision", "top1", "top5", "latency_ms_p50", "latency_ms_p90", "throughput_ips", "size_mb")
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("q")
+    outcome = run_quantize(QuantizeRequest(output=out, latency_iters=10), log=lambda _: None)
+    return outcome
+
+
+def results(report):
+    return {r["precision"]: r for r in report["results"]}
+
+
+def test_int8_accuracy_on_the_bundled_model(default_run):
+    r = results(default_run.report)
+    assert r["fp32"]["top1"] >= 97.0
+    assert r["int8"]["top1"] >= r["fp32"]["top1"] - 0.3
+    assert r["int8"]["agreement"] >= 99.0
+    assert r["int8"]["cosine"] > 0.999
+    assert r["int8"]["images"] == 500
+
+
+def test_artifacts_and_report_schema(default_run):
+    folder = default_run.directory
+    assert folder.name == "openvino"
+    for name in ("model.xml", "model.bin", "model_fp32.xml", "model_fp32.bin", "report.json", "report.md",
+                 "manifest.json"):
+        assert (folder / name).is_file(), name
+    report = json.loads((folder / "report.json").read_text())
+    assert report["schema"] == "edgesmlp.report/1"
+    for row in report["results"]:
+        assert all(row[k] is not None for k in REQUIRED), row
+    r = results(report)
+    assert r["int8"]["size_mb"] < r["fp32"]["size_mb"] / 2.5  # int8 weights
+    assert "| openvino | int8 | ok |" in (folder / "report.md").read_text()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert set(manifest["versions"]) >= {"edgesmlp", "torch", "openvino", "nncf"}
+    assert len(manifest["weights"]["sha256"]) == 64 and len(manifest["calibration"]["list_sha256"]) == 64
+    assert manifest["calibration"]["images"] == 300
+    assert manifest["options"]["ptq"]["preset"] == "performance"
+
+
+def test_int8_ir_is_really_quantized(default_run):
+    import openvino as ov
+
+    model = ov.Core().read_model(str(default_run.directory / "model.xml"))
+    types = [op.get_type_name() for op in model.get_ops()]
+    assert types.count("FakeQuantize") >= 20
+    assert "Transpose" not in types
+
+
+@pytest.fixture(scope="module")
+def digits_tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data") / "digits"
+    write_imagefolders(root)
+    return root
+
+
+def test_cli_no_arguments_and_real_imagefolder(digits_tree, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["quantize", "--calib", str(digits_tree / "calib"), "--val", str(digits_tree / "val"),
+                                 "--calib-size", "100"])
+    assert result.exit_code == 0, result.output
+    assert "| openvino | int8 | ok |" in result.stdout
+    assert (tmp_path / "edgesmlp-out" / "openvino" / "model.xml").is_file()
+    report = json.loads((tmp_path / "edgesmlp-out" / "openvino" / "report.json").read_text())
+    assert results(report)["int8"]["agreement"] >= 98.0
+    assert report["data"]["calib_images"] == 100 and report["data"]["val"].endswith("val")
+    # An explicit existing output is refused and left alone.
+    before = (tmp_path / "edgesmlp-out" / "openvino" / "report.json").read_text()
+    refused = runner.invoke(app, ["quantize", "-o", "edgesmlp-out"])
+    assert refused.exit_code == 2 and "--force" in refused.stderr
+    assert (tmp_path / "edgesmlp-out" / "openvino" / "report.json").read_text() == before
+
+
+def test_unlabelled_validation_folder(digits_tree, tmp_path):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for p in sorted((digits_tree / "val" / "3").glob("*.png"))[:20]:
+        (flat / p.name).write_bytes(p.read_bytes())
+    outcome = run_quantize(QuantizeRequest(val=flat, output=tmp_path / "o", latency_iters=5,
+                                           ptq=OpenVINOPTQConfig(calib_size=50)), log=lambda _: None)
+    r = results(outcome.report)["int8"]
+    assert r["top1"] is None and r["agreement"] is not None
+    assert any("no labels" in n for n in outcome.report["notes"])
+
+
+def test_failure_mid_write_leaves_nothing(tmp_path, monkeypatch):
+    import edgesmlp.pipeline as pipeline
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(pipeline, "write_report", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        run_quantize(QuantizeRequest(output=tmp_path / "o", latency_iters=2,
+                                     ptq=OpenVINOPTQConfig(calib_size=20)), log=lambda _: None)
+    assert not (tmp_path / "o" / "openvino").exists()
+    assert not any(p.name.startswith(".") for p in (tmp_path / "o").iterdir())
+
+
+# --- bad input: clear one-line errors, exit 2, nothing written --------------------------------------------
+
+
+def invoke_error(args, pattern, tmp_path):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["quantize", "-o", str(out), *map(str, args)])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and pattern in lines[0], result.stderr
+    assert "Traceback" not in result.output
+    assert not (out / "openvino").exists()
+
+
+def test_missing_calibration_folder(tmp_path):
+    invoke_error(["--calib", tmp_path / "nope"], "no such file", tmp_path)
+
+
+def test_empty_calibration_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    invoke_error(["--calib", tmp_path / "empty"], "holds no images", tmp_path)
+
+
+def test_only_corrupt_calibration_images(tmp_path):
+    (tmp_path / "bad").mkdir()
+    for i in range(3):
+        (tmp_path / "bad" / f"{i}.jpg").write_bytes(b"garbage")
+    invoke_error(["--calib", tmp_path / "bad"], "none of its 3 images could be read", tmp_path)
+
+
+def test_validation_classes_do_not_match(tmp_path):
+    from PIL import Image
+
+    for cls in ("cat", "dog"):
+        (tmp_path / "val" / cls).mkdir(parents=True)
+        Image.new("RGB", (32, 32)).save(tmp_path / "val" / cls / "a.png")
+    invoke_error(["--val", tmp_path / "val"], "2 class folders but the model has 10", tmp_path)
+
+
+def test_own_weights_need_their_own_images(tmp_path, small_model):
+    import torch
+
+    torch.save(small_model.state_dict(), tmp_path / "w.pth")
+    invoke_error(["--weights", tmp_path / "w.pth"], "--calib is required", tmp_path)
+
+
+def test_bias_correction_on_deploy_form_is_explained(tmp_path):
+    invoke_error(["--bias-correction", "fast"], "--form reference", tmp_path)
+
+
+def test_unknown_ignored_node(tmp_path):
+    invoke_error(["--ignore", "no_such_node", "--calib-size", "10"], "names no node", tmp_path)
+
+
+def test_bad_options(tmp_path):
+    invoke_error(["--preset", "fastest"], "--preset", tmp_path)
+    invoke_error(["--calib-size", "0"], "--calib-size", tmp_path)
+    invoke_error(["--mean", "a,b,c"], "--mean", tmp_path)
+    invoke_error(["--image-size", "64"], "does not match the weights", tmp_path)
+    with pytest.raises(ConfigError, match="alpha"):
+        OpenVINOPTQConfig(smooth_quant=2.0)
+
+
+@pytest.mark.parametrize("module, package", [("openvino", "openvino"), ("nncf", "nncf")])
+def test_missing_runtime_says_what_to_install(tmp_path, monkeypatch, module, package):
+    monkeypatch.setitem(sys.modules, module, None)  # makes `import module` raise ImportError
+    invoke_error(["--calib-size", "10"], f"needs {package}, which is not installed: run `pip install", tmp_path)
