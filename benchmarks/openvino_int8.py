@@ -1,0 +1,157 @@
+"""edgesmlp INT8 vs what a user has today, on sMLPNet-T at 224, interleaved in one process.
+
+    python benchmarks/openvino_int8.py [--rounds 5] [--iters 8] [--threads 2] [--calib 300]
+
+Candidates (batch 1, OpenVINO CPU, INFERENCE_PRECISION_HINT=f32 unless named otherwise):
+  ov_fp32_plain     OpenVINO FP32 of the official graph
+  nncf_int8_plain   NNCF's default INT8 of the official graph (nncf.quantize with defaults)
+  edgesmlp_int8     edgesmlp: folded deploy form, NNCF performance preset, bias correction off
+  torch_fp32        PyTorch eager FP32 of the official module
+Random weights are fine for speed. PTQ time and peak memory for 300 calibration images are measured
+in a fresh child process each. Writes benchmarks/results/openvino_int8.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+RESULTS = Path(__file__).parent / "results"
+SIZE = 224
+
+
+def make_model():
+    from edgesmlp import create_model
+
+    torch.manual_seed(0)
+    model = create_model("smlpnet_t")
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.5, generator=g)
+                m.running_var.uniform_(0.1, 2.0, generator=g)
+    return model.eval()
+
+
+def calibration(n: int) -> np.ndarray:
+    return np.random.default_rng(1).standard_normal((n, 3, SIZE, SIZE)).astype(np.float32)
+
+
+def quantize(kind: str, n: int):
+    """Returns (ov.Model INT8, seconds)."""
+    import nncf
+
+    from edgesmlp.deploy import to_deploy
+    from edgesmlp.quantize.openvino_ptq import OpenVINOPTQConfig, quantize_openvino
+    from edgesmlp.targets.openvino import to_openvino
+
+    model = make_model()
+    data = calibration(n)
+    if kind == "edgesmlp":
+        ov_model = to_openvino(to_deploy(model), 3, SIZE)
+        start = time.perf_counter()
+        q = quantize_openvino(ov_model, data, OpenVINOPTQConfig(calib_size=n))
+    else:
+        ov_model = to_openvino(model, 3, SIZE)
+        start = time.perf_counter()
+        q = nncf.quantize(ov_model, nncf.Dataset([data[i : i + 1] for i in range(n)]), subset_size=n)
+    return q, time.perf_counter() - start
+
+
+def _child(kind: str, n: int, queue) -> None:
+    torch.set_num_threads(2)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    _, seconds = quantize(kind, n)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    queue.put({"seconds": seconds, "peak_rss_mb": peak / 1024, "rss_before_mb": before / 1024})
+
+
+def measure_ptq(kind: str, n: int) -> dict:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(kind, n, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result
+
+
+def main() -> None:
+    import openvino as ov
+
+    from edgesmlp.targets.openvino import to_openvino
+    from edgesmlp.timing import interleaved, library_versions, machine_info, paired_ratio
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--iters", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--calib", type=int, default=300)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    ptq = {kind: measure_ptq(kind, args.calib) for kind in ("edgesmlp", "nncf_default")}
+    for kind, r in ptq.items():
+        print(f"PTQ {kind:13s} {args.calib} images: {r['seconds']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+
+    model = make_model()
+    small = 32  # speed runs calibrate on fewer images: calibration size does not change the INT8 graph's speed
+    edgesmlp_int8, _ = quantize("edgesmlp", small)
+    nncf_int8, _ = quantize("nncf_default", small)
+    core = ov.Core()
+    x = np.random.default_rng(0).standard_normal((1, 3, SIZE, SIZE)).astype(np.float32)
+
+    def compiled(m):
+        config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": args.threads, "PERFORMANCE_HINT": "LATENCY"}
+        request = core.compile_model(m, "CPU", config).create_infer_request()
+        return lambda: request.infer({0: x})
+
+    xt = torch.from_numpy(x)
+    candidates = {
+        "ov_fp32_plain": compiled(to_openvino(model, 3, SIZE)),
+        "nncf_int8_plain": compiled(nncf_int8),
+        "edgesmlp_int8": compiled(edgesmlp_int8),
+        "torch_fp32": lambda: model(xt),
+    }
+    with torch.no_grad():
+        timings, per_round = interleaved(candidates, rounds=args.rounds, iters=args.iters)
+    rows = []
+    for name, t in timings.items():
+        rows.append((name, t.p50, t.p90, paired_ratio(per_round, name, "edgesmlp_int8")))
+        print(f"{name:16s} p50 {t.p50:8.2f} ms  p90 {t.p90:8.2f} ms  edgesmlp_int8 is {rows[-1][3]:.2f}x faster", flush=True)
+    write(rows, ptq, args, {**machine_info(), **library_versions("torch", "openvino", "nncf", "edgesmlp")})
+
+
+def write(rows, ptq, args, info) -> None:
+    lines = [
+        "# OpenVINO INT8: edgesmlp vs the plain graph (sMLPNet-T, 224, batch 1)",
+        "",
+        f"`python benchmarks/openvino_int8.py --rounds {args.rounds} --iters {args.iters} --threads {args.threads} "
+        f"--calib {args.calib}`. Interleaved rounds in one process; the ratio is the median over rounds of "
+        "candidate/edgesmlp_int8 time (> 1: edgesmlp is faster). OpenVINO runs with INFERENCE_PRECISION_HINT=f32.",
+        "",
+        "| candidate | p50 ms | p90 ms | edgesmlp_int8 speedup |",
+        "| --- | --- | --- | --- |",
+    ]
+    lines += [f"| {n} | {p50:.2f} | {p90:.2f} | {r:.2f}x |" for n, p50, p90, r in rows]
+    lines += ["", f"Post-training quantization with {args.calib} calibration images (fresh process each, "
+              "PyTorch model built and converted inside it):", "",
+              "| recipe | seconds | peak RSS MB |", "| --- | --- | --- |"]
+    lines += [f"| {k} | {v['seconds']:.1f} | {v['peak_rss_mb']:.0f} |" for k, v in ptq.items()]
+    lines += ["", "Machine and versions:", "", "```json", json.dumps(info, indent=2), "```", ""]
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "openvino_int8.md").write_text("\n".join(lines))
+    print(f"wrote {RESULTS / 'openvino_int8.md'}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
