@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -71,3 +71,87 @@ def measure_latency(run1: Runner, run_n: Runner, sample: np.ndarray, batch: int,
     time_calls(lambda: run_n(many), max(1, warmup // 2))
     batched = Timing(tuple(time_calls(lambda: run_n(many), max(5, iters // batch))))
     return Latency(single, batch, batch / (batched.p50 / 1e3))
+
+
+def stream_batches(images, preprocess, batch: int, skipped: list) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """Decode and preprocess ``images`` (an ImageSet) ``batch`` at a time; unreadable files go to ``skipped``."""
+    from PIL import UnidentifiedImageError
+
+    xs, ys = [], []
+    for item in images.items:
+        try:
+            xs.append(preprocess(item.open()).numpy())
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+            skipped.append((item.key, str(e).splitlines()[0] if str(e) else type(e).__name__))
+            continue
+        ys.append(item.label)
+        if len(xs) == batch:
+            yield np.stack(xs), (np.array(ys) if None not in ys else None)
+            xs, ys = [], []
+    if xs:
+        yield np.stack(xs), (np.array(ys) if None not in ys else None)
+
+
+@dataclass
+class _Tally:
+    n: int = 0
+    correct1: int = 0
+    correct5: int = 0
+    agree: int = 0
+    cosine: float = 0.0
+
+
+@dataclass
+class Evaluation:
+    accuracy: dict[str, Accuracy]
+    labelled: bool
+    images: int
+    skipped: list = field(default_factory=list)
+    sample: np.ndarray | None = None  # the first batch, for latency runs
+
+
+def evaluate_runners(runners: dict[str, Runner], images, preprocess, batch: int) -> Evaluation:
+    """Stream the images once through every runner (the first is the reference for agreement/cosine).
+
+    Memory stays at one batch, so a 50,000-image validation set costs what a 16-image one does.
+    """
+    from edgesmlp.errors import DataError
+
+    tallies = {name: _Tally() for name in runners}
+    skipped: list = []
+    labelled, sample, reference_name = True, None, next(iter(runners))
+    with progress_bar(f"Evaluating {', '.join(runners)}", total=len(images.items)) as advance:
+        for x, y in stream_batches(images, preprocess, batch, skipped):
+            sample = x if sample is None else sample
+            labelled = labelled and y is not None
+            n = len(x)
+            padded = np.concatenate([x, np.repeat(x[-1:], batch - n, axis=0)]) if n < batch else x
+            outputs = {name: run(np.ascontiguousarray(padded))[:n] for name, run in runners.items()}
+            ref = outputs[reference_name]
+            for name, logits in outputs.items():
+                t = tallies[name]
+                t.n += n
+                t.agree += int((logits.argmax(1) == ref.argmax(1)).sum())
+                norms = np.maximum(np.linalg.norm(logits, axis=1) * np.linalg.norm(ref, axis=1), 1e-12)
+                t.cosine += float(((logits * ref).sum(1) / norms).sum())
+                if y is not None:
+                    top = np.argsort(-logits, axis=1)[:, : min(5, logits.shape[1])]
+                    t.correct1 += int((top[:, 0] == y).sum())
+                    t.correct5 += int((top == y[:, None]).any(axis=1).sum())
+            for _ in range(n):
+                advance()
+    count = tallies[reference_name].n
+    if count == 0:
+        example = f" (e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+        raise DataError(f"{images.origin}: none of its {len(images.items)} images could be read{example}")
+    accuracy = {
+        name: Accuracy(
+            top1=100.0 * t.correct1 / t.n if labelled else None,
+            top5=100.0 * t.correct5 / t.n if labelled else None,
+            agreement=100.0 * t.agree / t.n,
+            cosine=t.cosine / t.n,
+            count=t.n,
+        )
+        for name, t in tallies.items()
+    }
+    return Evaluation(accuracy, labelled, count, skipped, sample)

@@ -1,31 +1,30 @@
-"""The quantize job: checkpoint -> fold -> deploy form -> calibrate -> INT8 -> compile -> evaluate -> artifacts.
+"""The quantize job: checkpoint -> fold -> deploy form -> calibrate -> INT8 per target -> evaluate -> report.
 
-Everything is written into a temporary folder that is renamed to ``OUT/<target>`` only when the
-whole job has succeeded.
+Each target writes its artifacts into a temporary folder that is renamed to ``OUT/<target>`` only
+when the whole job, evaluation and report included, has succeeded.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from edgesmlp.artifacts import atomic_dir
-from edgesmlp.calibration.options import JobImages, PreprocessOverrides, load_job_images, resolve_preprocess
+from edgesmlp.calibration.options import PreprocessOverrides, load_job_images, resolve_preprocess
 from edgesmlp.checkpoint import Checkpoint, load_checkpoint
-from edgesmlp.errors import OutputExistsError
-from edgesmlp.evaluate import measure_latency, predict, score
+from edgesmlp.errors import ConfigError, OutputExistsError
+from edgesmlp.evaluate import Evaluation, evaluate_runners, measure_latency
 from edgesmlp.quantize.openvino_ptq import OpenVINOPTQConfig
 from edgesmlp.report import Result, build_report, write_report
+from edgesmlp.targets import TARGETS
+from edgesmlp.targets.base import Build, Job
 from edgesmlp.timing import library_versions, machine_info
 
 DEFAULT_OUTPUT = Path("edgesmlp-out")
-VERSIONED = ("edgesmlp", "torch", "numpy", "onnx", "onnxruntime", "openvino", "nncf")
+VERSIONED = ("edgesmlp", "torch", "numpy", "onnx", "onnxruntime", "openvino", "nncf", "tensorrt")
 
 
 @dataclass(frozen=True)
@@ -41,6 +40,7 @@ class QuantizeRequest:
     form: str = "deploy"
     preprocess: PreprocessOverrides = field(default_factory=PreprocessOverrides)
     ptq: OpenVINOPTQConfig = field(default_factory=OpenVINOPTQConfig)
+    qdq: object = None  # QDQConfig for the jetson target (None: its defaults)
     threads: int = 0  # 0: the runtime's default
     eval_batch: int = 16
     throughput_batch: int = 8
@@ -67,113 +67,106 @@ def output_directory(request: QuantizeRequest) -> Path:
     return root / request.target
 
 
+def target_module(name: str):
+    if name not in TARGETS:
+        raise ConfigError(f"unknown target {name!r}: choose one of {', '.join(TARGETS)}")
+    return importlib.import_module(TARGETS[name])
+
+
 def run_quantize(request: QuantizeRequest, log=print) -> QuantizeOutcome:
     from edgesmlp.deploy import to_deploy
-    from edgesmlp.targets import openvino as ovt
 
-    from edgesmlp.quantize.openvino_ptq import check_ignored, check_request, quantize_openvino
-
+    target = target_module(request.target)
     target_dir = output_directory(request)
-    ovt.require_openvino()
-    check_request(request.ptq, deploy_form=request.form == "deploy")
+    options = {"ptq": request.ptq, "qdq": request.qdq, "form": request.form, "threads": request.threads}
+    target.check(options)
     ckpt = load_checkpoint(request.weights, variant=request.variant, ema=request.ema)
     preprocess = resolve_preprocess(ckpt, request.preprocess)
     images = load_job_images(ckpt, preprocess, request.calib, request.val, request.ptq.calib_size, request.ptq.seed)
-    _log_skipped(images, log)
+    if images.calib.skipped:
+        key, reason = images.calib.skipped[0]
+        log(f"warning: skipped {len(images.calib.skipped)} unreadable calibration image(s), e.g. {key}: {reason}")
     model = to_deploy(ckpt.model) if request.form == "deploy" else ckpt.model
-    fp32 = ovt.to_openvino(model, ckpt.config.in_chans, ckpt.config.image_size)
-    check_ignored(fp32, request.ptq)
-    log(f"quantizing ({request.form} form, {len(images.calib.x)} calibration images, preset {request.ptq.preset.value})")
-    start = time.perf_counter()
-    int8 = quantize_openvino(fp32, images.calib.x.numpy(), request.ptq, deploy_form=request.form == "deploy")
-    quantize_seconds = time.perf_counter() - start
+    job = Job(ckpt, model, request.form, preprocess, images, options)
     target_dir.parent.mkdir(parents=True, exist_ok=True)
     with atomic_dir(target_dir, force=request.force) as tmp:
-        ovt.save_ir(int8, tmp / "model.xml")
-        ovt.save_ir(fp32, tmp / "model_fp32.xml")
-        results = _evaluate_openvino(request, tmp, images, quantize_seconds, log)
-        report = _report(request, ckpt, images, results)
+        build = target.build(job, tmp, log)
+        evaluation = evaluate_build(build, job, request, log)
+        results = measure_build(build, evaluation, request, log)
+        report = make_report(request, job, build, evaluation, results)
         write_report(tmp, report)
-        _write_manifest(tmp, request, ckpt, images, preprocess)
+        write_manifest(tmp, request, job, build)
     return QuantizeOutcome(target_dir, report)
 
 
-def _log_skipped(images: JobImages, log) -> None:
-    for name, loaded in (("calibration", images.calib), ("validation", images.val)):
-        if loaded.skipped:
-            key, reason = loaded.skipped[0]
-            log(f"warning: skipped {len(loaded.skipped)} unreadable {name} image(s), e.g. {key}: {reason}")
+def evaluate_build(build: Build, job: Job, request: QuantizeRequest, log) -> Evaluation:
+    runners = {v.precision: v.make_runner(request.eval_batch, False) for v in build.variants}
+    evaluation = evaluate_runners(runners, job.images.val_set, job.preprocess, request.eval_batch)
+    if evaluation.skipped:
+        key, reason = evaluation.skipped[0]
+        log(f"warning: skipped {len(evaluation.skipped)} unreadable validation image(s), e.g. {key}: {reason}")
+    return evaluation
 
 
-def _evaluate_openvino(request: QuantizeRequest, folder: Path, images: JobImages, quantize_seconds: float,
-                       log) -> list[Result]:
-    from edgesmlp.targets import openvino as ovt
-
-    ov = ovt.require_openvino()
-    core, x = ov.Core(), images.val.x.numpy()
-    labels = images.val.labels.numpy() if images.val.labels is not None else None
-    results, reference = [], None
-    for precision, xml in (("fp32", folder / "model_fp32.xml"), ("int8", folder / "model.xml")):
-        model = core.read_model(str(xml))
-        logits = predict(ovt.OpenVINORunner(model, request.eval_batch, request.threads), x, request.eval_batch,
-                         f"Evaluating OpenVINO {precision.upper()}")
-        reference = logits if reference is None else reference
-        acc = score(logits, labels, reference)
-        log(f"timing OpenVINO {precision.upper()}")
-        latency = measure_latency(
-            ovt.OpenVINORunner(model, 1, request.threads),
-            ovt.OpenVINORunner(model, request.throughput_batch, request.threads, latency=False),
-            x, request.throughput_batch, request.latency_iters,
-        )
+def measure_build(build: Build, evaluation: Evaluation, request: QuantizeRequest, log) -> list[Result]:
+    results = []
+    for v in build.variants:
+        log(f"timing {v.runtime} {v.precision.upper()}")
+        latency = measure_latency(v.make_runner(1, True), v.make_runner(request.throughput_batch, False),
+                                  evaluation.sample, request.throughput_batch, request.latency_iters)
+        acc = evaluation.accuracy[v.precision]
         results.append(Result(
-            target="openvino", precision=precision, runtime="OpenVINO CPU", top1=acc.top1, top5=acc.top5,
-            agreement=acc.agreement, cosine=acc.cosine, latency_ms_p50=latency.batch1.p50,
+            target=request.target, precision=v.precision, runtime=v.runtime, note=v.note, top1=acc.top1,
+            top5=acc.top5, agreement=acc.agreement, cosine=acc.cosine, latency_ms_p50=latency.batch1.p50,
             latency_ms_p90=latency.batch1.p90, throughput_ips=latency.throughput_ips,
-            throughput_batch=latency.throughput_batch, size_mb=ovt.ir_size_mb(xml), images=acc.count,
-            quantize_seconds=quantize_seconds if precision == "int8" else None,
+            throughput_batch=latency.throughput_batch, size_mb=v.size_mb, quantize_seconds=v.quantize_seconds,
+            images=acc.count,
         ))
-    if results[0].top1 is not None:
+    if results and results[0].top1 is not None:
         for r in results:
             r.drop_top1 = results[0].top1 - r.top1
     return results
 
 
-def _model_info(ckpt: Checkpoint) -> dict:
+def model_info(ckpt: Checkpoint) -> dict:
     return {"path": str(ckpt.path), "bundled": ckpt.bundled, "sha256": ckpt.sha256, "weights": ckpt.weights,
             "variant": ckpt.config.variant or "custom", "config": ckpt.config.to_dict(),
             "image_size": ckpt.config.image_size, "num_classes": ckpt.config.num_classes}
 
 
-def _report(request: QuantizeRequest, ckpt: Checkpoint, images: JobImages, results: list[Result]) -> dict:
-    data = {"val": images.val_set.origin, "val_images": len(images.val.keys), "val_skipped": len(images.val.skipped),
+def make_report(request: QuantizeRequest, job: Job, build: Build, evaluation: Evaluation,
+                results: list[Result]) -> dict:
+    images = job.images
+    data = {"val": images.val_set.origin, "val_images": evaluation.images, "val_skipped": len(evaluation.skipped),
             "calib": images.calib_set.origin, "calib_images": len(images.calib.keys),
-            "calib_skipped": len(images.calib.skipped), "labelled": images.val.labels is not None}
-    notes = [
-        "FP32 and INT8 are compiled with INFERENCE_PRECISION_HINT=f32: layers NNCF left unquantized run in FP32.",
-        f"Agreement and cosine compare each precision's logits with OpenVINO FP32 on the same {data['val_images']} "
-        "images.",
+            "calib_skipped": len(images.calib.skipped), "labelled": evaluation.labelled}
+    notes = list(build.notes) + [
+        f"Agreement and cosine compare each row's logits with the first row's on the same {evaluation.images} images."
     ]
-    if not data["labelled"]:
+    if not evaluation.labelled:
         notes.append("The validation images carry no labels: only agreement and cosine are reported.")
     machine = {**machine_info(), "threads": request.threads or "runtime default"}
-    return build_report(results, _model_info(ckpt), data, machine, library_versions(*VERSIONED), notes)
+    return build_report(results, model_info(job.ckpt), data, machine, library_versions(*VERSIONED), notes)
 
 
-def _write_manifest(folder: Path, request: QuantizeRequest, ckpt: Checkpoint, images: JobImages, preprocess) -> None:
+def write_manifest(folder: Path, request: QuantizeRequest, job: Job, build: Build) -> None:
     options = asdict(request)
     options["ptq"] = request.ptq.to_dict()
+    options["qdq"] = request.qdq.to_dict() if request.qdq is not None else None
+    images = job.images
     manifest = {
         "edgesmlp_manifest": 1,
+        "target": request.target,
         "command": " ".join(["edgesmlp", *sys.argv[1:]]) if sys.argv and "edgesmlp" in sys.argv[0] else None,
         "versions": library_versions(*VERSIONED),
-        "weights": {"path": str(ckpt.path), "sha256": ckpt.sha256, "taken": ckpt.weights},
+        "weights": {"path": str(job.ckpt.path), "sha256": job.ckpt.sha256, "taken": job.ckpt.weights},
+        "model": job.ckpt.config.to_dict(),
+        "form": job.form,
         "calibration": {"origin": images.calib_set.origin, "images": len(images.calib.keys),
                         "list_sha256": images.calib_set.fingerprint()},
-        "validation": {"origin": images.val_set.origin, "images": len(images.val.keys),
-                       "list_sha256": images.val_set.fingerprint()},
-        "preprocess": preprocess.to_dict(),
+        "validation": {"origin": images.val_set.origin, "list_sha256": images.val_set.fingerprint()},
+        "preprocess": job.preprocess.to_dict(),
         "options": json.loads(json.dumps(options, default=str)),
-        "torch_threads": torch.get_num_threads(),
-        "numpy": np.__version__,
+        **build.manifest,
     }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

@@ -47,9 +47,8 @@ def _check_default_fits(ckpt: Checkpoint, spec: Path | None, option: str) -> Non
 @dataclass
 class JobImages:
     calib_set: ImageSet
-    calib: LoadedImages
-    val_set: ImageSet
-    val: LoadedImages
+    calib: LoadedImages  # preprocessed in memory (hundreds of images)
+    val_set: ImageSet  # streamed at evaluation time (may be tens of thousands)
 
 
 def load_job_images(ckpt: Checkpoint, preprocess: Preprocess, calib: Path | None, val: Path | None,
@@ -62,5 +61,4 @@ def load_job_images(ckpt: Checkpoint, preprocess: Preprocess, calib: Path | None
     calib_set = open_images(calib, "calib").sample(calib_size, seed)
     val_set = open_images(val, "val", ckpt.config.num_classes)
     calib_images = load_tensors(calib_set, preprocess, "Loading calibration images")
-    val_images = load_tensors(val_set, preprocess, "Loading validation images")
-    return JobImages(calib_set, calib_images, val_set, val_images)
+    return JobImages(calib_set, calib_images, val_set)

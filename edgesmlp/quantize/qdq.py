@@ -1,0 +1,210 @@
+"""Explicitly quantized (Q/DQ) ONNX that follows TensorRT's placement rules.
+
+Rules (TensorRT's "explicit quantization" guide, and the checks in ``qdq_lint``):
+* signed INT8, zero point 0, scale = amax / 127;
+* weights per channel on the output-channel axis: axis 0 for Conv, the output axis of each MatMul
+  weight (1 for ``x @ W``, 0 for the left operand in ``P @ x``), and per ``transB`` for Gemm;
+* activations per tensor, on every input of Conv / MatMul / Gemm;
+* one scale for all inputs (and the output) of a Concat that feeds a quantized op;
+* the residual input of an Add whose other input comes from a Conv is quantized, so TensorRT can
+  fuse the Add into that Conv;
+* LayerNorm, GELU and the mean pool read float tensors: no Q/DQ around them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgesmlp.artifacts import atomic_file
+from edgesmlp.errors import ConfigError
+from edgesmlp.quantize.calibrate import QMAX, CalibMethod, amax_from_histogram, collect_histograms
+
+WEIGHTED = ("Conv", "MatMul", "Gemm")
+
+
+@dataclass(frozen=True)
+class QDQConfig:
+    method: CalibMethod = CalibMethod.percentile
+    percentile: float = 99.99
+    bins: int = 2048
+    quantize_residuals: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "method", CalibMethod(self.method))
+        if not 50.0 < self.percentile <= 100.0:
+            raise ConfigError(f"--percentile must be in (50, 100], got {self.percentile}")
+
+    def to_dict(self) -> dict:
+        return {"method": self.method.value, "percentile": self.percentile, "bins": self.bins,
+                "quantize_residuals": self.quantize_residuals}
+
+
+@dataclass
+class QDQPlan:
+    """Which tensors get Q/DQ, on which edges, and how weights are quantized."""
+
+    weights: list[tuple[str, int, int]] = field(default_factory=list)  # (node name, input index, axis)
+    edges: dict[str, list[tuple[str, int]]] = field(default_factory=lambda: defaultdict(list))  # tensor -> (node, idx)
+    shared: list[list[str]] = field(default_factory=list)  # tensors that must share one scale (Concat)
+    residuals: list[str] = field(default_factory=list)  # Add nodes whose residual input is quantized
+
+    @property
+    def activations(self) -> list[str]:
+        return list(self.edges)
+
+
+def weight_axis(node, index: int) -> int:
+    """The output-channel axis of a weight initializer feeding ``node`` at input ``index``."""
+    if node.op_type == "Conv":
+        return 0
+    if node.op_type == "Gemm":
+        trans = {a.name: a.i for a in node.attribute}
+        return (0 if trans.get("transB", 0) else 1) if index == 1 else (1 if trans.get("transA", 0) else 0)
+    return 0 if index == 0 else -1  # MatMul: left operand's rows, right operand's columns
+
+
+def plan_qdq(model, quantize_residuals: bool = True) -> QDQPlan:
+    graph = model.graph
+    inits = {i.name for i in graph.initializer}
+    producer = {out: n for n in graph.node for out in n.output}
+    consumers = defaultdict(list)
+    for n in graph.node:
+        for i, name in enumerate(n.input):
+            consumers[name].append((n, i))
+    plan = QDQPlan()
+    for n in graph.node:
+        if n.op_type not in WEIGHTED:
+            continue
+        for i, name in enumerate(n.input[:2]):
+            if name in inits:
+                plan.weights.append((n.name, i, weight_axis(n, i)))
+            else:
+                plan.edges[name].append((n.name, i))
+    for n in graph.node:
+        if n.op_type == "Concat" and all(c.op_type in WEIGHTED for c, _ in consumers[n.output[0]]):
+            group = [name for name in n.input if name not in inits]
+            for i, name in enumerate(n.input):
+                if name not in inits:
+                    plan.edges[name].append((n.name, i))
+            plan.shared.append(group + [n.output[0]])
+    if quantize_residuals:
+        for n in graph.node:
+            if n.op_type != "Add" or any(name in inits for name in n.input):
+                continue
+            from_conv = [producer.get(name) is not None and producer[name].op_type == "Conv" for name in n.input]
+            if sum(from_conv) == 1:
+                residual = n.input[from_conv.index(False)]
+                plan.edges[residual].append((n.name, from_conv.index(False)))
+                plan.residuals.append(n.name)
+    return plan
+
+
+def _scalar(name: str, value, dtype):
+    from onnx import numpy_helper
+
+    return numpy_helper.from_array(np.asarray(value, dtype=dtype), name)
+
+
+def _quantize_weights(model, plan: QDQPlan) -> None:
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    nodes = {n.name: n for n in graph.node}
+    inits = {i.name: i for i in graph.initializer}
+    done: dict[tuple[str, int], str] = {}
+    new_nodes = []
+    for node_name, index, axis in plan.weights:
+        node = nodes[node_name]
+        source = node.input[index]
+        w = numpy_helper.to_array(inits[source]).astype(np.float32)
+        axis = axis % w.ndim
+        key = (source, axis)
+        if key not in done:
+            reduce_axes = tuple(a for a in range(w.ndim) if a != axis)
+            amax = np.abs(w).max(axis=reduce_axes)
+            scale = np.where(amax > 0, amax / QMAX, 1.0).astype(np.float32)
+            shape = [1] * w.ndim
+            shape[axis] = -1
+            q = np.clip(np.round(w / scale.reshape(shape)), -QMAX, QMAX).astype(np.int8)
+            base = f"{source}_int8"
+            graph.initializer.extend([numpy_helper.from_array(q, base), _scalar(f"{base}_scale", scale, np.float32),
+                                      _scalar(f"{base}_zp", np.zeros_like(scale, np.int8), np.int8)])
+            new_nodes.append(helper.make_node("DequantizeLinear", [base, f"{base}_scale", f"{base}_zp"],
+                                              [f"{source}_dq"], name=f"{source}_DequantizeLinear", axis=axis))
+            done[key] = f"{source}_dq"
+        node.input[index] = done[key]
+    graph.node.extend(new_nodes)
+
+
+def _insert_activation_qdq(model, plan: QDQPlan, amax: dict[str, float]) -> None:
+    from onnx import helper
+
+    graph = model.graph
+    nodes = {n.name: n for n in graph.node}
+    for tensor, edges in plan.edges.items():
+        scale = max(amax[tensor], 1e-8) / QMAX
+        stem = tensor.replace("/", "_")
+        graph.initializer.extend([_scalar(f"{stem}_scale", scale, np.float32), _scalar(f"{stem}_zp", 0, np.int8)])
+        graph.node.extend([
+            helper.make_node("QuantizeLinear", [tensor, f"{stem}_scale", f"{stem}_zp"], [f"{stem}_q"],
+                             name=f"{stem}_QuantizeLinear"),
+            helper.make_node("DequantizeLinear", [f"{stem}_q", f"{stem}_scale", f"{stem}_zp"], [f"{stem}_dqa"],
+                             name=f"{stem}_DequantizeLinear"),
+        ])
+        for node_name, index in edges:
+            nodes[node_name].input[index] = f"{stem}_dqa"
+
+
+def _toposort(model) -> None:
+    graph = model.graph
+    ready = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        remaining = []
+        for n in pending:
+            if all(name in ready for name in n.input):
+                ordered.append(n)
+                ready.update(n.output)
+            else:
+                remaining.append(n)
+        if len(remaining) == len(pending):
+            raise RuntimeError("Q/DQ insertion produced a cycle")  # a bug, not bad input
+        pending = remaining
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+@dataclass(frozen=True)
+class QDQSummary:
+    weights: int
+    activations: int
+    concat_groups: int
+    residuals: int
+    method: str
+
+
+def quantize_qdq(fp32_path: Path, out_path: Path, calibration: np.ndarray, config: QDQConfig = QDQConfig()) -> QDQSummary:
+    """Calibrate the FP32 ONNX at ``fp32_path`` and write its TensorRT-rule Q/DQ form to ``out_path``."""
+    import onnx
+
+    model = onnx.load(str(fp32_path))
+    plan = plan_qdq(model, config.quantize_residuals)
+    need_hist = config.method is not CalibMethod.max
+    raw_amax, hist = collect_histograms(model, plan.activations, calibration, config.bins, need_histograms=need_hist)
+    amax = {t: amax_from_histogram(hist[t], raw_amax[t], config.method, config.percentile) for t in plan.activations}
+    for group in plan.shared:  # one scale per Concat: its inputs and output
+        shared = max(amax.get(t, raw_amax.get(t, 0.0)) for t in group)
+        for t in group:
+            if t in amax:
+                amax[t] = shared
+    _quantize_weights(model, plan)
+    _insert_activation_qdq(model, plan, amax)
+    _toposort(model)
+    onnx.checker.check_model(model)
+    with atomic_file(out_path) as tmp:
+        onnx.save(model, str(tmp))
+    return QDQSummary(len(plan.weights), len(plan.edges), len(plan.shared), len(plan.residuals), config.method.value)
