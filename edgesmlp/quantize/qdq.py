@@ -95,10 +95,13 @@ def plan_qdq(model, quantize_residuals: bool = True) -> QDQPlan:
         for n in graph.node:
             if n.op_type != "Add" or any(name in inits for name in n.input):
                 continue
-            from_conv = [producer.get(name) is not None and producer[name].op_type == "Conv" for name in n.input]
-            if sum(from_conv) == 1:
-                residual = n.input[from_conv.index(False)]
-                plan.edges[residual].append((n.name, from_conv.index(False)))
+            # The branch TensorRT fuses is a Conv output read only by this Add; the other input is the
+            # residual (skip) tensor, which also feeds the next block.
+            fusable = [producer.get(name) is not None and producer[name].op_type == "Conv"
+                       and len(consumers[name]) == 1 for name in n.input]
+            if len(n.input) == 2 and sum(fusable) >= 1 and not all(fusable):
+                index = fusable.index(False)
+                plan.edges[n.input[index]].append((n.name, index))
                 plan.residuals.append(n.name)
     return plan
 

@@ -1,0 +1,184 @@
+"""Check any ONNX against TensorRT's explicit-quantization rules; every finding names its node.
+
+Errors make TensorRT fail, fall back to float, or compute something else; warnings cost speed or
+accuracy. ``edgesmlp lint-qdq`` exits 1 when there is an error.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgesmlp.errors import InputError
+from edgesmlp.quantize.qdq import WEIGHTED, weight_axis
+
+# Ops that can consume a dequantized tensor and still run in INT8 (or move data without arithmetic).
+INT8_CONSUMERS = {
+    "Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "Concat", "MaxPool", "AveragePool", "GlobalAveragePool",
+    "GlobalMaxPool", "Relu", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Slice", "Split", "Pad",
+    "Resize", "Identity", "QuantizeLinear",
+}
+
+
+@dataclass(frozen=True)
+class Violation:
+    severity: str  # error or warning
+    rule: str
+    node: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.severity:7s} {self.rule:22s} {self.node}: {self.message}"
+
+
+def load_onnx(path: str | Path):
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file; give the .onnx model to check")
+    try:
+        model = onnx.load(str(path))
+    except Exception as e:  # noqa: BLE001 - protobuf raises several types for garbage
+        raise InputError(f"{path} is not a readable ONNX model ({type(e).__name__}); export it again") from None
+    if not model.graph.node:
+        raise InputError(f"{path} has an empty graph: it is not an ONNX model edgesmlp can check")
+    return model
+
+
+class _Graph:
+    def __init__(self, model):
+        from onnx import numpy_helper
+
+        self.model = model
+        self.inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+        for n in model.graph.node:  # Constant nodes count as initializers
+            if n.op_type == "Constant" and n.attribute:
+                self.inits[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+        self.producer = {o: n for n in model.graph.node for o in n.output}
+        self.consumers = defaultdict(list)
+        for n in model.graph.node:
+            for i, name in enumerate(n.input):
+                self.consumers[name].append((n, i))
+
+    def produced_by(self, name: str, op: str) -> bool:
+        return name in self.producer and self.producer[name].op_type == op
+
+    def scale_of(self, dq_output: str):
+        node = self.producer.get(dq_output)
+        if node is None or node.op_type != "DequantizeLinear":
+            return None
+        return self.inits.get(node.input[1])
+
+
+def _check_qdq_node(g: _Graph, n) -> list[Violation]:
+    out = []
+    zp = g.inits.get(n.input[2]) if len(n.input) > 2 and n.input[2] else None
+    if zp is None and not (len(n.input) > 2 and n.input[2]) and n.op_type == "QuantizeLinear":
+        out.append(Violation("error", "unsigned-int8", n.name, "no zero point, so ONNX defaults to uint8; TensorRT "
+                             "takes only signed INT8: add an int8 zero point of 0"))
+    elif zp is not None:
+        if zp.dtype != np.int8:
+            out.append(Violation("error", "unsigned-int8", n.name, f"zero point is {zp.dtype}; TensorRT takes only "
+                                 "signed int8"))
+        if np.any(zp != 0):
+            out.append(Violation("error", "zero-point", n.name, "non-zero zero point; TensorRT's INT8 is symmetric "
+                                 "(zero point 0)"))
+    if n.op_type == "QuantizeLinear":
+        scale = g.inits.get(n.input[1])
+        if scale is not None and scale.size > 1:
+            out.append(Violation("error", "per-channel-activation", n.name, "activation scale is per channel; "
+                                 "TensorRT needs one scale per activation tensor"))
+        users = g.consumers.get(n.output[0], [])
+        if not users or any(c.op_type != "DequantizeLinear" for c, _ in users):
+            out.append(Violation("error", "dangling-qdq", n.name, "QuantizeLinear must feed DequantizeLinear nodes only"))
+    else:
+        source = n.input[0]
+        if source not in g.inits and not g.produced_by(source, "QuantizeLinear"):
+            out.append(Violation("error", "dangling-qdq", n.name, "DequantizeLinear reads neither a QuantizeLinear "
+                                 "nor a quantized initializer"))
+        if source not in g.inits:
+            for consumer, _ in g.consumers.get(n.output[0], []):
+                if consumer.op_type not in INT8_CONSUMERS:
+                    out.append(Violation("error", "qdq-before-float-op", n.name, f"feeds {consumer.op_type} "
+                                         f"'{consumer.name}', which TensorRT cannot run in INT8; the Q/DQ pair blocks "
+                                         "fusion: move it to the input of the next Conv/MatMul"))
+    return out
+
+
+def _check_weighted(g: _Graph, n) -> list[Violation]:
+    out = []
+    for i, name in enumerate(n.input[:2]):
+        if name in g.inits and g.inits[name].dtype.kind == "f":
+            out.append(Violation("error", "weight-not-quantized", n.name, f"weight '{name}' is float; give it a "
+                                 "per-channel DequantizeLinear of int8 values"))
+        elif g.produced_by(name, "DequantizeLinear") and g.producer[name].input[0] in g.inits:
+            dq = g.producer[name]
+            scale = g.inits.get(dq.input[1])
+            axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+            want = weight_axis(n, i) % g.inits[dq.input[0]].ndim
+            if scale is not None and scale.size == 1 and g.inits[dq.input[0]].shape[want] > 1:
+                out.append(Violation("warning", "per-tensor-weight", n.name, f"weight '{dq.input[0]}' has one "
+                                     "scale; per-channel scales on the output axis keep more accuracy"))
+            elif scale is not None and axis % g.inits[dq.input[0]].ndim != want:
+                out.append(Violation("error", "weight-axis", n.name, f"weight scales run along axis {axis}; the "
+                                     f"output-channel axis of this {n.op_type} input is {want}"))
+        elif name not in g.inits and not g.produced_by(name, "DequantizeLinear"):
+            out.append(Violation("warning", "input-not-quantized", n.name, f"input '{name}' is float, so TensorRT "
+                                 f"runs this {n.op_type} in float"))
+    return out
+
+
+def _check_concat(g: _Graph, n) -> list[Violation]:
+    scales = [g.scale_of(name) for name in n.input]
+    quantized = [s for s in scales if s is not None]
+    if not quantized:
+        return []
+    if len(quantized) != len(scales):
+        return [Violation("error", "concat-scale", n.name, "some inputs are quantized and some are not; quantize "
+                          "all of them with one scale")]
+    if any(not np.allclose(s, quantized[0]) for s in quantized[1:]):
+        values = ", ".join(f"{float(np.ravel(s)[0]):.4g}" for s in quantized)
+        return [Violation("error", "concat-scale", n.name, f"inputs have different scales ({values}); TensorRT "
+                          "needs one scale for all Concat inputs to run it in INT8")]
+    return []
+
+
+def _check_residual(g: _Graph, n) -> list[Violation]:
+    if n.op_type != "Add" or len(n.input) != 2 or any(name in g.inits for name in n.input):
+        return []
+    fusable = [g.produced_by(name, "Conv") and len(g.consumers[name]) == 1 for name in n.input]
+    if any(fusable) and not all(fusable):
+        other = n.input[fusable.index(False)]
+        if not g.produced_by(other, "DequantizeLinear"):
+            return [Violation("warning", "residual-not-quantized", n.name, f"residual input '{other}' is float, so "
+                              "TensorRT cannot fuse this Add into the Conv before it")]
+    return []
+
+
+def lint_model(model) -> list[Violation]:
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    nodes = model.graph.node
+    if not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in nodes):
+        raise InputError("the model has no QuantizeLinear/DequantizeLinear nodes: it is not a Q/DQ model (quantize "
+                         "it first, e.g. edgesmlp quantize --target jetson)")
+    g = _Graph(model)
+    found = []
+    if opset < 13:
+        found.append(Violation("error", "opset", "(model)", f"opset {opset}: per-channel Q/DQ needs opset 13 or newer"))
+    for n in nodes:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            found += _check_qdq_node(g, n)
+        elif n.op_type in WEIGHTED:
+            found += _check_weighted(g, n)
+        elif n.op_type == "Concat":
+            found += _check_concat(g, n)
+        found += _check_residual(g, n)
+    return found
+
+
+def lint_qdq(path: str | Path) -> list[Violation]:
+    return lint_model(load_onnx(path))
