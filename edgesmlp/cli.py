@@ -133,6 +133,7 @@ def export(
 
 class Target(str, Enum):
     openvino = "openvino"
+    jetson = "jetson"
 
 
 def _floats(text: str | None, option: str) -> tuple[float, ...] | None:
@@ -149,7 +150,8 @@ def _floats(text: str | None, option: str) -> tuple[float, ...] | None:
 @app.command()
 @friendly_errors
 def quantize(
-    target: Annotated[Target, typer.Option(help="Where the INT8 model will run: openvino (Intel/x86 CPUs).")] = Target.openvino,
+    target: Annotated[Target, typer.Option(help="Where the INT8 model will run: openvino (Intel/x86 CPUs, INT8 IR) "
+                                           "or jetson (TensorRT: Q/DQ ONNX + on-device engine bundle).")] = Target.openvino,
     weights: WeightsOpt = None,
     calib: Annotated[Optional[Path], typer.Option(help="Calibration images: a folder, an ImageFolder tree, or a "
                                                   "list file of 'path[,label]'. Default: the bundled digits calib split.")] = None,
@@ -167,6 +169,9 @@ def quantize(
                                                           "transformer placement, which lost accuracy on sMLPNet: "
                                                           "measure before shipping.")] = None,
     ignore: Annotated[Optional[list[str]], typer.Option(help="OpenVINO node name to keep in FP32 (repeatable).")] = None,
+    calib_method: Annotated[str, typer.Option(help="jetson: activation range from max, percentile, entropy (KL) or "
+                                              "mse.")] = "percentile",
+    percentile: Annotated[float, typer.Option(help="jetson: the percentile of |x| for --calib-method percentile.")] = 99.99,
     form: Annotated[Form, typer.Option(help="deploy (fast, no transposes) or reference (the official graph).")] = Form.deploy,
     image_size: Annotated[Optional[int], typer.Option(help="Input side (must match the weights).")] = None,
     crop_pct: Annotated[Optional[float], typer.Option(help="Centre-crop fraction; resize the shorter side to "
@@ -180,9 +185,11 @@ def quantize(
 ) -> None:
     """INT8 post-training quantization for a target, with an FP32 vs INT8 accuracy/latency report.
 
-    Loads the weights, folds BatchNorm and LayerNorm, builds the transpose-free deploy form, calibrates
-    on your images, quantizes with NNCF, compiles for the CPU, and evaluates FP32 and INT8 on the
-    validation images. With no options it runs the bundled digits model on its own data.
+    Loads the weights, folds BatchNorm and LayerNorm, builds the transpose-free deploy form and
+    calibrates on your images. openvino: NNCF INT8 IR compiled for the CPU. jetson: TensorRT-rule Q/DQ
+    ONNX (checked by lint-qdq) plus build_engine.sh for the device; INT8 accuracy is emulated by ONNX
+    Runtime here. FP32 and INT8 are evaluated on the validation images. With no options it runs the
+    bundled digits model on its own data.
     """
     from edgesmlp.calibration.options import PreprocessOverrides
     from edgesmlp.pipeline import QuantizeRequest, run_quantize
@@ -194,16 +201,50 @@ def quantize(
         raise ConfigError(f"--preset {preset!r} unknown: use performance or mixed")
     if bias_correction not in BiasCorrection.__members__:
         raise ConfigError(f"--bias-correction {bias_correction!r} unknown: use off, fast or full")
+    from edgesmlp.quantize.calibrate import CalibMethod
+    from edgesmlp.quantize.qdq import QDQConfig
+
+    if calib_method not in CalibMethod.__members__:
+        raise ConfigError(f"--calib-method {calib_method!r} unknown: use max, percentile, entropy or mse")
     request = QuantizeRequest(
         weights=weights, variant=variant, ema=ema, target=target.value, calib=calib, val=val, output=output,
         force=force, form=form.value, threads=threads,
         preprocess=PreprocessOverrides(image_size, crop_pct, interpolation, _floats(mean, "--mean"), _floats(std, "--std")),
         ptq=OpenVINOPTQConfig(preset=preset, calib_size=calib_size, bias_correction=bias_correction,
                               smooth_quant=smooth_quant, ignored=tuple(ignore or ()), seed=seed),
+        qdq=QDQConfig(method=calib_method, percentile=percentile),
     )
     outcome = run_quantize(request, log=lambda line: typer.echo(line, err=True))
     typer.echo(render_table(outcome.report["results"]))
-    typer.echo(f"wrote {outcome.directory}/: model.xml (INT8 IR), model_fp32.xml, report.json, report.md, manifest.json")
+    files = sorted(p.name for p in outcome.directory.iterdir())
+    typer.echo(f"wrote {outcome.directory}/: {', '.join(files)}")
+    for note in outcome.report["notes"]:
+        typer.echo(f"note: {note}")
+
+
+@app.command("lint-qdq")
+@friendly_errors
+def lint_qdq(
+    model: Annotated[Path, typer.Argument(help="A Q/DQ ONNX model (any, not only edgesmlp's).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
+) -> None:
+    """Check a Q/DQ ONNX against TensorRT's INT8 rules; every finding names its node.
+
+    Errors (exit 1): uint8 or non-zero zero points, float weights, wrong per-channel axis, per-channel
+    activation scales, Concat inputs with different scales, dangling Q/DQ, Q/DQ feeding ops TensorRT
+    runs in float. Warnings (exit 0): float inputs, per-tensor weights, unfused residual Adds.
+    """
+    from edgesmlp.quantize.qdq_lint import lint_qdq as run_lint
+
+    findings = run_lint(model)
+    errors = sum(f.severity == "error" for f in findings)
+    if as_json:
+        typer.echo(json.dumps([vars(f) for f in findings], indent=2))
+    else:
+        for f in findings:
+            typer.echo(str(f))
+        typer.echo(f"{model}: {errors} errors, {len(findings) - errors} warnings")
+    raise typer.Exit(1 if errors else 0)
 
 
 data_app = typer.Typer(help="Bundled data sets.", no_args_is_help=True)

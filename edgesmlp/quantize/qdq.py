@@ -162,6 +162,13 @@ def _insert_activation_qdq(model, plan: QDQPlan, amax: dict[str, float]) -> None
             nodes[node_name].input[index] = f"{stem}_dqa"
 
 
+def _drop_unused_initializers(model) -> None:
+    used = {name for n in model.graph.node for name in n.input}
+    keep = [i for i in model.graph.initializer if i.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+
+
 def _toposort(model) -> None:
     graph = model.graph
     ready = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
@@ -206,6 +213,7 @@ def quantize_qdq(fp32_path: Path, out_path: Path, calibration: np.ndarray, confi
                 amax[t] = shared
     _quantize_weights(model, plan)
     _insert_activation_qdq(model, plan, amax)
+    _drop_unused_initializers(model)
     _toposort(model)
     onnx.checker.check_model(model)
     with atomic_file(out_path) as tmp:

@@ -2,4 +2,5 @@
 
 TARGETS = {
     "openvino": "edgesmlp.targets.openvino",
+    "jetson": "edgesmlp.targets.jetson",
 }

@@ -1,0 +1,202 @@
+"""A recording stand-in for the ``tensorrt`` module, for machines without TensorRT or a GPU.
+
+It implements the slice of TensorRT's documented Python API (10.x / 11.x) that edgesmlp uses,
+checks the arguments of every call, and records them in ``calls``. ``make_tensorrt("11.0.0")`` has
+no FP16/INT8 builder flags, as TensorRT 11 does not. Its "engine" runs the parsed ONNX with ONNX
+Runtime, reading and writing through the raw tensor addresses the runner sets, so the runner's
+buffer handling is checked on real numbers. It is not TensorRT: nothing here says how fast or how
+accurate a real engine is.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import json
+import types
+
+import numpy as np
+
+MAGIC = b"tensorrt-standin-engine:"
+
+
+def make_tensorrt(version: str = "10.3.0"):
+    calls: list[tuple] = []
+    major, minor = (int(p) for p in version.split(".")[:2])
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = version
+    trt.calls = calls
+
+    class Logger:
+        WARNING, INFO, VERBOSE = 2, 3, 4
+
+        def __init__(self, severity=2):
+            calls.append(("Logger", severity))
+
+    flag_names = ["GPU_FALLBACK", "REFIT"] + ([] if major >= 11 else ["FP16", "INT8"])
+    trt.BuilderFlag = enum.IntEnum("BuilderFlag", flag_names)
+    trt.NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", ["STRONGLY_TYPED"], start=1)
+    trt.MemoryPoolType = enum.IntEnum("MemoryPoolType", ["WORKSPACE", "DLA_MANAGED_SRAM"])
+    trt.DeviceType = enum.IntEnum("DeviceType", ["GPU", "DLA"])
+    trt.TensorIOMode = enum.IntEnum("TensorIOMode", ["NONE", "INPUT", "OUTPUT"])
+
+    class Network:
+        def __init__(self, flags):
+            self.flags, self.onnx = flags, None
+
+    class OnnxParser:
+        def __init__(self, network, logger):
+            assert isinstance(network, Network) and isinstance(logger, Logger)
+            self.network, self.errors = network, []
+
+        def parse_from_file(self, path):
+            import onnx
+
+            calls.append(("parse_from_file", path))
+            try:
+                onnx.checker.check_model(onnx.load(path))
+            except Exception as e:  # noqa: BLE001
+                self.errors = [f"In node -1: {type(e).__name__}"]
+                return False
+            self.network.onnx = path
+            return True
+
+        @property
+        def num_errors(self):
+            return len(self.errors)
+
+        def get_error(self, i):
+            return self.errors[i]
+
+    class TimingCache:
+        def __init__(self, data):
+            self.data = bytes(data) or b"cache"
+
+        def serialize(self):
+            return memoryview(self.data)
+
+    class Profile:
+        def set_shape(self, name, minimum, opt, maximum):
+            assert all(len(s) == 4 for s in (minimum, opt, maximum)) and minimum <= opt <= maximum
+            calls.append(("set_shape", name, tuple(minimum), tuple(opt), tuple(maximum)))
+
+    class BuilderConfig:
+        def __init__(self):
+            self.flags, self.profiles, self.cache = set(), [], None
+            self.default_device_type, self.DLA_core = trt.DeviceType.GPU, -1
+
+        def set_memory_pool_limit(self, pool, size):
+            assert isinstance(pool, trt.MemoryPoolType) and isinstance(size, int) and size > 0
+            calls.append(("set_memory_pool_limit", pool.name, size))
+
+        def set_flag(self, flag):
+            assert isinstance(flag, trt.BuilderFlag)
+            calls.append(("set_flag", flag.name))
+            self.flags.add(flag.name)
+
+        def add_optimization_profile(self, profile):
+            assert isinstance(profile, Profile)
+            self.profiles.append(profile)
+            return len(self.profiles) - 1
+
+        def create_timing_cache(self, data):
+            assert isinstance(data, (bytes, bytearray))
+            return TimingCache(data)
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            assert isinstance(cache, TimingCache)
+            calls.append(("set_timing_cache", ignore_mismatch))
+            self.cache = cache
+            return True
+
+        def get_timing_cache(self):
+            return self.cache
+
+    class Builder:
+        def __init__(self, logger):
+            assert isinstance(logger, Logger)
+
+        def create_network(self, flags=0):
+            assert isinstance(flags, int)
+            calls.append(("create_network", flags))
+            return Network(flags)
+
+        def create_builder_config(self):
+            return BuilderConfig()
+
+        def create_optimization_profile(self):
+            return Profile()
+
+        def build_serialized_network(self, network, config):
+            assert network.onnx is not None, "build before a successful parse"
+            assert config.profiles, "a dynamic-batch ONNX needs an optimization profile"
+            if config.default_device_type == trt.DeviceType.DLA:
+                assert "GPU_FALLBACK" in config.flags and config.DLA_core >= 0
+            calls.append(("build_serialized_network", sorted(config.flags)))
+            record = {"onnx": network.onnx, "flags": sorted(config.flags), "typed": bool(network.flags)}
+            return memoryview(MAGIC + json.dumps(record).encode())
+
+    class Context:
+        def __init__(self, engine):
+            self.engine, self.shapes, self.addresses = engine, {}, {}
+
+        def set_input_shape(self, name, shape):
+            assert name == "input" and len(shape) == 4
+            self.shapes[name] = tuple(shape)
+            return True
+
+        def get_tensor_shape(self, name):
+            assert name == "logits" and "input" in self.shapes, "input shape must be set first"
+            return (self.shapes["input"][0], self.engine.classes)
+
+        def set_tensor_address(self, name, address):
+            assert isinstance(address, int) and address != 0
+            self.addresses[name] = address
+            return True
+
+        def execute_async_v3(self, stream_handle):
+            assert isinstance(stream_handle, int)
+            assert set(self.addresses) == {"input", "logits"}, "every I/O tensor needs an address"
+            shape = self.shapes["input"]
+            count = int(np.prod(shape))
+            x = np.ctypeslib.as_array((ctypes.c_float * count).from_address(self.addresses["input"])).reshape(shape)
+            logits = self.engine.session.run(None, {"input": x.copy()})[0]
+            out = np.ctypeslib.as_array((ctypes.c_float * logits.size).from_address(self.addresses["logits"]))
+            out[:] = logits.ravel()
+            calls.append(("execute_async_v3", shape))
+            return True
+
+    class Engine:
+        num_io_tensors = 2
+
+        def __init__(self, record):
+            import onnx
+            import onnxruntime as ort
+
+            self.record = record
+            self.session = ort.InferenceSession(record["onnx"], providers=["CPUExecutionProvider"])
+            dims = onnx.load(record["onnx"]).graph.output[0].type.tensor_type.shape.dim
+            self.classes = dims[-1].dim_value
+
+        def get_tensor_name(self, i):
+            return ["input", "logits"][i]
+
+        def get_tensor_mode(self, name):
+            return trt.TensorIOMode.INPUT if name == "input" else trt.TensorIOMode.OUTPUT
+
+        def create_execution_context(self):
+            return Context(self)
+
+    class Runtime:
+        def __init__(self, logger):
+            assert isinstance(logger, Logger)
+
+        def deserialize_cuda_engine(self, data):
+            data = bytes(data)
+            if not data.startswith(MAGIC):
+                return None
+            return Engine(json.loads(data[len(MAGIC):]))
+
+    for cls in (Logger, OnnxParser, Builder, Runtime):
+        setattr(trt, cls.__name__, cls)
+    return trt

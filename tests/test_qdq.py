@@ -1,0 +1,92 @@
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from edgesmlp import bundled
+from edgesmlp.checkpoint import load_checkpoint
+from edgesmlp.deploy import to_deploy
+from edgesmlp.export import export_onnx
+from edgesmlp.quantize.calibrate import CalibMethod, amax_from_histogram
+from edgesmlp.quantize.qdq import QDQConfig, plan_qdq, quantize_qdq
+from edgesmlp.quantize.qdq_lint import lint_qdq
+from edgesmlp.targets.onnxruntime import OnnxRuntimeRunner
+
+
+@pytest.fixture(scope="module")
+def fp32_onnx(tmp_path_factory):
+    ckpt = load_checkpoint()
+    path = tmp_path_factory.mktemp("qdq") / "fp32.onnx"
+    export_onnx(to_deploy(ckpt.model), path, 32, dynamic_batch=True, reference=ckpt.model)
+    return path
+
+
+@pytest.fixture(scope="module")
+def data():
+    xc, _ = bundled.split_tensors("calib")
+    xv, yv = bundled.split_tensors("val")
+    return xc.numpy(), xv.numpy(), yv.numpy()
+
+
+def test_plan_covers_every_weighted_op_concat_and_residual(fp32_onnx):
+    model = onnx.load(str(fp32_onnx))
+    plan = plan_qdq(model)
+    ops = [n for n in model.graph.node if n.op_type in ("Conv", "MatMul", "Gemm")]
+    assert len(plan.weights) == len(ops)  # one constant weight per op
+    assert len(plan.shared) == 5  # one Concat per block
+    assert len(plan.residuals) == 10  # token- and channel-mix Add of each of 5 blocks
+    axes = {}
+    nodes = {n.name: n for n in model.graph.node}
+    for node, index, axis in plan.weights:
+        axes[(nodes[node].op_type, index)] = axis
+    assert axes == {("Conv", 1): 0, ("MatMul", 1): -1, ("MatMul", 0): 0, ("Gemm", 1): 0}
+
+
+@pytest.mark.parametrize("method", ["max", "percentile", "mse"])
+def test_qdq_model_is_accurate_and_clean(fp32_onnx, data, tmp_path, method):
+    xc, xv, yv = data
+    out = tmp_path / "int8.onnx"
+    summary = quantize_qdq(fp32_onnx, out, xc, QDQConfig(method=method))
+    assert summary.concat_groups == 5 and summary.residuals == 10
+    assert lint_qdq(out) == []
+    reference = OnnxRuntimeRunner(fp32_onnx)(xv)
+    got = OnnxRuntimeRunner(out)(xv)
+    assert (got.argmax(1) == yv).mean() * 100 >= (reference.argmax(1) == yv).mean() * 100 - 0.5
+    assert (got.argmax(1) == reference.argmax(1)).mean() >= 0.99
+
+
+def test_rules_hold_in_the_written_graph(fp32_onnx, data, tmp_path):
+    out = tmp_path / "int8.onnx"
+    quantize_qdq(fp32_onnx, out, data[0][:50])
+    model = onnx.load(str(out))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    for n in model.graph.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            assert inits[n.input[2]].dtype == np.int8 and not inits[n.input[2]].any()
+        if n.op_type == "Concat":
+            scales = {float(inits[producer[i].input[1]]) for i in n.input}
+            assert len(scales) == 1, n.name
+    weights = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) >= 2]
+    assert weights and all(abs(numpy_helper.to_array(w)).max() <= 127 for w in weights)
+    assert not [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT and len(i.dims) == 4
+                and i.name.endswith("weight")]  # no float weights left behind
+    assert out.stat().st_size < fp32_onnx.stat().st_size / 2.5
+
+
+def test_calibration_methods_on_a_known_distribution():
+    rng = np.random.default_rng(0)
+    values = np.abs(np.concatenate([rng.standard_normal(200_000), [40.0]]))  # one outlier
+    amax = float(values.max())
+    hist = np.histogram(values, bins=2048, range=(0, amax))[0].astype(float)
+    assert amax_from_histogram(hist, amax, CalibMethod.max) == amax
+    p = amax_from_histogram(hist, amax, CalibMethod.percentile, 99.9)
+    assert abs(p - np.percentile(values, 99.9)) < 2 * amax / 2048
+    assert 2.0 < amax_from_histogram(hist, amax, CalibMethod.entropy) < 10.0  # KL clips the lone outlier
+
+    def mse(clip):
+        step = clip / 127
+        return float(((values - np.clip(np.round(values / step), 0, 127) * step) ** 2).sum())
+
+    chosen = amax_from_histogram(hist, amax, CalibMethod.mse)
+    assert mse(chosen) <= min(mse(amax), mse(p), mse(2.0)) * 1.01  # MSE's pick beats the other ranges

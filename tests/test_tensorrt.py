@@ -1,0 +1,104 @@
+"""The engine builder and runner against the recording TensorRT stand-in (tests/tensorrt_standin.py).
+
+These check the TensorRT API calls edgesmlp makes for 10.x and 11.x, not TensorRT itself: real
+engines are built and measured on the device (see the Jetson bundle's README).
+"""
+
+import numpy as np
+import pytest
+
+from edgesmlp.targets.tensorrt import EngineBuildError, EngineConfig, EngineRunner, build_engine, strongly_typed
+from tests.tensorrt_standin import make_tensorrt
+
+SHAPE = (3, 32, 32)
+
+
+@pytest.fixture(scope="module")
+def qdq_onnx(tmp_path_factory):
+    from edgesmlp import bundled
+    from edgesmlp.checkpoint import load_checkpoint
+    from edgesmlp.deploy import to_deploy
+    from edgesmlp.export import export_onnx
+    from edgesmlp.quantize.qdq import quantize_qdq
+
+    folder = tmp_path_factory.mktemp("trt")
+    ckpt = load_checkpoint()
+    export_onnx(to_deploy(ckpt.model), folder / "fp32.onnx", 32, dynamic_batch=True, reference=ckpt.model)
+    x, _ = bundled.split_tensors("calib")
+    quantize_qdq(folder / "fp32.onnx", folder / "int8.onnx", x.numpy()[:64])
+    return folder
+
+
+def names(calls, kind):
+    return [c for c in calls if c[0] == kind]
+
+
+def test_tensorrt_10_uses_precision_flags(qdq_onnx, tmp_path):
+    trt = make_tensorrt("10.3.0")
+    assert not strongly_typed(trt)
+    cache = tmp_path / "timing.cache"
+    engine = build_engine(qdq_onnx / "int8.onnx", EngineConfig("int8", SHAPE, timing_cache=cache), trt)
+    assert names(trt.calls, "create_network") == [("create_network", 0)]
+    assert {c[1] for c in names(trt.calls, "set_flag")} == {"FP16", "INT8"}
+    assert ("set_memory_pool_limit", "WORKSPACE", 1024 << 20) in trt.calls
+    assert ("set_shape", "input", (1, *SHAPE), (1, *SHAPE), (32, *SHAPE)) in trt.calls
+    assert names(trt.calls, "set_timing_cache") and cache.read_bytes()
+    assert engine.startswith(b"tensorrt-standin-engine:")
+
+
+def test_tensorrt_10_fp16_engine(qdq_onnx):
+    trt = make_tensorrt("10.3.0")
+    build_engine(qdq_onnx / "fp32.onnx", EngineConfig("fp16", SHAPE), trt)
+    assert {c[1] for c in names(trt.calls, "set_flag")} == {"FP16"}
+
+
+@pytest.mark.parametrize("version", ["10.12.0", "10.13.2", "11.0.0"])
+def test_strongly_typed_from_10_12(qdq_onnx, version):
+    trt = make_tensorrt(version)  # 11.x has no FP16/INT8 flags at all: touching them would raise
+    build_engine(qdq_onnx / "int8.onnx", EngineConfig("int8", SHAPE), trt)
+    flag = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    assert names(trt.calls, "create_network") == [("create_network", flag)]
+    assert names(trt.calls, "set_flag") == []
+    with pytest.raises(EngineBuildError, match="strongly typed.*AutoCast"):
+        build_engine(qdq_onnx / "fp32.onnx", EngineConfig("fp16", SHAPE), trt)
+
+
+def test_dla_with_gpu_fallback(qdq_onnx):
+    trt = make_tensorrt("10.3.0")
+    build_engine(qdq_onnx / "int8.onnx", EngineConfig("int8", SHAPE, dla_core=0), trt)
+    assert ("set_flag", "GPU_FALLBACK") in trt.calls
+
+
+def test_parse_failure_is_clear(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not onnx")
+    with pytest.raises(EngineBuildError, match="could not parse.*bad.onnx"):
+        build_engine(bad, EngineConfig("int8", SHAPE), make_tensorrt())
+
+
+def test_runner_matches_onnxruntime_on_the_qdq_graph(qdq_onnx):
+    from edgesmlp.targets.onnxruntime import OnnxRuntimeRunner
+
+    trt = make_tensorrt("10.3.0")
+    engine = build_engine(qdq_onnx / "int8.onnx", EngineConfig("int8", SHAPE), trt)
+    runner = EngineRunner(engine, trt, device="cpu")
+    x = np.random.default_rng(0).standard_normal((5, *SHAPE)).astype(np.float32)
+    np.testing.assert_allclose(runner(x), OnnxRuntimeRunner(qdq_onnx / "int8.onnx")(x), rtol=1e-5, atol=1e-5)
+    assert ("execute_async_v3", (5, *SHAPE)) in trt.calls
+    assert len(runner.time_ms(x[:1], iters=3, warmup=1)) == 3
+
+
+def test_runner_refuses_a_foreign_engine():
+    with pytest.raises(EngineBuildError, match="rebuild it on this device"):
+        EngineRunner(b"an engine from another GPU", make_tensorrt(), device="cpu")
+
+
+def test_missing_tensorrt_says_what_to_do(monkeypatch):
+    import sys
+
+    from edgesmlp.errors import MissingDependencyError
+    from edgesmlp.targets.tensorrt import require_tensorrt
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    with pytest.raises(MissingDependencyError, match="tensorrt.*JetPack"):
+        require_tensorrt()
