@@ -247,6 +247,78 @@ def lint_qdq(
     raise typer.Exit(1 if errors else 0)
 
 
+@app.command()
+@friendly_errors
+def bench(
+    weights: WeightsOpt = None,
+    targets: Annotated[Optional[list[str]], typer.Option("--targets", "--target", "-t", help="Targets to run "
+                       "(repeatable): torch, onnxruntime, openvino, tensorrt (alias jetson). Default: all; those not "
+                       "available here are listed as skipped with the reason.")] = None,
+    calib: Annotated[Optional[Path], typer.Option(help="Calibration images (default: bundled digits calib split).")] = None,
+    val: Annotated[Optional[Path], typer.Option(help="Validation images (default: bundled digits val split).")] = None,
+    batch: Annotated[int, typer.Option(min=1, help="Batch size for the throughput column.")] = 8,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Folder for report.json/.md/.html "
+                                                   "(default: edgesmlp-bench or the next free edgesmlp-bench-N).")] = None,
+    from_dir: Annotated[Optional[Path], typer.Option("--from", "--bundle", help="Bench an existing quantize output "
+                                                     "(OUT, OUT/openvino or a Jetson bundle) instead of quantizing.")] = None,
+    force: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
+    calib_size: Annotated[int, typer.Option(help="Calibration images sampled.")] = 300,
+    threads: Annotated[int, typer.Option(help="CPU threads per runtime (0: the runtime's default).")] = 0,
+    latency_iters: Annotated[int, typer.Option(min=3, help="Timed batch-1 runs per row (after warm-up).")] = 50,
+    dla_core: Annotated[Optional[int], typer.Option(help="tensorrt: build engines for this DLA core (GPU fallback).")] = None,
+    variant: VariantOpt = None,
+    ema: EmaOpt = False,
+) -> None:
+    """Accuracy and latency of every target and precision on the same images, in one table.
+
+    Writes report.json, report.md and a self-contained report.html (accuracy-versus-latency and latency
+    distributions). A target that is not available is skipped with the reason; one that fails is
+    listed as failed and the others still run (exit code 3 then). Gate the result with `edgesmlp check`.
+    """
+    from edgesmlp.bench import BENCH_TARGETS, BenchRequest, run_bench
+    from edgesmlp.quantize.openvino_ptq import OpenVINOPTQConfig
+    from edgesmlp.report import render_table
+
+    request = BenchRequest(
+        weights=weights, variant=variant, ema=ema, calib=calib, val=val,
+        targets=tuple(targets or BENCH_TARGETS), batch=batch, output=output, force=force, from_dir=from_dir,
+        threads=threads, latency_iters=latency_iters, dla_core=dla_core, ptq=OpenVINOPTQConfig(calib_size=calib_size),
+    )
+    outcome = run_bench(request, log=lambda line: typer.echo(line, err=True))
+    typer.echo(render_table(outcome.report["results"]))
+    for row in outcome.report["results"]:
+        if row["status"] != "ok":
+            typer.echo(f"{row['target']}: {row['status']} - {row['note']}")
+    typer.echo(f"wrote {outcome.directory}/report.json, report.md, report.html")
+    raise typer.Exit(3 if outcome.failed else 0)
+
+
+@app.command()
+@friendly_errors
+def check(
+    report: Annotated[Path, typer.Argument(help="report.json (or its folder) from edgesmlp quantize or bench.")],
+    baseline: Annotated[Optional[Path], typer.Option(help="A previous report.json to compare against.")] = None,
+    max_drop: Annotated[float, typer.Option(help="Allowed top-1 drop in points: INT8 vs its FP32, and vs the "
+                                            "baseline.")] = 0.5,
+    max_latency_regression: Annotated[float, typer.Option(help="Allowed latency p50 increase vs the baseline, as a "
+                                                          "fraction (0.15 = 15%).")] = 0.15,
+) -> None:
+    """The CI gate: exit 0 when every INT8 result is within --max-drop of its FP32 (and within the
+    allowed regressions of --baseline), 1 when not, listing each violation; 2 for usage errors."""
+    from edgesmlp.gate import check_report, load_report
+
+    current = load_report(report)
+    base = load_report(baseline) if baseline is not None else None
+    outcome = check_report(current, base, max_drop, max_latency_regression)
+    for note in outcome.notes:
+        typer.echo(f"note: {note}")
+    for violation in outcome.violations:
+        typer.echo(f"FAIL: {violation}")
+    verdict = "passed" if outcome.passed else f"failed ({len(outcome.violations)} violations)"
+    typer.echo(f"check {verdict}: {outcome.checked} comparisons")
+    raise typer.Exit(0 if outcome.passed else 1)
+
+
 data_app = typer.Typer(help="Bundled data sets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 

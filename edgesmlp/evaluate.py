@@ -66,6 +66,10 @@ def measure_latency(run1: Runner, run_n: Runner, sample: np.ndarray, batch: int,
     """p50/p90 at batch 1 and images per second at ``batch``, after warm-up."""
     one = np.ascontiguousarray(sample[:1])
     many = np.ascontiguousarray(np.resize(sample, (batch, *sample.shape[1:])))
+    if hasattr(run1, "time_ms"):  # a device runtime times itself (CUDA events), without host copies
+        single = Timing(tuple(run1.time_ms(one, iters, warmup)))
+        batched = Timing(tuple(run_n.time_ms(many, max(5, iters // 4), warmup)))
+        return Latency(single, batch, batch / (batched.p50 / 1e3))
     time_calls(lambda: run1(one), warmup)
     single = Timing(tuple(time_calls(lambda: run1(one), iters)))
     time_calls(lambda: run_n(many), max(1, warmup // 2))
@@ -108,6 +112,7 @@ class Evaluation:
     images: int
     skipped: list = field(default_factory=list)
     sample: np.ndarray | None = None  # the first batch, for latency runs
+    failures: dict = field(default_factory=dict)  # runner name -> why it stopped
 
 
 def evaluate_runners(runners: dict[str, Runner], images, preprocess, batch: int) -> Evaluation:
@@ -118,6 +123,7 @@ def evaluate_runners(runners: dict[str, Runner], images, preprocess, batch: int)
     from edgesmlp.errors import DataError
 
     tallies = {name: _Tally() for name in runners}
+    failures: dict[str, str] = {}
     skipped: list = []
     labelled, sample, reference_name = True, None, next(iter(runners))
     with progress_bar(f"Evaluating {', '.join(runners)}", total=len(images.items)) as advance:
@@ -126,7 +132,16 @@ def evaluate_runners(runners: dict[str, Runner], images, preprocess, batch: int)
             labelled = labelled and y is not None
             n = len(x)
             padded = np.concatenate([x, np.repeat(x[-1:], batch - n, axis=0)]) if n < batch else x
-            outputs = {name: run(np.ascontiguousarray(padded))[:n] for name, run in runners.items()}
+            outputs = {}
+            for name, run in runners.items():
+                if name in failures:
+                    continue
+                try:
+                    outputs[name] = np.asarray(run(np.ascontiguousarray(padded)))[:n]
+                except Exception as e:  # noqa: BLE001 - one runtime crashing must not stop the others
+                    if name == reference_name:
+                        raise
+                    failures[name] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             ref = outputs[reference_name]
             for name, logits in outputs.items():
                 t = tallies[name]
@@ -145,7 +160,7 @@ def evaluate_runners(runners: dict[str, Runner], images, preprocess, batch: int)
         example = f" (e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
         raise DataError(f"{images.origin}: none of its {len(images.items)} images could be read{example}")
     accuracy = {
-        name: Accuracy(
+        name: None if name in failures else Accuracy(
             top1=100.0 * t.correct1 / t.n if labelled else None,
             top5=100.0 * t.correct5 / t.n if labelled else None,
             agreement=100.0 * t.agree / t.n,
@@ -154,4 +169,4 @@ def evaluate_runners(runners: dict[str, Runner], images, preprocess, batch: int)
         )
         for name, t in tallies.items()
     }
-    return Evaluation(accuracy, labelled, count, skipped, sample)
+    return Evaluation(accuracy, labelled, count, skipped, sample, failures)

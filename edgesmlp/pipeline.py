@@ -120,7 +120,7 @@ def measure_build(build: Build, evaluation: Evaluation, request: QuantizeRequest
             top5=acc.top5, agreement=acc.agreement, cosine=acc.cosine, latency_ms_p50=latency.batch1.p50,
             latency_ms_p90=latency.batch1.p90, throughput_ips=latency.throughput_ips,
             throughput_batch=latency.throughput_batch, size_mb=v.size_mb, quantize_seconds=v.quantize_seconds,
-            images=acc.count,
+            images=acc.count, latency_samples_ms=[round(t, 4) for t in latency.batch1.samples_ms],
         ))
     if results and results[0].top1 is not None:
         for r in results:
@@ -159,7 +159,8 @@ def write_manifest(folder: Path, request: QuantizeRequest, job: Job, build: Buil
         "target": request.target,
         "command": " ".join(["edgesmlp", *sys.argv[1:]]) if sys.argv and "edgesmlp" in sys.argv[0] else None,
         "versions": library_versions(*VERSIONED),
-        "weights": {"path": str(job.ckpt.path), "sha256": job.ckpt.sha256, "taken": job.ckpt.weights},
+        "weights": {"path": str(job.ckpt.path), "sha256": job.ckpt.sha256, "taken": job.ckpt.weights,
+                    "bundled": job.ckpt.bundled},
         "model": job.ckpt.config.to_dict(),
         "form": job.form,
         "calibration": {"origin": images.calib_set.origin, "images": len(images.calib.keys),

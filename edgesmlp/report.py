@@ -31,8 +31,9 @@ class Result:
     throughput_ips: float | None = None
     throughput_batch: int | None = None
     size_mb: float | None = None
-    quantize_seconds: float | None = None
+    quantize_seconds: float | None = None  # calibration + quantization, or engine build
     images: int | None = None
+    latency_samples_ms: list[float] | None = None  # batch-1 samples behind p50/p90
 
 
 def build_report(results: list[Result], model: dict, data: dict, machine: dict, versions: dict,
@@ -54,14 +55,15 @@ def _fmt(value, digits: int = 2, suffix: str = "") -> str:
 
 
 def render_table(results: list[dict]) -> str:
-    header = ("| target | precision | status | top-1 % | top-5 % | drop | agree % | cosine | p50 ms | p90 ms "
-              "| img/s | size MB |")
+    header = ("| target | precision | runtime | status | size MB | top-1 % | top-5 % | drop | agree % | cosine "
+              "| p50 ms | p90 ms | img/s | prep s |")
     lines = [header, "|" + " --- |" * (header.count("|") - 1)]
     for r in results:
         lines.append(
-            f"| {r['target']} | {r['precision']} | {r['status']} | {_fmt(r['top1'])} | {_fmt(r['top5'])} | "
-            f"{_fmt(r['drop_top1'])} | {_fmt(r['agreement'])} | {_fmt(r['cosine'], 5)} | {_fmt(r['latency_ms_p50'])} | "
-            f"{_fmt(r['latency_ms_p90'])} | {_fmt(r['throughput_ips'], 1)} | {_fmt(r['size_mb'])} |"
+            f"| {r['target']} | {r['precision']} | {r.get('runtime') or '-'} | {r['status']} | {_fmt(r['size_mb'])} | "
+            f"{_fmt(r['top1'])} | {_fmt(r['top5'])} | {_fmt(r['drop_top1'])} | {_fmt(r['agreement'])} | "
+            f"{_fmt(r['cosine'], 5)} | {_fmt(r['latency_ms_p50'])} | {_fmt(r['latency_ms_p90'])} | "
+            f"{_fmt(r['throughput_ips'], 1)} | {_fmt(r.get('quantize_seconds'), 1)} |"
         )
     return "\n".join(lines)
 

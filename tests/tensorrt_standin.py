@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import enum
+import importlib.machinery
 import json
 import types
 
@@ -24,6 +25,7 @@ def make_tensorrt(version: str = "10.3.0"):
     calls: list[tuple] = []
     major, minor = (int(p) for p in version.split(".")[:2])
     trt = types.ModuleType("tensorrt")
+    trt.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)  # libraries probe find_spec("tensorrt")
     trt.__version__ = version
     trt.calls = calls
 

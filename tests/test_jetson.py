@@ -103,7 +103,7 @@ def test_cli_jetson_with_max_calibration(tmp_path):
     result = runner.invoke(app, ["quantize", "--target", "jetson", "-o", str(tmp_path), "--calib-method", "max",
                                  "--calib-size", "64"])
     assert result.exit_code == 0, result.output
-    assert "| jetson | int8 | ok |" in result.stdout and "emulated" in result.stdout
+    assert "| jetson | int8 | emulated (ONNX Runtime CPU) | ok |" in result.stdout and "emulated" in result.stdout
     manifest = json.loads((tmp_path / "jetson" / "manifest.json").read_text())
     assert manifest["qdq"]["method"] == "max"
 

@@ -49,7 +49,7 @@ def test_artifacts_and_report_schema(default_run):
         assert all(row[k] is not None for k in REQUIRED), row
     r = results(report)
     assert r["int8"]["size_mb"] < r["fp32"]["size_mb"] / 2.5  # int8 weights
-    assert "| openvino | int8 | ok |" in (folder / "report.md").read_text()
+    assert "| openvino | int8 | OpenVINO CPU | ok |" in (folder / "report.md").read_text()
     manifest = json.loads((folder / "manifest.json").read_text())
     assert set(manifest["versions"]) >= {"edgesmlp", "torch", "openvino", "nncf"}
     assert len(manifest["weights"]["sha256"]) == 64 and len(manifest["calibration"]["list_sha256"]) == 64
@@ -78,7 +78,7 @@ def test_cli_no_arguments_and_real_imagefolder(digits_tree, tmp_path, monkeypatc
     result = runner.invoke(app, ["quantize", "--calib", str(digits_tree / "calib"), "--val", str(digits_tree / "val"),
                                  "--calib-size", "100"])
     assert result.exit_code == 0, result.output
-    assert "| openvino | int8 | ok |" in result.stdout
+    assert "| openvino | int8 | OpenVINO CPU | ok |" in result.stdout
     assert (tmp_path / "edgesmlp-out" / "openvino" / "model.xml").is_file()
     report = json.loads((tmp_path / "edgesmlp-out" / "openvino" / "report.json").read_text())
     assert results(report)["int8"]["agreement"] >= 98.0

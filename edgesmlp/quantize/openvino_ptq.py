@@ -9,6 +9,8 @@ top-1 in our measurements, so SmoothQuant is off unless asked for.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 
@@ -94,6 +96,12 @@ def quantize_openvino(model, calibration: np.ndarray, config: OpenVINOPTQConfig,
             convolution=config.smooth_quant, matmul=config.smooth_quant
         )
     samples = [calibration[i : i + 1] for i in range(len(calibration))]
+    # NNCF draws its progress bars on stdout; keep stdout for results (tables, JSON).
+    with contextlib.redirect_stdout(sys.stderr):
+        return _nncf_quantize(nncf, model, samples, config, advanced, kwargs)
+
+
+def _nncf_quantize(nncf, model, samples, config: OpenVINOPTQConfig, advanced, kwargs):
     return nncf.quantize(
         model,
         nncf.Dataset(samples),

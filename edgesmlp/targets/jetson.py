@@ -19,6 +19,7 @@ FP32_ONNX = "model_fp32.onnx"
 INT8_ONNX = "model_int8_qdq.onnx"
 EMULATED = "emulated (ONNX Runtime CPU)"
 MAX_ENGINE_BATCH = 32
+ENGINE_DEVICE = "cuda"  # where engine buffers live (tests use host memory with the TensorRT stand-in)
 
 
 def check(options: dict) -> None:
@@ -149,3 +150,78 @@ pip install edgesmlp            # beside JetPack's tensorrt and torch
 edgesmlp bench --target jetson --bundle . --val /path/to/val/images
 ```
 """)
+
+
+# --- TensorRT engines, where TensorRT and a GPU are present (the device) ----------------------------------
+
+
+def available() -> str | None:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return ("TensorRT is not installed here: engines are built and measured on the device (quantize --target "
+                "jetson writes the bundle; run `edgesmlp bench --target jetson --from BUNDLE` there)")
+    if not gpu_visible():
+        return "no CUDA GPU is visible to torch: TensorRT engines need the device's GPU"
+    return None
+
+
+def gpu_visible() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def bench_build(job: Job, folder: Path, log) -> Build:
+    folder.mkdir(parents=True, exist_ok=True)
+    build(job, folder, log)  # the bundle: FP32 ONNX and the Q/DQ ONNX the engines are built from
+    return engine_variants(folder, (job.ckpt.config.in_chans, job.ckpt.config.image_size, job.ckpt.config.image_size),
+                           log, job.options.get("dla_core"))
+
+
+def load(folder: Path, threads: int = 0, log=print, dla_core: int | None = None) -> Build:
+    """Engines from a bundle folder: loaded if built already (by build_engine.sh or earlier), else built."""
+    import json
+
+    from edgesmlp.errors import InputError
+
+    manifest = folder / "manifest.json"
+    if manifest.is_file():
+        shape = tuple(json.loads(manifest.read_text())["engine_input"]["shape"])
+    elif (folder / FP32_ONNX).is_file():
+        import onnx
+
+        dims = onnx.load(str(folder / FP32_ONNX), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+        shape = tuple(d.dim_value for d in dims[1:])
+    else:
+        raise InputError(f"{folder} is not a Jetson bundle (no manifest.json or {FP32_ONNX}): point --from at the "
+                         "folder `quantize --target jetson` wrote")
+    return engine_variants(folder, shape, log, dla_core)
+
+
+def engine_variants(folder: Path, shape: tuple[int, int, int], log, dla_core: int | None = None) -> Build:
+    from edgesmlp.artifacts import atomic_file
+    from edgesmlp.targets.tensorrt import (EngineConfig, EngineRunner, build_engine, require_cuda, require_tensorrt,
+                                           strongly_typed)
+
+    trt = require_tensorrt()
+    require_cuda()
+    float_precision = "fp32" if strongly_typed(trt) else "fp16"
+    variants = []
+    for precision, source in (("int8", INT8_ONNX), (float_precision, FP32_ONNX)):
+        engine_path = folder / f"model_{precision}.engine"
+        seconds = None
+        if engine_path.is_file():
+            engine = engine_path.read_bytes()
+        else:
+            log(f"building TensorRT {precision.upper()} engine from {source} (TensorRT {trt.__version__})")
+            start = time.perf_counter()
+            engine = build_engine(folder / source, EngineConfig(precision, shape, max_batch=MAX_ENGINE_BATCH,
+                                                                dla_core=dla_core,
+                                                                timing_cache=folder / "timing.cache"), trt)
+            seconds = time.perf_counter() - start
+            with atomic_file(engine_path) as tmp:
+                tmp.write_bytes(engine)
+        variants.append(Variant(precision, "TensorRT GPU", lambda b, lat, e=engine: EngineRunner(e, trt, ENGINE_DEVICE),
+                                len(engine) / 1e6, seconds, note=f"TensorRT {trt.__version__}"))
+    return Build(variants, [f"TensorRT {trt.__version__} engines in {folder}; latency from CUDA events."])

@@ -107,3 +107,34 @@ def build(job, folder: Path, log):
                "run in FP32 (OpenVINO's CPU default on bf16-capable CPUs is bf16)."],
         manifest={"ptq": config.to_dict(), "artifacts": {"int8": "model.xml", "fp32": "model_fp32.xml"}},
     )
+
+
+def available() -> str | None:
+    try:
+        import nncf  # noqa: F401
+        import openvino  # noqa: F401
+    except ImportError as e:
+        return f"{e.name} is not installed: {INSTALL}"
+    return None
+
+
+def bench_build(job, folder: Path, log):
+    folder.mkdir(parents=True, exist_ok=True)
+    return build(job, folder, log)
+
+
+def load(folder: Path, threads: int = 0):
+    """Variants from an existing `quantize --target openvino` folder (model.xml, model_fp32.xml)."""
+    from edgesmlp.errors import InputError
+    from edgesmlp.targets.base import Build, Variant
+
+    ov = require_openvino()
+    core, variants = ov.Core(), []
+    for precision, name in (("fp32", "model_fp32.xml"), ("int8", "model.xml")):
+        xml = folder / name
+        if not xml.is_file():
+            raise InputError(f"{folder} has no {name}: point --from at a `quantize --target openvino` output")
+        model = core.read_model(str(xml))
+        variants.append(Variant(precision, "OpenVINO CPU", lambda b, lat, m=model: OpenVINORunner(m, b, threads),
+                                ir_size_mb(xml)))
+    return Build(variants, [f"OpenVINO IRs loaded from {folder}."])

@@ -1,0 +1,98 @@
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from edgesmlp import bench as bench_module
+from edgesmlp.bench import BenchRequest, run_bench
+from edgesmlp.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def bench_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("b") / "bench"
+    result = runner.invoke(app, ["bench", "-o", str(out), "--latency-iters", "5", "--calib-size", "100"])
+    assert result.exit_code == 0, result.output
+    return out, result
+
+
+def rows(report):
+    return {f"{r['target']}/{r['precision']}": r for r in report["results"]}
+
+
+def test_bench_prints_one_table_for_every_target(bench_dir):
+    out, result = bench_dir
+    report = json.loads((out / "report.json").read_text())
+    assert report["schema"] == "edgesmlp.report/1" and report["kind"] == "bench"
+    r = rows(report)
+    assert {"torch/fp32", "onnxruntime/fp32", "onnxruntime/int8", "openvino/fp32", "openvino/int8"} <= set(r)
+    assert r["tensorrt/-"]["status"] == "skipped" and "device" in r["tensorrt/-"]["note"]
+    for key in ("onnxruntime/int8", "openvino/int8"):
+        assert r[key]["status"] == "ok" and r[key]["drop_top1"] <= 0.5 and r[key]["agreement"] >= 99.0
+        assert r[key]["quantize_seconds"] > 0 and len(r[key]["latency_samples_ms"]) == 5
+    assert r["torch/fp32"]["agreement"] == 100.0
+    assert "| openvino | int8 | OpenVINO CPU | ok |" in result.stdout
+    assert "tensorrt: skipped" in result.stdout
+    assert set(report["machine"]) >= {"cpu", "cores", "threads"} and "openvino" in report["versions"]
+
+
+def test_reports_are_written(bench_dir):
+    out, _ = bench_dir
+    assert "| torch | fp32 |" in (out / "report.md").read_text()
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 2 and "<table>" in page and "skipped" in page
+
+
+def test_check_passes_on_the_bench_report(bench_dir):
+    out, _ = bench_dir
+    result = runner.invoke(app, ["check", str(out / "report.json")])
+    assert result.exit_code == 0, result.output
+    assert "check passed" in result.stdout
+
+
+def test_bench_from_an_existing_quantize_output(tmp_path):
+    quantized = runner.invoke(app, ["quantize", "-o", str(tmp_path / "q"), "--calib-size", "50"])
+    assert quantized.exit_code == 0, quantized.output
+    outcome = run_bench(BenchRequest(from_dir=tmp_path / "q", targets=("torch", "openvino", "onnxruntime"),
+                                     output=tmp_path / "b", latency_iters=3), log=lambda _: None)
+    r = rows(outcome.report)
+    assert r["openvino/int8"]["status"] == "ok" and r["openvino/int8"]["agreement"] >= 99.0
+    assert r["onnxruntime/-"]["status"] == "skipped"  # no Jetson bundle in that output
+    assert outcome.report["data"]["from"] == str(tmp_path / "q")
+
+
+def test_a_target_that_crashes_mid_run(tmp_path, monkeypatch):
+    monkeypatch.setitem(bench_module.BENCH_TARGETS, "crashy", "tests.crashing_target")
+    outcome = run_bench(BenchRequest(targets=("torch", "crashy", "onnxruntime"), output=tmp_path / "b",
+                                     latency_iters=3, ptq=bench_module.OpenVINOPTQConfig(calib_size=30)),
+                        log=lambda _: None)
+    r = rows(outcome.report)
+    assert r["crashy/int8"]["status"] == "failed" and "device lost" in r["crashy/int8"]["note"]
+    assert r["onnxruntime/int8"]["status"] == "ok" and r["torch/fp32"]["status"] == "ok"
+    assert outcome.failed
+    check = runner.invoke(app, ["check", str(tmp_path / "b")])
+    assert check.exit_code == 1 and "crashy/int8 failed: RuntimeError: device lost" in check.stdout
+
+
+def test_cli_exit_code_reflects_a_failed_target(tmp_path, monkeypatch):
+    monkeypatch.setitem(bench_module.BENCH_TARGETS, "crashy", "tests.crashing_target")
+    result = runner.invoke(app, ["bench", "-t", "torch", "-t", "crashy", "-o", str(tmp_path / "b"),
+                                 "--latency-iters", "3"])
+    assert result.exit_code == 3, result.output
+    assert "crashy: failed" in result.stdout
+
+
+def test_unknown_target_and_existing_output(tmp_path):
+    result = runner.invoke(app, ["bench", "-t", "tpu", "-o", str(tmp_path / "b")])
+    assert result.exit_code == 2 and "unknown target 'tpu'" in result.stderr
+    (tmp_path / "b").mkdir()
+    result = runner.invoke(app, ["bench", "-t", "torch", "-o", str(tmp_path / "b")])
+    assert result.exit_code == 2 and "--force" in result.stderr
+
+
+def test_jetson_bench_here_says_what_is_missing(tmp_path):
+    result = runner.invoke(app, ["bench", "--target", "jetson", "-o", str(tmp_path / "b"), "--latency-iters", "3"])
+    assert result.exit_code == 0, result.output
+    assert "tensorrt: skipped - TensorRT is not installed here" in result.stdout

@@ -1,0 +1,105 @@
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from edgesmlp.cli import app
+from edgesmlp.errors import InputError
+from edgesmlp.gate import check_report, load_report
+
+runner = CliRunner()
+
+
+def row(target, precision, top1=99.0, p50=1.0, status="ok", **extra):
+    return {"target": target, "precision": precision, "status": status, "top1": top1, "p50": p50,
+            "latency_ms_p50": p50, "agreement": 100.0, "note": "", **extra}
+
+
+def report(*rows):
+    results = list(rows)
+    for r in results:  # as quantize/bench fill it: the drop against the same target's FP32
+        fp32 = next((f for f in results if f["target"] == r["target"] and f["precision"] == "fp32"), None)
+        r.setdefault("drop_top1", fp32["top1"] - r["top1"] if fp32 and r["top1"] is not None else None)
+    return {"schema": "edgesmlp.report/1", "results": results}
+
+
+def write(tmp_path, name, data):
+    path = tmp_path / name
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_within_budget_passes():
+    assert check_report(report(row("openvino", "fp32"), row("openvino", "int8", 98.7))).passed
+
+
+def test_drop_over_budget_fails_with_the_numbers():
+    out = check_report(report(row("openvino", "fp32", 99.0), row("openvino", "int8", 98.0)), max_drop=0.5)
+    assert not out.passed and "openvino/int8 top-1 98.00% is 1.00 points below its FP32 (allowed 0.5)" in out.violations
+
+
+def test_failed_row_fails_the_gate():
+    out = check_report(report(row("tensorrt", "int8", None, status="failed", note="engine build failed")))
+    assert out.violations == ["tensorrt/int8 failed: engine build failed"]
+
+
+def test_unlabelled_report_is_noted_not_failed():
+    out = check_report(report(row("jetson", "fp32", None), row("jetson", "int8", None, agreement=99.2)))
+    assert out.passed and any("no labels" in n for n in out.notes)
+
+
+def test_baseline_with_different_targets_compares_the_common_ones():
+    base = report(row("openvino", "fp32"), row("openvino", "int8", 98.9, 1.0), row("tensorrt", "int8"))
+    now = report(row("openvino", "fp32"), row("openvino", "int8", 98.9, 1.1), row("onnxruntime", "int8"))
+    out = check_report(now, base, max_latency_regression=0.15)
+    assert out.passed
+    assert "onnxruntime/int8: not in the baseline, not compared" in out.notes
+    assert "tensorrt/int8: in the baseline only, not compared" in out.notes
+
+
+def test_baseline_regressions():
+    base = report(row("openvino", "fp32", 99.0), row("openvino", "int8", 99.0, 1.0))
+    now = report(row("openvino", "fp32", 99.0), row("openvino", "int8", 98.6, 1.3))
+    out = check_report(now, base, max_drop=0.3, max_latency_regression=0.15)
+    assert any("below the baseline's 99.00%" in v for v in out.violations)
+    assert any("latency p50 1.3 ms is 30% above the baseline's 1 ms (allowed 15%)" in v for v in out.violations)
+
+
+@pytest.mark.parametrize("content, pattern", [
+    ({"schema": "edgesmlp.report/0", "results": []}, "schema 'edgesmlp.report/0'"),
+    ({"results": []}, "schema None"),
+    ("not json", "not valid JSON"),
+])
+def test_bad_reports_are_usage_errors(tmp_path, content, pattern):
+    path = tmp_path / "r.json"
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    with pytest.raises(InputError, match=pattern):
+        load_report(path)
+    result = runner.invoke(app, ["check", str(path)])
+    assert result.exit_code == 2 and pattern.split("'")[0] in result.stderr
+
+
+def test_cli_exit_codes(tmp_path):
+    good = write(tmp_path, "good.json", report(row("openvino", "fp32"), row("openvino", "int8", 98.9)))
+    bad = write(tmp_path, "bad.json", report(row("openvino", "fp32"), row("openvino", "int8", 90.0)))
+    assert runner.invoke(app, ["check", str(good)]).exit_code == 0
+    result = runner.invoke(app, ["check", str(bad), "--max-drop", "0.5"])
+    assert result.exit_code == 1 and "FAIL: openvino/int8" in result.stdout
+    assert runner.invoke(app, ["check", str(tmp_path / "missing.json")]).exit_code == 2
+    assert runner.invoke(app, ["check", str(good), "--baseline", str(bad)]).exit_code == 0
+
+
+@pytest.mark.parametrize("target", ["openvino", "jetson"])
+def test_gate_fails_on_calibration_with_blank_images(tmp_path, target):
+    """A deliberately broken quantization: calibrating on all-black images wrecks the INT8 ranges."""
+    from PIL import Image
+
+    blank = tmp_path / "blank"
+    blank.mkdir()
+    for i in range(20):
+        Image.new("RGB", (32, 32)).save(blank / f"{i}.png")
+    result = runner.invoke(app, ["quantize", "--target", target, "--calib", str(blank), "-o", str(tmp_path / "q")])
+    assert result.exit_code == 0, result.output
+    check = runner.invoke(app, ["check", str(tmp_path / "q" / target), "--max-drop", "0.5"])
+    assert check.exit_code == 1, check.output
+    assert f"FAIL: {target}/int8 top-1" in check.stdout
