@@ -90,3 +90,13 @@ def test_calibration_methods_on_a_known_distribution():
 
     chosen = amax_from_histogram(hist, amax, CalibMethod.mse)
     assert mse(chosen) <= min(mse(amax), mse(p), mse(2.0)) * 1.01  # MSE's pick beats the other ranges
+
+
+def test_entropy_does_not_collapse_to_the_smallest_range():
+    """KL must compare the clipped reference with a candidate built without the outliers; otherwise the
+    first candidate (128 bins) matches exactly and every tensor is clipped to 1/16 of its range."""
+    values = np.abs(np.random.default_rng(1).standard_normal(100_000))
+    amax = float(values.max())
+    hist = np.histogram(values, bins=2048, range=(0, amax))[0].astype(float)
+    clip = amax_from_histogram(hist, amax, CalibMethod.entropy)
+    assert clip > 0.4 * amax  # a Gaussian's KL clip keeps most of its range

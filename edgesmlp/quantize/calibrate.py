@@ -91,15 +91,16 @@ def _entropy_amax(hist: np.ndarray, width: float, levels: int = QMAX + 1) -> flo
     """TensorRT's entropy calibration: the clip that minimises KL(P || Q) over 128 levels."""
     best, best_kl = len(hist) * width, np.inf
     for stop in range(levels, len(hist) + 1, 16):
-        p = hist[:stop].astype(np.float64).copy()
-        p[-1] += hist[stop:].sum()  # outliers are clipped into the last bin
-        nonzero = p > 0
-        groups = np.array_split(np.arange(stop), levels)
+        kept = hist[:stop].astype(np.float64)
+        p = kept.copy()
+        p[-1] += hist[stop:].sum()  # the reference clips outliers into its last bin...
+        nonzero = kept > 0
         q = np.zeros(stop)
-        for g in groups:
+        for g in np.array_split(np.arange(stop), levels):  # ...the candidate is quantized without them
             mask = nonzero[g]
             if mask.any():
-                q[g[mask]] = p[g].sum() / mask.sum()
+                q[g[mask]] = kept[g].sum() / mask.sum()
+        nonzero = p > 0
         if q[nonzero].min() <= 0:
             continue
         pn, qn = p[nonzero] / p.sum(), q[nonzero] / q.sum()

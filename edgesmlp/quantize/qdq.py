@@ -205,7 +205,10 @@ def quantize_qdq(fp32_path: Path, out_path: Path, calibration: np.ndarray, confi
     plan = plan_qdq(model, config.quantize_residuals)
     need_hist = config.method is not CalibMethod.max
     raw_amax, hist = collect_histograms(model, plan.activations, calibration, config.bins, need_histograms=need_hist)
-    amax = {t: amax_from_histogram(hist[t], raw_amax[t], config.method, config.percentile) for t in plan.activations}
+    # Graph inputs are normalised images, bounded by construction: clipping them only loses signal.
+    inputs = {i.name for i in model.graph.input}
+    amax = {t: raw_amax[t] if t in inputs else amax_from_histogram(hist[t], raw_amax[t], config.method, config.percentile)
+            for t in plan.activations}
     for group in plan.shared:  # one scale per Concat: its inputs and output
         shared = max(amax.get(t, raw_amax.get(t, 0.0)) for t in group)
         for t in group:
