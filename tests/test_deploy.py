@@ -4,7 +4,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from edgesmlp import ModelConfig, create_model
@@ -32,7 +32,8 @@ def test_every_variant(name):
     assert check_equivalent(model, deploy, torch.randn(1, 3, 224, 224), name) <= 1e-5
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=12, deadline=None, derandomize=True)  # same examples on every CI run
+@example(dim=8, depths=(0, 0, 0, 0), alpha=1, classes=1, in_chans=1, size=32, seed=26)  # one class: tiny logit range
 @given(
     dim=st.integers(2, 12),
     depths=st.tuples(*[st.integers(0, 2)] * 4),

@@ -58,7 +58,7 @@ def require_nncf():
     try:
         import nncf
     except ImportError:
-        raise MissingDependencyError("nncf", "INT8 quantization for OpenVINO", "pip install 'edgesmlp[openvino]'") from None
+        raise MissingDependencyError("nncf", "INT8 quantization for OpenVINO", "pip install 'nncf>=2.14'") from None
     return nncf
 
 

@@ -14,7 +14,7 @@ import torch
 
 from edgesmlp.errors import MissingDependencyError
 
-INSTALL = "pip install 'edgesmlp[openvino]'"
+INSTALL = "pip install 'openvino>=2024.4'"
 
 
 def require_openvino():
