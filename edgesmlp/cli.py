@@ -180,10 +180,19 @@ def quantize(
     mean: Annotated[Optional[str], typer.Option(help="Per-channel mean, e.g. 0.485,0.456,0.406.")] = None,
     std: Annotated[Optional[str], typer.Option(help="Per-channel std, e.g. 0.229,0.224,0.225.")] = None,
     threads: Annotated[int, typer.Option(help="CPU threads for inference (0: the runtime's default).")] = 0,
+    method: Annotated[str, typer.Option(help="ptq (post-training) or qat (fine-tune with the quantizers in the loop, "
+                                        "distilling from the FP32 model).")] = "ptq",
+    train: Annotated[Optional[Path], typer.Option(help="qat: training images (ImageFolder, folder or list; without "
+                                                  "labels it distils only). Default: the bundled digits train split.")] = None,
+    epochs: Annotated[int, typer.Option(help="qat: epochs over --train.")] = 3,
+    lr: Annotated[float, typer.Option(help="qat: AdamW peak learning rate (cosine schedule).")] = 5e-5,
+    batch_size: Annotated[int, typer.Option(help="qat: images per step (per process under torchrun).")] = 32,
+    resume: Annotated[bool, typer.Option(help="qat: continue from OUT/<target>.qat-checkpoint.pt, written after "
+                                         "every epoch.")] = False,
     variant: VariantOpt = None,
     ema: EmaOpt = False,
 ) -> None:
-    """INT8 post-training quantization for a target, with an FP32 vs INT8 accuracy/latency report.
+    """INT8 quantization (PTQ or QAT) for a target, with an FP32 vs INT8 accuracy/latency report.
 
     Loads the weights, folds BatchNorm and LayerNorm, builds the transpose-free deploy form and
     calibrates on your images. openvino: NNCF INT8 IR compiled for the CPU. jetson: TensorRT-rule Q/DQ
@@ -206,15 +215,22 @@ def quantize(
 
     if calib_method not in CalibMethod.__members__:
         raise ConfigError(f"--calib-method {calib_method!r} unknown: use max, percentile, entropy or mse")
+    if method not in ("ptq", "qat"):
+        raise ConfigError(f"--method {method!r} unknown: use ptq or qat")
+    from edgesmlp.quantize.qat import QATConfig
+
+    qat = QATConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
     request = QuantizeRequest(
         weights=weights, variant=variant, ema=ema, target=target.value, calib=calib, val=val, output=output,
         force=force, form=form.value, threads=threads,
         preprocess=PreprocessOverrides(image_size, crop_pct, interpolation, _floats(mean, "--mean"), _floats(std, "--std")),
         ptq=OpenVINOPTQConfig(preset=preset, calib_size=calib_size, bias_correction=bias_correction,
                               smooth_quant=smooth_quant, ignored=tuple(ignore or ()), seed=seed),
-        qdq=QDQConfig(method=calib_method, percentile=percentile),
+        qdq=QDQConfig(method=calib_method, percentile=percentile), method=method, train=train, qat=qat, resume=resume,
     )
     outcome = run_quantize(request, log=lambda line: typer.echo(line, err=True))
+    if not outcome.report:  # a non-zero torchrun rank: rank 0 reports
+        return
     typer.echo(render_table(outcome.report["results"]))
     files = sorted(p.name for p in outcome.directory.iterdir())
     typer.echo(f"wrote {outcome.directory}/: {', '.join(files)}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -41,6 +42,10 @@ class QuantizeRequest:
     preprocess: PreprocessOverrides = field(default_factory=PreprocessOverrides)
     ptq: OpenVINOPTQConfig = field(default_factory=OpenVINOPTQConfig)
     qdq: object = None  # QDQConfig for the jetson target (None: its defaults)
+    method: str = "ptq"  # ptq, or qat (fine-tune with the quantizers in the loop)
+    train: Path | None = None  # QAT training images (default: the bundled digits train split)
+    qat: object = None  # QATConfig (None: its defaults)
+    resume: bool = False
     threads: int = 0  # 0: the runtime's default
     eval_batch: int = 16
     throughput_batch: int = 8
@@ -77,8 +82,10 @@ def run_quantize(request: QuantizeRequest, log=print) -> QuantizeOutcome:
     from edgesmlp.deploy import to_deploy
 
     target = target_module(request.target)
-    target_dir = output_directory(request)
-    options = {"ptq": request.ptq, "qdq": request.qdq, "form": request.form, "threads": request.threads}
+    rank = _rank(request)
+    target_dir = output_directory(request) if rank == 0 else Path(tempfile.mkdtemp()) / request.target
+    options = {"ptq": request.ptq, "qdq": request.qdq, "form": request.form, "threads": request.threads,
+               "method": request.method}
     target.check(options)
     ckpt = load_checkpoint(request.weights, variant=request.variant, ema=request.ema)
     preprocess = resolve_preprocess(ckpt, request.preprocess)
@@ -86,17 +93,49 @@ def run_quantize(request: QuantizeRequest, log=print) -> QuantizeOutcome:
     if images.calib.skipped:
         key, reason = images.calib.skipped[0]
         log(f"warning: skipped {len(images.calib.skipped)} unreadable calibration image(s), e.g. {key}: {reason}")
+    if request.method == "qat":
+        options.update(_qat_options(request, ckpt, target_dir))
     model = to_deploy(ckpt.model) if request.form == "deploy" else ckpt.model
     job = Job(ckpt, model, request.form, preprocess, images, options)
     target_dir.parent.mkdir(parents=True, exist_ok=True)
     with atomic_dir(target_dir, force=request.force) as tmp:
         build = target.build(job, tmp, log)
+        if rank > 0:  # under torchrun only rank 0 evaluates and ships
+            return QuantizeOutcome(target_dir, {})
         evaluation = evaluate_build(build, job, request, log)
         results = measure_build(build, evaluation, request, log)
+        for path in build.scratch:
+            path.unlink(missing_ok=True)
         report = make_report(request, job, build, evaluation, results)
         write_report(tmp, report)
         write_manifest(tmp, request, job, build)
+    if request.method == "qat":
+        options["checkpoint"].unlink(missing_ok=True)  # the job finished: nothing left to resume
     return QuantizeOutcome(target_dir, report)
+
+
+def _rank(request: QuantizeRequest) -> int:
+    if request.method != "qat":
+        return 0
+    from edgesmlp.quantize.qat import distributed
+
+    return distributed()[0]
+
+
+def _qat_options(request: QuantizeRequest, ckpt: Checkpoint, target_dir: Path) -> dict:
+    from edgesmlp.calibration.sources import open_images
+    from edgesmlp.errors import DataError
+    from edgesmlp.quantize.qat import QATConfig
+
+    if request.train is None and not ckpt.bundled:
+        raise DataError("--method qat needs --train images for your own weights (an ImageFolder tree, a folder or a "
+                        "list file); the bundled digits fit only the bundled model")
+    config = request.qat or QATConfig()
+    train = open_images(request.train, "train", ckpt.config.num_classes)
+    identity = {"weights_sha256": ckpt.sha256, "target": request.target, "form": request.form,
+                "model": json.dumps(ckpt.config.to_dict(), sort_keys=True)}
+    return {"train": train, "qat": config, "resume": request.resume, "identity": identity,
+            "checkpoint": target_dir.parent / f"{target_dir.name}.qat-checkpoint.pt"}
 
 
 def evaluate_build(build: Build, job: Job, request: QuantizeRequest, log) -> Evaluation:
@@ -153,6 +192,7 @@ def write_manifest(folder: Path, request: QuantizeRequest, job: Job, build: Buil
     options = asdict(request)
     options["ptq"] = request.ptq.to_dict()
     options["qdq"] = request.qdq.to_dict() if request.qdq is not None else None
+    options["qat"] = request.qat.to_dict() if request.qat is not None else None
     images = job.images
     manifest = {
         "edgesmlp_manifest": 1,

@@ -48,6 +48,7 @@ class Build:
     variants: list[Variant]
     notes: list[str] = field(default_factory=list)
     manifest: dict = field(default_factory=dict)  # target-specific entries for manifest.json
+    scratch: list[Path] = field(default_factory=list)  # files used for comparison rows, removed before shipping
 
 
 def calibration_array(job: Job) -> np.ndarray:
@@ -56,3 +57,12 @@ def calibration_array(job: Job) -> np.ndarray:
 
 def folder_size_mb(*paths: Path) -> float:
     return sum(p.stat().st_size for p in paths if p.exists()) / 1e6
+
+
+def fine_tune_job(job: Job, student, log) -> dict:
+    """QAT for any target: distil the job's FP32 model into ``student`` on the job's training images."""
+    from edgesmlp.quantize.qat import fine_tune
+
+    opts = job.options
+    return fine_tune(student, job.ckpt.model, opts["train"], job.preprocess, opts["qat"], opts["checkpoint"],
+                     opts["identity"], opts.get("resume", False), log)

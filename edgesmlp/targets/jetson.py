@@ -41,8 +41,15 @@ def build(job: Job, folder: Path, log) -> Build:
     export_onnx(job.model, folder / FP32_ONNX, size, chans, dynamic_batch=True, reference=job.ckpt.model)
     log(f"calibrating Q/DQ ({config.method.value}, {len(job.images.calib.keys)} images)")
     start = time.perf_counter()
-    summary = quantize_qdq(folder / FP32_ONNX, folder / INT8_ONNX, calibration_array(job), config)
+    qat = job.options.get("method") == "qat"
+    ptq_path = folder / (".ptq_qdq.onnx" if qat else INT8_ONNX)
+    summary = quantize_qdq(folder / FP32_ONNX, ptq_path, calibration_array(job), config)
     seconds = time.perf_counter() - start
+    extra = {}
+    if qat:
+        start = time.perf_counter()
+        extra["qat"] = quantize_aware_training(job, config, folder, log)
+        seconds = time.perf_counter() - start
     findings = lint_qdq(folder / INT8_ONNX)
     errors = [f for f in findings if f.severity == "error"]
     if errors:
@@ -54,11 +61,13 @@ def build(job: Job, folder: Path, log) -> Build:
     def ort(path):
         return lambda batch, latency: OnnxRuntimeRunner(path, threads)
 
-    variants = [
-        Variant("fp32", "ONNX Runtime CPU", ort(folder / FP32_ONNX), folder_size_mb(folder / FP32_ONNX)),
-        Variant("int8", EMULATED, ort(folder / INT8_ONNX), folder_size_mb(folder / INT8_ONNX), seconds,
-                note="Q/DQ graph executed by ONNX Runtime on the CPU: accuracy proxy for the TensorRT INT8 engine"),
-    ]
+    variants = [Variant("fp32", "ONNX Runtime CPU", ort(folder / FP32_ONNX), folder_size_mb(folder / FP32_ONNX))]
+    if qat:
+        variants.append(Variant("int8-ptq", EMULATED, ort(ptq_path), folder_size_mb(ptq_path),
+                                note="PTQ, for comparison"))
+    variants.append(Variant("int8", EMULATED, ort(folder / INT8_ONNX), folder_size_mb(folder / INT8_ONNX), seconds,
+                            note=("QAT; " if qat else "") + "Q/DQ graph executed by ONNX Runtime on the CPU: accuracy "
+                            "proxy for the TensorRT INT8 engine"))
     notes = [
         "INT8 accuracy is emulated: ONNX Runtime executes the TensorRT-rule Q/DQ graph on this CPU. Its latency is "
         "this CPU's, not the Jetson's.",
@@ -66,12 +75,37 @@ def build(job: Job, folder: Path, log) -> Build:
         "device itself, where TensorRT is installed; see README.md in this folder.",
     ]
     return Build(variants, notes, {
+        **extra,
         "qdq": config.to_dict(),
         "qdq_summary": vars(summary),
         "lint": {"errors": 0, "warnings": len(findings)},
         "artifacts": {"int8_qdq_onnx": INT8_ONNX, "fp32_onnx": FP32_ONNX, "build_script": "build_engine.sh"},
         "engine_input": {"name": "input", "shape": [chans, size, size], "max_batch": MAX_ENGINE_BATCH},
-    })
+    }, scratch=[folder / ".ptq_qdq.onnx", folder / ".qat_fp32.onnx"])
+
+
+def quantize_aware_training(job: Job, config, folder: Path, log) -> dict:
+    """Fine-tune with fake quantization where the Q/DQ ONNX quantizes, then export its Q/DQ form.
+
+    Activation ranges are calibrated once (the PTQ quantizers) and held fixed while the weights train;
+    the export calibrates the fine-tuned FP32 graph with the same method on the same images, which
+    reproduces those ranges, and applies the same placement rules, so the result passes lint-qdq.
+    """
+    import torch
+
+    from edgesmlp.export import export_onnx
+    from edgesmlp.quantize.fakequant import QATDeploySMLPNet
+    from edgesmlp.quantize.qdq import quantize_qdq
+    from edgesmlp.targets.base import fine_tune_job
+
+    student = QATDeploySMLPNet(job.model)
+    student.calibrate(torch.from_numpy(calibration_array(job)), config.method, config.percentile)
+    summary = fine_tune_job(job, student, log)
+    c = job.ckpt.config
+    tuned = student.model.eval()
+    export_onnx(tuned, folder / ".qat_fp32.onnx", c.image_size, c.in_chans, dynamic_batch=True, reference=tuned)
+    quantize_qdq(folder / ".qat_fp32.onnx", folder / INT8_ONNX, calibration_array(job), config)
+    return summary
 
 
 def write_build_script(folder: Path, chans: int, size: int) -> None:

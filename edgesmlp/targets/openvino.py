@@ -91,22 +91,68 @@ def build(job, folder: Path, log):
     start = time.perf_counter()
     int8 = quantize_openvino(fp32, calibration_array(job), config, deploy_form=job.form == "deploy")
     seconds = time.perf_counter() - start
-    save_ir(int8, folder / "model.xml")
-    save_ir(fp32, folder / "model_fp32.xml")
     threads = job.options.get("threads", 0)
 
     def runner(model):
         return lambda batch, latency: OpenVINORunner(model, batch, threads)
 
+    variants = [Variant("fp32", "OpenVINO CPU", runner(fp32))]
+    manifest = {}
+    if job.options.get("method") == "qat":
+        save_ir(int8, folder / ".ptq.xml")
+        variants.append(Variant("int8-ptq", "OpenVINO CPU", runner(int8), ir_size_mb(folder / ".ptq.xml"), seconds,
+                                note="PTQ, for comparison"))
+        start = time.perf_counter()
+        int8, manifest["qat"] = quantize_aware_training(job, config, log)
+        seconds = time.perf_counter() - start
+    save_ir(int8, folder / "model.xml")
+    save_ir(fp32, folder / "model_fp32.xml")
+    variants[0].size_mb = ir_size_mb(folder / "model_fp32.xml")
+    variants.append(Variant("int8", "OpenVINO CPU", runner(int8), ir_size_mb(folder / "model.xml"), seconds,
+                            note="QAT" if manifest else ""))
     return Build(
-        variants=[
-            Variant("fp32", "OpenVINO CPU", runner(fp32), ir_size_mb(folder / "model_fp32.xml")),
-            Variant("int8", "OpenVINO CPU", runner(int8), ir_size_mb(folder / "model.xml"), seconds),
-        ],
+        variants=variants,
+        scratch=[folder / ".ptq.xml", folder / ".ptq.bin"],
         notes=["OpenVINO compiles both precisions with INFERENCE_PRECISION_HINT=f32: layers NNCF left unquantized "
                "run in FP32 (OpenVINO's CPU default on bf16-capable CPUs is bf16)."],
-        manifest={"ptq": config.to_dict(), "artifacts": {"int8": "model.xml", "fp32": "model_fp32.xml"}},
+        manifest={"ptq": config.to_dict(), "artifacts": {"int8": "model.xml", "fp32": "model_fp32.xml"}, **manifest},
     )
+
+
+def quantize_aware_training(job, config, log):
+    """NNCF's QAT: its PyTorch quantizers (trainable ranges) on the deploy form, fine-tuned, then converted."""
+    import contextlib
+    import copy
+    import sys
+    import warnings
+
+    import torch
+
+    from edgesmlp.errors import ConfigError
+    from edgesmlp.quantize.openvino_ptq import require_nncf
+    from edgesmlp.targets.base import calibration_array, fine_tune_job
+
+    nncf = require_nncf()
+    if config.ignored or config.smooth_quant is not None:
+        raise ConfigError("--ignore and --smooth-quant name OpenVINO-graph settings; --method qat quantizes the "
+                          "PyTorch graph: drop them for QAT")
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+
+    calib = torch.from_numpy(calibration_array(job))
+    preset = nncf.QuantizationPreset.PERFORMANCE if config.preset.value == "performance" else nncf.QuantizationPreset.MIXED
+    with contextlib.redirect_stdout(sys.stderr):
+        student = nncf.quantize(copy.deepcopy(job.model), nncf.Dataset([calib[i : i + 1] for i in range(len(calib))]),
+                                preset=preset, subset_size=len(calib),
+                                advanced_parameters=AdvancedQuantizationParameters(disable_bias_correction=True))
+    summary = fine_tune_job(job, student, log)
+    c = job.ckpt.config
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        int8 = require_openvino().convert_model(student.eval(), example_input=torch.zeros(1, c.in_chans, c.image_size,
+                                                c.image_size), input=[-1, c.in_chans, c.image_size, c.image_size])
+    int8.inputs[0].get_tensor().set_names({"input"})
+    int8.outputs[0].get_tensor().set_names({"logits"})
+    return int8, summary
 
 
 def available() -> str | None:

@@ -1,0 +1,171 @@
+"""Quantization-aware training on the bundled model, for both targets, with the real runtimes."""
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from edgesmlp.cli import app
+from edgesmlp.errors import DataError, InputError
+from edgesmlp.pipeline import QuantizeRequest, run_quantize
+from edgesmlp.quantize import qat as qat_module
+from edgesmlp.quantize.qat import QATConfig
+from edgesmlp.quantize.qdq_lint import lint_qdq
+
+runner = CliRunner()
+PTQ_FILES = {
+    "openvino": {"manifest.json", "model.bin", "model.xml", "model_fp32.bin", "model_fp32.xml", "report.json",
+                 "report.md"},
+    "jetson": {"README.md", "build_engine.sh", "manifest.json", "model_fp32.onnx", "model_int8_qdq.onnx",
+               "report.json", "report.md"},
+}
+
+
+def rows(report):
+    return {r["precision"]: r for r in report["results"]}
+
+
+@pytest.mark.parametrize("target", ["openvino", "jetson"])
+def test_qat_matches_ptq_artifacts_and_accuracy(tmp_path, target):
+    outcome = run_quantize(QuantizeRequest(target=target, method="qat", output=tmp_path, latency_iters=3,
+                                           qat=QATConfig(epochs=1)), log=lambda _: None)
+    folder = tmp_path / target
+    assert {p.name for p in folder.iterdir()} == PTQ_FILES[target]  # exactly what PTQ ships
+    assert not list(tmp_path.glob("*.qat-checkpoint.pt"))  # finished: nothing left to resume
+    r = rows(outcome.report)
+    assert r["int8"]["top1"] >= r["int8-ptq"]["top1"]  # QAT at least PTQ, side by side
+    assert r["int8"]["top1"] >= r["fp32"]["top1"] - 0.2
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["qat"]["epochs"] == 1 and manifest["qat"]["labelled"]
+    if target == "jetson":
+        assert lint_qdq(folder / "model_int8_qdq.onnx") == []
+
+
+def test_qat_recovers_what_ptq_loses(tmp_path):
+    """One calibration image wrecks OpenVINO PTQ's ranges; QAT's trainable ranges recover."""
+    outcome = run_quantize(QuantizeRequest(target="openvino", method="qat", output=tmp_path, latency_iters=3,
+                                           ptq=__import__("edgesmlp.quantize.openvino_ptq", fromlist=["x"])
+                                           .OpenVINOPTQConfig(calib_size=1, seed=3), qat=QATConfig(epochs=2)),
+                           log=lambda _: None)
+    r = rows(outcome.report)
+    assert r["int8-ptq"]["drop_top1"] > 5.0
+    assert r["int8"]["top1"] > r["int8-ptq"]["top1"] + 5.0
+
+
+def test_interrupted_run_resumes(tmp_path, monkeypatch):
+    real_epoch = qat_module._epoch
+
+    def interrupted(*args, **kwargs):
+        if args[7] == 1:  # the second epoch
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(qat_module, "_epoch", interrupted)
+    request = QuantizeRequest(target="jetson", method="qat", output=tmp_path, latency_iters=3, qat=QATConfig(epochs=2))
+    with pytest.raises(KeyboardInterrupt):
+        run_quantize(request, log=lambda _: None)
+    assert not (tmp_path / "jetson").exists()  # no half artifact
+    checkpoint = tmp_path / "jetson.qat-checkpoint.pt"
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 1  # lost at most the epoch in flight
+    monkeypatch.setattr(qat_module, "_epoch", real_epoch)
+    from dataclasses import replace
+
+    outcome = run_quantize(replace(request, resume=True), log=lambda _: None)
+    manifest = json.loads((outcome.directory / "manifest.json").read_text())
+    assert manifest["qat"]["resumed_from_epoch"] == 1 and len(manifest["qat"]["losses"]) == 1
+    assert not checkpoint.exists()
+
+
+def test_resume_from_another_target_is_refused(tmp_path, monkeypatch):
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    request = QuantizeRequest(target="jetson", method="qat", output=tmp_path, latency_iters=3, qat=QATConfig(epochs=2))
+    real_epoch = qat_module._epoch
+    calls = {"n": 0}
+
+    def one_then_stop(*args, **kwargs):
+        calls["n"] += 1
+        return real_epoch(*args, **kwargs) if calls["n"] == 1 else stop()
+
+    monkeypatch.setattr(qat_module, "_epoch", one_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        run_quantize(request, log=lambda _: None)
+    (tmp_path / "jetson.qat-checkpoint.pt").rename(tmp_path / "openvino.qat-checkpoint.pt")
+    result = runner.invoke(app, ["quantize", "--target", "openvino", "--method", "qat", "--resume", "-o",
+                                 str(tmp_path), "--epochs", "2"])
+    assert result.exit_code == 2 and "made for another target ('jetson'" in result.stderr
+    missing = runner.invoke(app, ["quantize", "--target", "jetson", "--method", "qat", "--resume", "-o",
+                                  str(tmp_path / "fresh")])
+    assert missing.exit_code == 2 and "no checkpoint" in missing.stderr
+
+
+def test_unlabelled_training_folder_distils_only(tmp_path):
+    from edgesmlp.calibration.digits import load_split
+
+    train = tmp_path / "unlabelled"
+    train.mkdir()
+    for i, (image, _) in enumerate(load_split("train")[:96]):
+        image.save(train / f"{i}.png")
+    lines = []
+    outcome = run_quantize(QuantizeRequest(target="jetson", method="qat", train=train, output=tmp_path / "o",
+                                           latency_iters=3, qat=QATConfig(epochs=1)), log=lines.append)
+    assert any("no labels: fine-tuning by distillation" in line for line in lines)
+    assert not json.loads((outcome.directory / "manifest.json").read_text())["qat"]["labelled"]
+
+
+def test_training_set_smaller_than_a_batch(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "few").mkdir()
+    for i in range(5):
+        Image.new("RGB", (32, 32)).save(tmp_path / "few" / f"{i}.png")
+    result = runner.invoke(app, ["quantize", "--target", "jetson", "--method", "qat", "--train", str(tmp_path / "few"),
+                                 "-o", str(tmp_path / "o"), "--batch-size", "8"])
+    assert result.exit_code == 2 and "5 training images, fewer than one batch of 8" in result.stderr
+    assert not (tmp_path / "o" / "jetson").exists()
+
+
+def test_out_of_memory_suggests_a_smaller_batch(tmp_path):
+    from edgesmlp.calibration.sources import open_images
+    from edgesmlp.calibration.preprocess import Preprocess
+
+    class Exhausted(torch.nn.Module):  # a student whose forward exhausts memory, as a too-large batch does
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1))
+
+        def forward(self, x):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with pytest.raises(InputError, match="out of memory at --batch-size 64: try --batch-size 32"):
+        qat_module.fine_tune(Exhausted(), torch.nn.Identity(), open_images(None, "train"),
+                             Preprocess(32, 1.0, mean=(0.5,) * 3, std=(0.5,) * 3), QATConfig(batch_size=64), None, {})
+
+
+def test_own_weights_need_training_images(tmp_path, small_model):
+    torch.save(small_model.state_dict(), tmp_path / "w.pth")
+    with pytest.raises(DataError, match="--calib is required"):
+        run_quantize(QuantizeRequest(weights=tmp_path / "w.pth", method="qat", output=tmp_path), log=lambda _: None)
+
+
+@pytest.mark.slow
+def test_two_processes_under_torchrun_end_with_identical_weights(tmp_path):
+    from edgesmlp.calibration.digits import write_imagefolders
+
+    write_imagefolders(tmp_path / "digits")
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+               "-m", "edgesmlp", "quantize", "--target", "jetson", "--method", "qat", "--epochs", "1",
+               "--batch-size", "16", "--train", str(tmp_path / "digits" / "calib"), "--calib-size", "64",
+               "-o", str(tmp_path / "out")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env={"OMP_NUM_THREADS": "1",
+                            **__import__("os").environ})
+    assert result.returncode == 0, result.stderr[-3000:]
+    digests = dict(re.findall(r"rank (\d)/2 final weights sha256 ([0-9a-f]{64})", result.stderr))
+    assert set(digests) == {"0", "1"} and digests["0"] == digests["1"]
+    assert (tmp_path / "out" / "jetson" / "model_int8_qdq.onnx").is_file()
+    assert json.loads((tmp_path / "out" / "jetson" / "manifest.json").read_text())["qat"]["world_size"] == 2
