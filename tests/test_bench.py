@@ -96,3 +96,27 @@ def test_jetson_bench_here_says_what_is_missing(tmp_path):
     result = runner.invoke(app, ["bench", "--target", "jetson", "-o", str(tmp_path / "b"), "--latency-iters", "3"])
     assert result.exit_code == 0, result.output
     assert "tensorrt: skipped - TensorRT is not installed here" in result.stdout
+
+
+def test_bench_a_jetson_bundle_on_the_device(tmp_path, monkeypatch):
+    """What `edgesmlp bench --target jetson --from BUNDLE` does on a Jetson, with the recording TensorRT
+    stand-in and host buffers in place of the device: engines built from the bundle, saved, and reported."""
+    import sys
+
+    from edgesmlp.targets import jetson, tensorrt
+    from tests.tensorrt_standin import make_tensorrt
+
+    quantized = runner.invoke(app, ["quantize", "--target", "jetson", "-o", str(tmp_path / "q"), "--calib-size", "50"])
+    assert quantized.exit_code == 0, quantized.output
+    monkeypatch.setitem(sys.modules, "tensorrt", make_tensorrt("10.3.0"))
+    monkeypatch.setattr(tensorrt, "require_cuda", lambda: None)
+    monkeypatch.setattr(jetson, "gpu_visible", lambda: True)
+    monkeypatch.setattr(jetson, "ENGINE_DEVICE", "cpu")
+    bundle = tmp_path / "q" / "jetson"
+    result = runner.invoke(app, ["bench", "--target", "jetson", "-t", "onnxruntime", "--from", str(bundle),
+                                 "-o", str(tmp_path / "b"), "--latency-iters", "3"])
+    assert result.exit_code == 0, result.output
+    r = rows(json.loads((tmp_path / "b" / "report.json").read_text()))
+    assert r["tensorrt/int8"]["runtime"] == "TensorRT GPU" and r["tensorrt/int8"]["agreement"] >= 99.0
+    assert r["tensorrt/fp16"]["status"] == "ok" and r["onnxruntime/int8"]["runtime"] == "emulated (ONNX Runtime CPU)"
+    assert (bundle / "model_int8.engine").is_file() and (bundle / "model_fp16.engine").is_file()

@@ -143,8 +143,8 @@ def _epoch(model, teacher, loader, optimizer, schedule, config: QATConfig, label
             optimizer.step()
             schedule.step()
             losses.append(loss.item())
-            advance()
             last = time.perf_counter() - step
+            advance(f"loss {losses[-1]:.4f}  {last:.2f} s/step")
     mean = sum(losses) / max(1, len(losses))
     log(f"QAT epoch {epoch + 1}/{config.epochs}: loss {mean:.4f}, {last:.2f} s/step, "
         f"{time.perf_counter() - started:.0f} s")
