@@ -11,7 +11,6 @@ library versions to benchmarks/results/deploy_form.md.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -23,9 +22,10 @@ from edgesmlp import create_model
 from edgesmlp.checkpoint import load_checkpoint
 from edgesmlp.deploy import to_deploy
 from edgesmlp.export import export_onnx
-from edgesmlp.timing import interleaved, library_versions, machine_info, paired_ratio
+from edgesmlp.timing import interleaved, paired_ratio
 
-RESULTS = Path(__file__).parent / "results"
+sys.path.insert(0, str(Path(__file__).parent.parent))
+from benchmarks.common import write_result  # noqa: E402
 
 
 def randomize_norms(model: torch.nn.Module) -> torch.nn.Module:
@@ -96,7 +96,6 @@ def main() -> None:
 
 
 def write_results(rows: list[dict], args) -> None:
-    info = {**machine_info(), **library_versions("torch", "onnxruntime", "openvino", "edgesmlp")}
     lines = [
         "# Deploy form vs reference form (FP32)",
         "",
@@ -111,10 +110,7 @@ def write_results(rows: list[dict], args) -> None:
     for r in rows:
         lines.append(f"| {r['model']} | {r['batch']} | {r['runtime']} | {r['ref_p50']:.2f} | {r['ref_p90']:.2f} | "
                      f"{r['deploy_p50']:.2f} | {r['deploy_p90']:.2f} | {r['speedup']:.2f}x |")
-    lines += ["", "Machine and versions:", "", "```json", json.dumps(info, indent=2), "```", ""]
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "deploy_form.md").write_text("\n".join(lines))
-    print(f"wrote {RESULTS / 'deploy_form.md'}", file=sys.stderr)
+    write_result("deploy_form", lines, "torch", "onnxruntime", "openvino")
 
 
 if __name__ == "__main__":

@@ -9,13 +9,13 @@ cosine against the FP32 ONNX. Writes benchmarks/results/jetson_calibration.md.
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+sys.path.insert(0, str(Path(__file__).parent.parent))
+from benchmarks.common import write_result  # noqa: E402
 
 
 def main() -> None:
@@ -26,7 +26,6 @@ def main() -> None:
     from edgesmlp.export import export_onnx
     from edgesmlp.quantize.qdq import QDQConfig, quantize_qdq
     from edgesmlp.targets.onnxruntime import OnnxRuntimeRunner
-    from edgesmlp.timing import library_versions, machine_info
 
     ckpt = load_checkpoint()
     tmp = Path(tempfile.mkdtemp())
@@ -54,12 +53,8 @@ def main() -> None:
              "| --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {m} | {n} | {a.top1:.1f} | {a.agreement:.1f} | {a.cosine:.5f} | {s:.1f} |" for m, n, a, s in rows]
     lines += ["", "Under every method the network input (a normalised image, bounded by construction) keeps its "
-              "full range; the methods differ on the activations inside the network.", "",
-              "```json", json.dumps({**machine_info(), **library_versions("onnx", "onnxruntime", "edgesmlp")},
-                                    indent=2), "```", ""]
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "jetson_calibration.md").write_text("\n".join(lines))
-    print(f"wrote {RESULTS / 'jetson_calibration.md'}", file=sys.stderr)
+              "full range; the methods differ on the activations inside the network."]
+    write_result("jetson_calibration", lines, "onnx", "onnxruntime")
 
 
 if __name__ == "__main__":

@@ -10,14 +10,14 @@ ONNX Runtime prefers on AVX2 CPUs without VNNI. Writes benchmarks/results/onnxru
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-RESULTS = Path(__file__).parent / "results"
+sys.path.insert(0, str(Path(__file__).parent.parent))
+from benchmarks.common import write_result  # noqa: E402
 
 
 def main() -> None:
@@ -30,7 +30,7 @@ def main() -> None:
     from edgesmlp.export import export_onnx
     from edgesmlp.quantize.qdq import QDQConfig, quantize_qdq, to_unsigned_activations
     from edgesmlp.targets.onnxruntime import OnnxRuntimeRunner, cpu_has_int8_dot_product
-    from edgesmlp.timing import interleaved, library_versions, machine_info, paired_ratio
+    from edgesmlp.timing import interleaved, paired_ratio
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=4)
@@ -57,10 +57,8 @@ def main() -> None:
         print(lines[-1], flush=True)
     lines += ["", "The deploy form leaves INT8 around every GELU and LayerNorm; ONNX Runtime pays a "
               "quantize/dequantize at each, which is why its INT8 does not beat its FP32 on this graph. OpenVINO "
-              "(benchmarks/results/openvino_int8.md) fuses them.", "",
-              "```json", json.dumps({**machine_info(), **library_versions("onnxruntime", "edgesmlp")}, indent=2), "```", ""]
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "onnxruntime_int8.md").write_text("\n".join(lines))
+              "(benchmarks/results/openvino_int8.md) fuses them."]
+    write_result("onnxruntime_int8", lines, "onnxruntime")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ in a fresh child process each. Writes benchmarks/results/openvino_int8.md.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import resource
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-RESULTS = Path(__file__).parent / "results"
+sys.path.insert(0, str(Path(__file__).parent.parent))
 SIZE = 224
 
 
@@ -89,7 +88,7 @@ def main() -> None:
     import openvino as ov
 
     from edgesmlp.targets.openvino import to_openvino
-    from edgesmlp.timing import interleaved, library_versions, machine_info, paired_ratio
+    from edgesmlp.timing import interleaved, paired_ratio
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -128,10 +127,10 @@ def main() -> None:
     for name, t in timings.items():
         rows.append((name, t.p50, t.p90, paired_ratio(per_round, name, "edgesmlp_int8")))
         print(f"{name:16s} p50 {t.p50:8.2f} ms  p90 {t.p90:8.2f} ms  edgesmlp_int8 is {rows[-1][3]:.2f}x faster", flush=True)
-    write(rows, ptq, args, {**machine_info(), **library_versions("torch", "openvino", "nncf", "edgesmlp")})
+    write(rows, ptq, args)
 
 
-def write(rows, ptq, args, info) -> None:
+def write(rows, ptq, args) -> None:
     lines = [
         "# OpenVINO INT8: edgesmlp vs the plain graph (sMLPNet-T, 224, batch 1)",
         "",
@@ -147,10 +146,9 @@ def write(rows, ptq, args, info) -> None:
               "PyTorch model built and converted inside it):", "",
               "| recipe | seconds | peak RSS MB |", "| --- | --- | --- |"]
     lines += [f"| {k} | {v['seconds']:.1f} | {v['peak_rss_mb']:.0f} |" for k, v in ptq.items()]
-    lines += ["", "Machine and versions:", "", "```json", json.dumps(info, indent=2), "```", ""]
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "openvino_int8.md").write_text("\n".join(lines))
-    print(f"wrote {RESULTS / 'openvino_int8.md'}", file=sys.stderr)
+    from benchmarks.common import write_result
+
+    write_result("openvino_int8", lines, "torch", "openvino", "nncf")
 
 
 if __name__ == "__main__":

@@ -10,19 +10,18 @@ this is what edgesmlp's defaults are chosen from.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
-RESULTS = Path(__file__).parent / "results"
+sys.path.insert(0, str(Path(__file__).parent.parent))
+from benchmarks.common import write_result  # noqa: E402
 
 
 def main() -> None:
     import nncf
-    import openvino as ov
+
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
 
     from edgesmlp import bundled
@@ -30,7 +29,6 @@ def main() -> None:
     from edgesmlp.deploy import to_deploy
     from edgesmlp.evaluate import predict, score
     from edgesmlp.targets.openvino import OpenVINORunner, to_openvino
-    from edgesmlp.timing import library_versions, machine_info
 
     ckpt = load_checkpoint()
     xc, _ = bundled.split_tensors("calib")
@@ -82,11 +80,7 @@ def main() -> None:
             lines.append(f"| {form} | {label} | - | - | - | - |")
         else:
             lines.append(f"| {form} | {label} | {acc.top1:.1f} | {acc.agreement:.1f} | {acc.cosine:.5f} | {seconds:.1f} |")
-    info = {**machine_info(), **library_versions("openvino", "nncf", "edgesmlp")}
-    lines += ["", "```json", json.dumps(info, indent=2), "```", ""]
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "openvino_ptq_presets.md").write_text("\n".join(lines))
-    print(f"wrote {RESULTS / 'openvino_ptq_presets.md'}", file=sys.stderr)
+    write_result("openvino_ptq_presets", lines, "openvino", "nncf")
 
 
 if __name__ == "__main__":

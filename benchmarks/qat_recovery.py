@@ -9,13 +9,13 @@ loses: OpenVINO calibrated on a single image, Jetson calibrated on blank images.
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+sys.path.insert(0, str(Path(__file__).parent.parent))
+from benchmarks.common import write_result  # noqa: E402
 
 
 def main() -> None:
@@ -24,7 +24,6 @@ def main() -> None:
     from edgesmlp.pipeline import QuantizeRequest, run_quantize
     from edgesmlp.quantize.openvino_ptq import OpenVINOPTQConfig
     from edgesmlp.quantize.qat import QATConfig
-    from edgesmlp.timing import library_versions, machine_info
 
     tmp = Path(tempfile.mkdtemp())
     blank = tmp / "blank"
@@ -55,11 +54,7 @@ def main() -> None:
     for target, label, f, p, q, s in rows:
         lines.append(f"| {target} | {label} | {f['top1']:.1f} | {p['top1']:.1f} | {p['agreement']:.1f} | "
                      f"{q['top1']:.1f} | {q['agreement']:.1f} | {s:.0f} |")
-    lines += ["", "```json", json.dumps({**machine_info(), **library_versions("torch", "openvino", "nncf", "onnxruntime",
-                                                                             "edgesmlp")}, indent=2), "```", ""]
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "qat_recovery.md").write_text("\n".join(lines))
-    print(f"wrote {RESULTS / 'qat_recovery.md'}", file=sys.stderr)
+    write_result("qat_recovery", lines, "torch", "openvino", "nncf", "onnxruntime")
 
 
 if __name__ == "__main__":

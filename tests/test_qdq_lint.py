@@ -165,7 +165,7 @@ def test_onnxruntime_default_quantizer_output_is_flagged(tmp_path):
     weights) break TensorRT's rules, and the checker says so."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
 
-    w_nodes, w_inits = [], [init("w", np.random.default_rng(0).standard_normal((4, 3, 1, 1)))]
+    w_inits = [init("w", np.random.default_rng(0).standard_normal((4, 3, 1, 1)))]
     conv = helper.make_node("Conv", ["x", "w"], ["y"], name="conv")
     graph = helper.make_graph([conv], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4])], w_inits)

@@ -2,7 +2,7 @@
 
 import json
 import sys
-from pathlib import Path
+
 
 import pytest
 from typer.testing import CliRunner
