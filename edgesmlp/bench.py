@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+import torch
 
 from edgesmlp.artifacts import atomic_dir
 from edgesmlp.calibration.options import PreprocessOverrides, load_job_images, resolve_preprocess
@@ -114,6 +117,9 @@ def run_bench(request: BenchRequest, log=print) -> BenchOutcome:
 
     targets = resolve_targets(request.targets)
     directory = bench_directory(request)
+    # Every runtime gets the same, recorded thread count (PyTorch included), so rows are comparable.
+    request = replace(request, threads=request.threads or os.cpu_count() or 1)
+    torch.set_num_threads(request.threads)
     folders: dict[str, Path] = {}
     if request.from_dir is not None:
         request, folders = _from_manifest(request)
@@ -141,7 +147,7 @@ def run_bench(request: BenchRequest, log=print) -> BenchOutcome:
         results.sort(key=lambda r: order.get(r.target, len(order)))
         _fill_drops(results)
         report = build_report(results, model_info(ckpt), _data(val_set, request), {**machine_info(),
-                              "threads": request.threads or "runtime default"}, library_versions(*VERSIONED),
+                              "threads": request.threads}, library_versions(*VERSIONED),
                               [n for b in builds.values() for n in b.notes])
         report["kind"] = "bench"
         report["reference"] = next(iter(builds), None)

@@ -279,7 +279,7 @@ def bench(
                                                      "(OUT, OUT/openvino or a Jetson bundle) instead of quantizing.")] = None,
     force: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
     calib_size: Annotated[int, typer.Option(help="Calibration images sampled.")] = 300,
-    threads: Annotated[int, typer.Option(help="CPU threads per runtime (0: the runtime's default).")] = 0,
+    threads: Annotated[int, typer.Option(help="CPU threads for every runtime, PyTorch included (0: all cores).")] = 0,
     latency_iters: Annotated[int, typer.Option(min=3, help="Timed batch-1 runs per row (after warm-up).")] = 50,
     dla_core: Annotated[Optional[int], typer.Option(help="tensorrt: build engines for this DLA core (GPU fallback).")] = None,
     variant: VariantOpt = None,

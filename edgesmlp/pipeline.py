@@ -134,8 +134,12 @@ def _qat_options(request: QuantizeRequest, ckpt: Checkpoint, target_dir: Path) -
     train = open_images(request.train, "train", ckpt.config.num_classes)
     identity = {"weights_sha256": ckpt.sha256, "target": request.target, "form": request.form,
                 "model": json.dumps(ckpt.config.to_dict(), sort_keys=True)}
-    return {"train": train, "qat": config, "resume": request.resume, "identity": identity,
-            "checkpoint": target_dir.parent / f"{target_dir.name}.qat-checkpoint.pt"}
+    checkpoint = target_dir.parent / f"{target_dir.name}.qat-checkpoint.pt"
+    if request.resume:
+        from edgesmlp.quantize.qat import load_resumable
+
+        load_resumable(checkpoint, identity)  # refuse a foreign or missing checkpoint before any work
+    return {"train": train, "qat": config, "resume": request.resume, "identity": identity, "checkpoint": checkpoint}
 
 
 def evaluate_build(build: Build, job: Job, request: QuantizeRequest, log) -> Evaluation:

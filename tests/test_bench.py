@@ -36,6 +36,7 @@ def test_bench_prints_one_table_for_every_target(bench_dir):
     assert "| openvino | int8 | OpenVINO CPU | ok |" in result.stdout
     assert "tensorrt: skipped" in result.stdout
     assert set(report["machine"]) >= {"cpu", "cores", "threads"} and "openvino" in report["versions"]
+    assert isinstance(report["machine"]["threads"], int) and report["machine"]["threads"] >= 1
 
 
 def test_reports_are_written(bench_dir):

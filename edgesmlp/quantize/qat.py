@@ -169,7 +169,8 @@ def _save(path: Path, identity: dict, student, optimizer, schedule, epoch: int) 
         torch.save(state, tmp)
 
 
-def _resume(path: Path | None, identity: dict, student, optimizer, schedule) -> int:
+def load_resumable(path: Path | None, identity: dict) -> dict:
+    """The checkpoint to resume from, refused (before any work) unless it belongs to this job."""
     if path is None or not path.is_file():
         raise InputError(f"--resume: no checkpoint at {path}; run without --resume to start fresh")
     try:
@@ -182,6 +183,11 @@ def _resume(path: Path | None, identity: dict, student, optimizer, schedule) -> 
         if state["identity"].get(key) != value:
             raise InputError(f"--resume: {path} was made for another {key} ({state['identity'].get(key)!r}, this run "
                              f"is {value!r}); delete it or drop --resume")
+    return state
+
+
+def _resume(path: Path | None, identity: dict, student, optimizer, schedule) -> int:
+    state = load_resumable(path, identity)
     student.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])
