@@ -79,15 +79,14 @@ def measure_latency(run1: Runner, run_n: Runner, sample: np.ndarray, batch: int,
 
 def stream_batches(images, preprocess, batch: int, skipped: list) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """Decode and preprocess ``images`` (an ImageSet) ``batch`` at a time; unreadable files go to ``skipped``."""
-    from PIL import UnidentifiedImageError
+    from edgesmlp.calibration.sources import decode
 
     xs, ys = [], []
     for item in images.items:
-        try:
-            xs.append(preprocess(item.open()).numpy())
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
-            skipped.append((item.key, str(e).splitlines()[0] if str(e) else type(e).__name__))
+        x = decode(item, preprocess, skipped)
+        if x is None:
             continue
+        xs.append(x.numpy())
         ys.append(item.label)
         if len(xs) == batch:
             yield np.stack(xs), (np.array(ys) if None not in ys else None)

@@ -45,17 +45,6 @@ def _export(model: torch.nn.Module, example: torch.Tensor, path: Path, dynamic_b
         torch_logger.setLevel(level)
 
 
-def run_onnxruntime(path: str | Path, x: np.ndarray, threads: int = 0) -> np.ndarray:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: x})[0]
-
-
 @torch.no_grad()
 def export_onnx(
     model: torch.nn.Module,
@@ -90,12 +79,15 @@ def export_onnx(
             onnx.checker.check_model(str(tmp), full_check=True)
         except onnx.checker.ValidationError as e:
             raise ExportError(f"the exported graph fails onnx.checker: {str(e).splitlines()[0]}") from None
+        from edgesmlp.targets.onnxruntime import OnnxRuntimeRunner
+
+        run = OnnxRuntimeRunner(tmp)  # one session for every probe
         # Check at a second batch size too when the batch is dynamic.
         probes = [example] + ([torch.cat([example, example.flip(0)] * 2)] if dynamic_batch else [])
         diff = 0.0
         for probe in probes:
             expected = reference(probe).numpy()
-            got = run_onnxruntime(tmp, probe.numpy())
+            got = run(probe.numpy())
             diff = max(diff, float(np.abs(expected - got).max()))
         if not diff <= tolerance:
             raise ExportError(

@@ -6,6 +6,7 @@ The machines we measure on are shared and noisy, so candidates are timed in inte
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import random
@@ -64,20 +65,27 @@ def paired_ratio(per_round: list[dict[str, float]], slow: str, fast: str) -> flo
     return statistics.median(r[slow] / r[fast] for r in per_round)
 
 
+@functools.lru_cache(maxsize=1)
+def _cpuinfo() -> tuple[str, frozenset[str]]:
+    """(model name, ISA flags) from /proc/cpuinfo, read once per process."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())  # the first core's values
+    except OSError:
+        pass
+    return fields.get("model name") or platform.processor() or platform.machine(), frozenset(fields.get("flags", "").split())
+
+
+def cpu_flags() -> frozenset[str]:
+    return _cpuinfo()[1]
+
+
 def machine_info() -> dict:
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
-    except OSError:
-        pass
-    flags = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "")
-    except OSError:
-        pass
-    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8") if f" {f}" in flags]
+    model, flags = _cpuinfo()
+    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8") if f in flags]
     return {"cpu": model, "cores": os.cpu_count(), "isa": isa, "python": platform.python_version(),
             "os": platform.platform()}
 

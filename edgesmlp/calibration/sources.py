@@ -155,6 +155,18 @@ def _from_list(path: Path, num_classes: int | None) -> ImageSet:
     return ImageSet(tuple(items), str(path), "list")
 
 
+DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError)  # what Pillow raises on bad files
+
+
+def decode(item: ImageItem, preprocess: Callable[[Image.Image], torch.Tensor], skipped: list) -> torch.Tensor | None:
+    """The preprocessed image, or None with ``(key, reason)`` appended to ``skipped`` when it cannot be read."""
+    try:
+        return preprocess(item.open())
+    except DECODE_ERRORS as e:
+        skipped.append((item.key, str(e).splitlines()[0] if str(e) else type(e).__name__))
+        return None
+
+
 def load_tensors(
     images: ImageSet, preprocess: Callable[[Image.Image], torch.Tensor], description: str = "Loading images"
 ) -> LoadedImages:
@@ -164,11 +176,9 @@ def load_tensors(
     tensors, labels, keys, skipped = [], [], [], []
     with progress_bar(description, total=len(images.items)) as advance:
         for item in images.items:
-            try:
-                tensors.append(preprocess(item.open()))
-            except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
-                skipped.append((item.key, str(e).splitlines()[0] if str(e) else type(e).__name__))
-            else:
+            x = decode(item, preprocess, skipped)
+            if x is not None:
+                tensors.append(x)
                 labels.append(item.label)
                 keys.append(item.key)
             advance()

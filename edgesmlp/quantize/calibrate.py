@@ -22,14 +22,6 @@ class CalibMethod(str, Enum):
     mse = "mse"
 
 
-def _session(model_bytes: bytes):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
-
-
 def collect_histograms(model, tensors: list[str], data: np.ndarray, bins: int = 2048, batch: int = 16,
                        need_histograms: bool = True) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Per tensor: max |x| over ``data``, and a histogram of |x| with ``bins`` bins on [0, max]."""
@@ -41,7 +33,9 @@ def collect_histograms(model, tensors: list[str], data: np.ndarray, bins: int = 
     for name in tensors:
         if name not in present:
             exposed.graph.output.append(onnx.ValueInfoProto(name=name))
-    session = _session(exposed.SerializeToString())
+    from edgesmlp.targets.onnxruntime import cpu_session
+
+    session = cpu_session(exposed.SerializeToString())
     input_name = session.get_inputs()[0].name
     amax = {t: 0.0 for t in tensors}
     hist = {t: np.zeros(bins, np.float64) for t in tensors}

@@ -54,18 +54,17 @@ def distributed() -> tuple[int, int]:
 
 class _Images(torch.utils.data.Dataset):
     def __init__(self, images, preprocess):
-        self.items, self.preprocess = images.items, preprocess
+        self.items, self.preprocess, self.skipped = images.items, preprocess, []
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i):
+        from edgesmlp.calibration.sources import decode
+
         item = self.items[i]
-        try:
-            x = self.preprocess(item.open())
-        except (OSError, ValueError, SyntaxError):
-            return None  # unreadable: dropped by _collate
-        return x, -1 if item.label is None else item.label
+        x = decode(item, self.preprocess, self.skipped)
+        return None if x is None else (x, -1 if item.label is None else item.label)  # None: dropped by _collate
 
 
 def _collate(batch):

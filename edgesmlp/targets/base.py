@@ -17,8 +17,8 @@ import torch
 from edgesmlp.calibration.options import JobImages
 from edgesmlp.calibration.preprocess import Preprocess
 from edgesmlp.checkpoint import Checkpoint
+from edgesmlp.evaluate import Runner
 
-Runner = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass

@@ -7,17 +7,23 @@ from pathlib import Path
 import numpy as np
 
 
+def cpu_session(model: str | Path | bytes, threads: int = 0):
+    """An ONNX Runtime CPU session for a path or serialized model, quiet unless something fails."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
+                                providers=["CPUExecutionProvider"])
+
+
 class OnnxRuntimeRunner:
     """``runner(x) -> logits`` for an ONNX file with a dynamic (or matching) batch dimension."""
 
     def __init__(self, path: str | Path, threads: int = 0):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if threads:
-            options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(path, threads)
         self.input = self.session.get_inputs()[0].name
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -26,12 +32,9 @@ class OnnxRuntimeRunner:
 
 def cpu_has_int8_dot_product() -> bool:
     """VNNI or AMX: fast signed x signed INT8 on x86. Without it ONNX Runtime wants u8 activations."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "")
-    except OSError:
-        return False
-    return any(f" {flag}" in flags for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
+    from edgesmlp.timing import cpu_flags
+
+    return bool(cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 def available() -> str | None:
