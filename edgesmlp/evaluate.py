@@ -22,36 +22,59 @@ class Accuracy:
     count: int
 
 
+@dataclass
+class _Tally:
+    """Running sums behind an :class:`Accuracy`, so batches can be scored as they stream past."""
+
+    n: int = 0
+    correct1: int = 0
+    correct5: int = 0
+    agree: int = 0
+    cosine: float = 0.0
+
+    def add(self, logits: np.ndarray, reference: np.ndarray, labels: np.ndarray | None) -> "_Tally":
+        self.n += len(logits)
+        self.agree += int((logits.argmax(1) == reference.argmax(1)).sum())
+        norms = np.maximum(np.linalg.norm(logits, axis=1) * np.linalg.norm(reference, axis=1), 1e-12)
+        self.cosine += float(((logits * reference).sum(1) / norms).sum())
+        if labels is not None:
+            top = np.argsort(-logits, axis=1)[:, : min(5, logits.shape[1])]
+            self.correct1 += int((top[:, 0] == labels).sum())
+            self.correct5 += int((top == labels[:, None]).any(axis=1).sum())
+        return self
+
+    def accuracy(self, labelled: bool) -> Accuracy:
+        return Accuracy(
+            top1=100.0 * self.correct1 / self.n if labelled else None,
+            top5=100.0 * self.correct5 / self.n if labelled else None,
+            agreement=100.0 * self.agree / self.n,
+            cosine=self.cosine / self.n,
+            count=self.n,
+        )
+
+
+def _padded(x: np.ndarray, batch: int) -> np.ndarray:
+    """``x`` filled up to ``batch`` rows (repeating the last), for runners compiled at a static batch."""
+    if len(x) < batch:
+        x = np.concatenate([x, np.repeat(x[-1:], batch - len(x), axis=0)])
+    return np.ascontiguousarray(x)
+
+
 def predict(run: Runner, x: np.ndarray, batch: int, description: str = "Evaluating") -> np.ndarray:
     """Logits for all of ``x`` through a runner compiled for ``batch``; the last batch is padded."""
     outputs = []
     with progress_bar(description, total=len(x)) as advance:
         for start in range(0, len(x), batch):
             chunk = x[start : start + batch]
-            n = len(chunk)
-            if n < batch:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, axis=0)])
-            outputs.append(run(np.ascontiguousarray(chunk))[:n])
-            for _ in range(n):
+            outputs.append(run(_padded(chunk, batch))[: len(chunk)])
+            for _ in range(len(chunk)):
                 advance()
     return np.concatenate(outputs)
 
 
-def topk(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
-    k = min(k, logits.shape[1])
-    best = np.argsort(-logits, axis=1)[:, :k]
-    return float((best == labels[:, None]).any(axis=1).mean() * 100.0)
-
-
-def score(logits: np.ndarray, labels: np.ndarray | None, reference: np.ndarray | None = None) -> Accuracy:
-    agreement = cosine = None
-    if reference is not None:
-        agreement = float((logits.argmax(1) == reference.argmax(1)).mean() * 100.0)
-        norms = np.linalg.norm(logits, axis=1) * np.linalg.norm(reference, axis=1)
-        cosine = float(np.mean((logits * reference).sum(1) / np.maximum(norms, 1e-12)))
-    if labels is None:
-        return Accuracy(None, None, agreement, cosine, len(logits))
-    return Accuracy(topk(logits, labels, 1), topk(logits, labels, 5), agreement, cosine, len(logits))
+def score(logits: np.ndarray, labels: np.ndarray | None, reference: np.ndarray) -> Accuracy:
+    """Accuracy of in-memory logits (agreement and cosine against ``reference``)."""
+    return _Tally().add(logits, reference, labels).accuracy(labels is not None)
 
 
 @dataclass(frozen=True)
@@ -96,15 +119,6 @@ def stream_batches(images, preprocess, batch: int, skipped: list) -> Iterator[tu
 
 
 @dataclass
-class _Tally:
-    n: int = 0
-    correct1: int = 0
-    correct5: int = 0
-    agree: int = 0
-    cosine: float = 0.0
-
-
-@dataclass
 class Evaluation:
     accuracy: dict[str, Accuracy]
     labelled: bool
@@ -129,43 +143,25 @@ def evaluate_runners(runners: dict[str, Runner], images, preprocess, batch: int)
         for x, y in stream_batches(images, preprocess, batch, skipped):
             sample = x if sample is None else sample
             labelled = labelled and y is not None
-            n = len(x)
-            padded = np.concatenate([x, np.repeat(x[-1:], batch - n, axis=0)]) if n < batch else x
+            n, padded = len(x), _padded(x, batch)
             outputs = {}
             for name, run in runners.items():
                 if name in failures:
                     continue
                 try:
-                    outputs[name] = np.asarray(run(np.ascontiguousarray(padded)))[:n]
+                    outputs[name] = np.asarray(run(padded))[:n]
                 except Exception as e:  # noqa: BLE001 - one runtime crashing must not stop the others
                     if name == reference_name:
                         raise
                     failures[name] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             ref = outputs[reference_name]
             for name, logits in outputs.items():
-                t = tallies[name]
-                t.n += n
-                t.agree += int((logits.argmax(1) == ref.argmax(1)).sum())
-                norms = np.maximum(np.linalg.norm(logits, axis=1) * np.linalg.norm(ref, axis=1), 1e-12)
-                t.cosine += float(((logits * ref).sum(1) / norms).sum())
-                if y is not None:
-                    top = np.argsort(-logits, axis=1)[:, : min(5, logits.shape[1])]
-                    t.correct1 += int((top[:, 0] == y).sum())
-                    t.correct5 += int((top == y[:, None]).any(axis=1).sum())
+                tallies[name].add(logits, ref, y)
             for _ in range(n):
                 advance()
     count = tallies[reference_name].n
     if count == 0:
         example = f" (e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
         raise DataError(f"{images.origin}: none of its {len(images.items)} images could be read{example}")
-    accuracy = {
-        name: None if name in failures else Accuracy(
-            top1=100.0 * t.correct1 / t.n if labelled else None,
-            top5=100.0 * t.correct5 / t.n if labelled else None,
-            agreement=100.0 * t.agree / t.n,
-            cosine=t.cosine / t.n,
-            count=t.n,
-        )
-        for name, t in tallies.items()
-    }
+    accuracy = {name: None if name in failures else t.accuracy(labelled) for name, t in tallies.items()}
     return Evaluation(accuracy, labelled, count, skipped, sample, failures)

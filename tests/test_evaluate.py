@@ -1,0 +1,33 @@
+import numpy as np
+import pytest
+
+from edgesmlp import bundled
+from edgesmlp.calibration.sources import open_images
+from edgesmlp.evaluate import evaluate_runners, predict, score
+
+
+def linear(seed):
+    w = np.random.default_rng(seed).standard_normal((3 * 32 * 32, 10)).astype(np.float32)
+    return lambda x: x.reshape(len(x), -1) @ w
+
+
+def test_streaming_matches_in_memory_scoring_with_a_padded_last_batch():
+    images = open_images(None, "val")
+    x, y = bundled.split_tensors("val")
+    reference, other = linear(0), linear(1)
+    evaluation = evaluate_runners({"ref": reference, "other": other}, images, bundled.PREPROCESS, batch=16)
+    expected = score(predict(other, x.numpy(), 7), y.numpy(), reference(x.numpy()))  # 500 = 71 x 7 + 3
+    got = evaluation.accuracy["other"]
+    assert evaluation.images == 500 and evaluation.labelled
+    assert got.top1 == pytest.approx(expected.top1) and got.top5 == pytest.approx(expected.top5)
+    assert got.agreement == pytest.approx(expected.agreement) and got.cosine == pytest.approx(expected.cosine, rel=1e-6)
+    assert evaluation.accuracy["ref"].agreement == 100.0
+
+
+def test_a_failing_runner_is_recorded_and_the_reference_still_scores():
+    def dies(x):
+        raise RuntimeError("device lost")
+
+    evaluation = evaluate_runners({"ref": linear(0), "dies": dies}, open_images(None, "val"), bundled.PREPROCESS, 64)
+    assert evaluation.failures == {"dies": "RuntimeError: device lost"} and evaluation.accuracy["dies"] is None
+    assert evaluation.accuracy["ref"].count == 500
