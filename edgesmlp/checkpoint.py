@@ -20,7 +20,7 @@ import torch
 
 from edgesmlp.artifacts import atomic_file, sha256_file
 from edgesmlp.calibration.preprocess import Preprocess
-from edgesmlp.config import PATCH_SIZE, VARIANTS, ModelConfig
+from edgesmlp.config import PATCH_SIZE, SIZE_MULTIPLE, VARIANTS, ModelConfig
 from edgesmlp.errors import CheckpointError, ConfigError
 from edgesmlp.model import sMLPNet
 
@@ -64,7 +64,9 @@ def load_checkpoint(path: str | Path | None = None, variant: str | None = None, 
     if "preprocess" in file_meta:
         preprocess = Preprocess(**json.loads(file_meta["preprocess"]))
     else:
-        preprocess = Preprocess(image_size=config.image_size)
+        # ImageNet's evaluation recipe; a model of other than 3 input channels gets a neutral 0.5/0.5.
+        neutral = {} if config.in_chans == 3 else {"mean": (0.5,) * config.in_chans, "std": (0.5,) * config.in_chans}
+        preprocess = Preprocess(image_size=config.image_size, **neutral)
     metadata = dict(file_meta)
     epoch = raw.get("epoch") if isinstance(raw, dict) else None
     args = raw.get("args") if isinstance(raw, dict) else None
@@ -249,6 +251,19 @@ def _check_keys(model: sMLPNet, state: dict, path: Path) -> None:
         if wrong:
             parts.append(f"'{wrong[0]}' is {list(state[wrong[0]].shape)}, expected {list(expected[wrong[0]])}")
         raise CheckpointError(f"{path} does not match the sMLPNet its shapes describe: {'; '.join(parts)}")
+
+
+def check_image_size(ckpt: Checkpoint, size: int | None) -> None:
+    """Refuse an --image-size the weights cannot run: the sparse-MLP weights fix the token grid."""
+    if size is None:
+        return
+    if size <= 0 or size % SIZE_MULTIPLE:
+        raise ConfigError(f"--image-size {size} is not a positive multiple of {SIZE_MULTIPLE}")
+    trained = ckpt.config.image_size
+    if size != trained:
+        raise ConfigError(f"--image-size {size} does not match the weights: {ckpt.path} was trained at "
+                          f"{trained}x{trained}, and its sparse-MLP weights fix the token grid; use {trained} or omit "
+                          "the option")
 
 
 def save_safetensors(state: dict, path: str | Path, metadata: dict[str, str] | None = None) -> None:

@@ -64,18 +64,10 @@ def friendly_errors(fn):
 
 
 def _load(weights: Path | None, variant: str | None, ema: bool, image_size: int | None = None):
-    from edgesmlp.checkpoint import load_checkpoint
-    from edgesmlp.config import SIZE_MULTIPLE
-    from edgesmlp.errors import CheckpointError, ConfigError
+    from edgesmlp.checkpoint import check_image_size, load_checkpoint
 
-    if image_size is not None and (image_size <= 0 or image_size % SIZE_MULTIPLE):
-        raise ConfigError(f"--image-size {image_size} is not a positive multiple of {SIZE_MULTIPLE}")
     ckpt = load_checkpoint(weights, variant=variant, ema=ema)
-    if image_size is not None and image_size != ckpt.config.image_size:
-        raise CheckpointError(
-            f"{ckpt.path} was trained at {ckpt.config.image_size}x{ckpt.config.image_size}: its sparse-MLP weights fix "
-            f"the token grid, so --image-size {image_size} cannot run it; use {ckpt.config.image_size} or omit the option"
-        )
+    check_image_size(ckpt, image_size)
     return ckpt
 
 
@@ -202,22 +194,10 @@ def quantize(
     """
     from edgesmlp.calibration.options import PreprocessOverrides
     from edgesmlp.pipeline import QuantizeRequest, run_quantize
-    from edgesmlp.quantize.openvino_ptq import BiasCorrection, OpenVINOPTQConfig, Preset
-    from edgesmlp.report import render_table
-    from edgesmlp.errors import ConfigError
-
-    if preset not in Preset.__members__:
-        raise ConfigError(f"--preset {preset!r} unknown: use performance or mixed")
-    if bias_correction not in BiasCorrection.__members__:
-        raise ConfigError(f"--bias-correction {bias_correction!r} unknown: use off, fast or full")
-    from edgesmlp.quantize.calibrate import CalibMethod
-    from edgesmlp.quantize.qdq import QDQConfig
-
-    if calib_method not in CalibMethod.__members__:
-        raise ConfigError(f"--calib-method {calib_method!r} unknown: use max, percentile, entropy or mse")
-    if method not in ("ptq", "qat"):
-        raise ConfigError(f"--method {method!r} unknown: use ptq or qat")
+    from edgesmlp.quantize.openvino_ptq import OpenVINOPTQConfig
     from edgesmlp.quantize.qat import QATConfig
+    from edgesmlp.quantize.qdq import QDQConfig
+    from edgesmlp.report import render_table
 
     qat = QATConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
     request = QuantizeRequest(

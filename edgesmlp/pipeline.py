@@ -52,6 +52,13 @@ class QuantizeRequest:
     latency_iters: int = 50
 
 
+    def __post_init__(self) -> None:
+        if self.method not in ("ptq", "qat"):
+            raise ConfigError(f"--method {self.method!r} unknown: use ptq or qat")
+        if self.form not in ("deploy", "reference"):
+            raise ConfigError(f"--form {self.form!r} unknown: use deploy or reference")
+
+
 @dataclass
 class QuantizeOutcome:
     directory: Path

@@ -174,8 +174,12 @@ def test_bad_options(tmp_path):
     invoke_error(["--calib-size", "0"], "--calib-size", tmp_path)
     invoke_error(["--mean", "a,b,c"], "--mean", tmp_path)
     invoke_error(["--image-size", "64"], "does not match the weights", tmp_path)
+    invoke_error(["--method", "sgd"], "--method 'sgd' unknown", tmp_path)
+    invoke_error(["--bias-correction", "always"], "--bias-correction 'always' unknown", tmp_path)
     with pytest.raises(ConfigError, match="alpha"):
         OpenVINOPTQConfig(smooth_quant=2.0)
+    with pytest.raises(ConfigError, match="--preset 'fast' unknown: use performance, mixed"):
+        OpenVINOPTQConfig(preset="fast")  # the library refuses it too, not only the CLI
 
 
 @pytest.mark.parametrize("module, package", [("openvino", "openvino"), ("nncf", "nncf")])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from edgesmlp.calibration.preprocess import Preprocess
 from edgesmlp.calibration.sources import ImageSet, LoadedImages, load_tensors, open_images
-from edgesmlp.checkpoint import Checkpoint
+from edgesmlp.checkpoint import Checkpoint, check_image_size
 from edgesmlp.errors import ConfigError, DataError
 
 
@@ -22,14 +22,9 @@ class PreprocessOverrides:
 
 def resolve_preprocess(ckpt: Checkpoint, overrides: PreprocessOverrides = PreprocessOverrides()) -> Preprocess:
     """The checkpoint's own preprocessing (ImageNet eval defaults unless it records others), overridden."""
-    base = ckpt.preprocess
-    if len(base.mean) != ckpt.config.in_chans:
-        base = replace(base, mean=(0.5,) * ckpt.config.in_chans, std=(0.5,) * ckpt.config.in_chans)
+    check_image_size(ckpt, overrides.image_size)
     changes = {k: v for k, v in vars(overrides).items() if v is not None}
-    preprocess = replace(base, **changes)
-    if preprocess.image_size != ckpt.config.image_size:
-        raise ConfigError(f"--image-size {preprocess.image_size} does not match the weights, which were trained at "
-                          f"{ckpt.config.image_size} (the sparse-MLP weights fix the token grid)")
+    preprocess = replace(ckpt.preprocess, **changes)
     if len(preprocess.mean) != ckpt.config.in_chans:
         raise ConfigError(f"--mean/--std give {len(preprocess.mean)} values but the model takes "
                           f"{ckpt.config.in_chans} input channels")

@@ -30,6 +30,13 @@ class BiasCorrection(str, Enum):
     full = "full"
 
 
+def _choice(kind: type[Enum], value, option: str):
+    try:
+        return kind(value)
+    except ValueError:
+        raise ConfigError(f"{option} {value!r} unknown: use {', '.join(m.value for m in kind)}") from None
+
+
 @dataclass(frozen=True)
 class OpenVINOPTQConfig:
     preset: Preset = Preset.performance
@@ -40,8 +47,8 @@ class OpenVINOPTQConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "preset", Preset(self.preset))
-        object.__setattr__(self, "bias_correction", BiasCorrection(self.bias_correction))
+        object.__setattr__(self, "preset", _choice(Preset, self.preset, "--preset"))
+        object.__setattr__(self, "bias_correction", _choice(BiasCorrection, self.bias_correction, "--bias-correction"))
         object.__setattr__(self, "ignored", tuple(self.ignored))
         if self.calib_size <= 0:
             raise ConfigError(f"--calib-size must be positive, got {self.calib_size}")

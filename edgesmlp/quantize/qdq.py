@@ -34,6 +34,8 @@ class QDQConfig:
     quantize_residuals: bool = True
 
     def __post_init__(self) -> None:
+        if self.method not in {m.value for m in CalibMethod}:
+            raise ConfigError(f"--calib-method {self.method!r} unknown: use {', '.join(m.value for m in CalibMethod)}")
         object.__setattr__(self, "method", CalibMethod(self.method))
         if not 50.0 < self.percentile <= 100.0:
             raise ConfigError(f"--percentile must be in (50, 100], got {self.percentile}")
