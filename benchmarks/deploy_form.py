@@ -18,45 +18,29 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgesmlp import create_model
 from edgesmlp.checkpoint import load_checkpoint
 from edgesmlp.deploy import to_deploy
 from edgesmlp.export import export_onnx
 from edgesmlp.timing import interleaved, paired_ratio
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
-from benchmarks.common import write_result  # noqa: E402
-
-
-def randomize_norms(model: torch.nn.Module) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.5, generator=g)
-                m.running_var.uniform_(0.1, 2.0, generator=g)
-    return model.eval()
+from benchmarks.common import random_smlpnet_t, write_result  # noqa: E402
 
 
 def ort_runner(path: Path, x: np.ndarray, threads: int):
-    import onnxruntime as ort
+    from edgesmlp.targets.onnxruntime import OnnxRuntimeRunner
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return lambda: session.run(None, {"input": x})
+    run = OnnxRuntimeRunner(path, threads)
+    return lambda: run(x)
 
 
 def openvino_runner(path: Path, x: np.ndarray, threads: int):
     import openvino as ov
 
-    core = ov.Core()
-    model = core.read_model(str(path))
-    model.reshape({model.inputs[0]: list(x.shape)})
-    config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
-    request = core.compile_model(model, "CPU", config).create_infer_request()
-    return lambda: request.infer({0: x})
+    from edgesmlp.targets.openvino import OpenVINORunner
+
+    run = OpenVINORunner(ov.Core().read_model(str(path)), len(x), threads)  # FP32 hint, one stream
+    return lambda: run(x)
 
 
 def main() -> None:
@@ -68,7 +52,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     models = {
-        "sMLPNet-T 224 (random)": randomize_norms(create_model("smlpnet_t")),
+        "sMLPNet-T 224 (random)": random_smlpnet_t(),
         "bundled digits 32": load_checkpoint().model,
     }
     rows, tmp = [], Path(tempfile.mkdtemp())

@@ -25,7 +25,7 @@ def main() -> None:
     import torch
 
     sys.path.insert(0, str(Path(__file__).parent.parent))
-    from benchmarks.openvino_int8 import make_model
+    from benchmarks.common import random_smlpnet_t
     from edgesmlp.deploy import to_deploy
     from edgesmlp.export import export_onnx
     from edgesmlp.quantize.qdq import QDQConfig, quantize_qdq, to_unsigned_activations
@@ -39,7 +39,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp())
-    model = make_model()
+    model = random_smlpnet_t()
     export_onnx(to_deploy(model), tmp / "fp32.onnx", 224, dynamic_batch=True, reference=model)
     calib = np.random.default_rng(0).standard_normal((16, 3, 224, 224)).astype(np.float32)
     quantize_qdq(tmp / "fp32.onnx", tmp / "s8.onnx", calib, QDQConfig(method="max"))

@@ -24,21 +24,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
+from benchmarks.common import random_smlpnet_t  # noqa: E402
+
 SIZE = 224
-
-
-def make_model():
-    from edgesmlp import create_model
-
-    torch.manual_seed(0)
-    model = create_model("smlpnet_t")
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.5, generator=g)
-                m.running_var.uniform_(0.1, 2.0, generator=g)
-    return model.eval()
 
 
 def calibration(n: int) -> np.ndarray:
@@ -50,7 +38,7 @@ def prepare(kind: str, n: int):
     from edgesmlp.deploy import to_deploy
     from edgesmlp.targets.openvino import to_openvino
 
-    model = make_model()
+    model = random_smlpnet_t()
     return to_openvino(to_deploy(model) if kind == "edgesmlp" else model, 3, SIZE), calibration(n)
 
 
@@ -140,7 +128,7 @@ def main() -> None:
         print(f"PTQ {kind:13s} {args.calib} images: {r['seconds']:.1f} s, peak RSS during PTQ {r['peak_rss_mb']:.0f} MB "
               f"(+{r['ptq_rss_increase_mb']:.0f} MB)", flush=True)
 
-    model = make_model()
+    model = random_smlpnet_t()
     small = 32  # speed runs calibrate on fewer images: calibration size does not change the INT8 graph's speed
     edgesmlp_int8, _ = quantize("edgesmlp", small)
     nncf_int8, _ = quantize("nncf_default", small)

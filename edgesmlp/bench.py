@@ -23,10 +23,10 @@ from edgesmlp.calibration.preprocess import Preprocess
 from edgesmlp.calibration.sources import open_images
 from edgesmlp.checkpoint import load_checkpoint
 from edgesmlp.errors import ConfigError, EdgesmlpError, InputError, OutputExistsError
-from edgesmlp.evaluate import evaluate_runners, measure_latency
-from edgesmlp.pipeline import VERSIONED, model_info
+from edgesmlp.evaluate import Evaluation, evaluate_runners
+from edgesmlp.pipeline import VERSIONED, model_info, variant_result
 from edgesmlp.quantize.openvino_ptq import OpenVINOPTQConfig
-from edgesmlp.report import Result, build_report, render_markdown, write_report
+from edgesmlp.report import Result, build_report, write_report
 from edgesmlp.targets.base import Build, Job
 from edgesmlp.timing import library_versions, machine_info
 
@@ -142,11 +142,12 @@ def run_bench(request: BenchRequest, log=print) -> BenchOutcome:
             if request.val is None and not ckpt.bundled:
                 raise InputError("--val is required to bench your own weights")
             val_set = open_images(request.val, "val", ckpt.config.num_classes)
-        results = rows + _measure(builds, val_set, preprocess, request, log)
+        measured, evaluation = _measure(builds, val_set, preprocess, request, log)
+        results = rows + measured
         order = {name: i for i, name in enumerate(targets)}
         results.sort(key=lambda r: order.get(r.target, len(order)))
         _fill_drops(results)
-        report = build_report(results, model_info(ckpt), _data(val_set, request), {**machine_info(),
+        report = build_report(results, model_info(ckpt), _data(val_set, evaluation, request), {**machine_info(),
                               "threads": request.threads}, library_versions(*VERSIONED),
                               [n for b in builds.values() for n in b.notes])
         report["kind"] = "bench"
@@ -220,37 +221,29 @@ def _reason(e: Exception) -> str:
     return text if isinstance(e, EdgesmlpError) else f"{type(e).__name__}: {text}"
 
 
-def _measure(builds: dict[str, Build], val_set, preprocess: Preprocess, request: BenchRequest, log) -> list[Result]:
+def _measure(builds: dict[str, Build], val_set, preprocess: Preprocess, request: BenchRequest,
+             log) -> tuple[list[Result], Evaluation | None]:
     runners, variants = {}, {}
     for target, build in builds.items():
         for v in build.variants:
             key = f"{target}/{v.precision}"
             runners[key], variants[key] = v.make_runner(request.eval_batch, False), (target, v)
     if not runners:
-        return []
+        return [], None
     evaluation = evaluate_runners(runners, val_set, preprocess, request.eval_batch)
     results = []
     for key, (target, v) in variants.items():
-        row = Result(target=target, precision=v.precision, runtime=v.runtime, note=v.note, size_mb=v.size_mb,
-                     quantize_seconds=v.quantize_seconds)
-        if key in evaluation.failures:
-            row.status, row.note = "failed", evaluation.failures[key]
-            results.append(row)
-            continue
-        acc = evaluation.accuracy[key]
-        row.top1, row.top5, row.agreement, row.cosine, row.images = acc.top1, acc.top5, acc.agreement, acc.cosine, acc.count
-        try:
-            log(f"timing {key}")
-            latency = measure_latency(v.make_runner(1, True), v.make_runner(request.batch, False), evaluation.sample,
-                                      request.batch, request.latency_iters)
-        except Exception as e:  # noqa: BLE001
-            row.status, row.note = "failed", _reason(e)
-        else:
-            row.latency_ms_p50, row.latency_ms_p90 = latency.batch1.p50, latency.batch1.p90
-            row.throughput_ips, row.throughput_batch = latency.throughput_ips, latency.throughput_batch
-            row.latency_samples_ms = [round(t, 4) for t in latency.batch1.samples_ms]
-        results.append(row)
-    return results
+        failure = evaluation.failures.get(key)
+        if failure is None:
+            try:
+                results.append(variant_result(target, v, evaluation.accuracy[key], evaluation.sample, request.batch,
+                                              request.latency_iters, log))
+                continue
+            except Exception as e:  # noqa: BLE001 - a runtime failing while timed fails its row only
+                failure = _reason(e)
+        results.append(Result(target=target, precision=v.precision, runtime=v.runtime, status="failed",
+                              note=failure, size_mb=v.size_mb, quantize_seconds=v.quantize_seconds))
+    return results, evaluation
 
 
 def _fill_drops(results: list[Result]) -> None:
@@ -261,9 +254,10 @@ def _fill_drops(results: list[Result]) -> None:
         r.drop_top1 = base.top1 - r.top1
 
 
-def _data(val_set, request: BenchRequest) -> dict:
-    return {"val": val_set.origin, "val_images": len(val_set.items), "calib": str(request.calib or "bundled digits"),
-            "calib_images": request.ptq.calib_size, "from": str(request.from_dir) if request.from_dir else None}
-
-
-__all__ = ["BenchRequest", "BenchOutcome", "run_bench", "render_markdown"]
+def _data(val_set, evaluation: Evaluation | None, request: BenchRequest) -> dict:
+    """What was evaluated: images actually scored and unreadable ones skipped, not the file count."""
+    return {"val": val_set.origin, "val_images": evaluation.images if evaluation else 0,
+            "val_skipped": len(evaluation.skipped) if evaluation else 0,
+            "labelled": evaluation.labelled if evaluation else None,
+            "calib": str(request.calib or "bundled digits"), "calib_images": request.ptq.calib_size,
+            "from": str(request.from_dir) if request.from_dir else None}

@@ -17,11 +17,11 @@ from edgesmlp.artifacts import atomic_dir
 from edgesmlp.calibration.options import PreprocessOverrides, load_job_images, resolve_preprocess
 from edgesmlp.checkpoint import Checkpoint, load_checkpoint
 from edgesmlp.errors import ConfigError, OutputExistsError
-from edgesmlp.evaluate import Evaluation, evaluate_runners, measure_latency
+from edgesmlp.evaluate import Accuracy, Evaluation, evaluate_runners, measure_latency
 from edgesmlp.quantize.openvino_ptq import OpenVINOPTQConfig
 from edgesmlp.report import Result, build_report, write_report
 from edgesmlp.targets import TARGETS
-from edgesmlp.targets.base import Build, Job
+from edgesmlp.targets.base import Build, Job, Variant
 from edgesmlp.timing import library_versions, machine_info
 
 DEFAULT_OUTPUT = Path("edgesmlp-out")
@@ -158,20 +158,22 @@ def evaluate_build(build: Build, job: Job, request: QuantizeRequest, log) -> Eva
     return evaluation
 
 
+def variant_result(target: str, v: Variant, acc: Accuracy, sample, batch: int, iters: int, log) -> Result:
+    """One report row: the variant's accuracy, then its latency at batch 1 and throughput at ``batch``."""
+    log(f"timing {target} {v.precision.upper()} ({v.runtime})")
+    latency = measure_latency(v.make_runner(1, True), v.make_runner(batch, False), sample, batch, iters)
+    return Result(
+        target=target, precision=v.precision, runtime=v.runtime, note=v.note, top1=acc.top1, top5=acc.top5,
+        agreement=acc.agreement, cosine=acc.cosine, latency_ms_p50=latency.batch1.p50,
+        latency_ms_p90=latency.batch1.p90, throughput_ips=latency.throughput_ips,
+        throughput_batch=latency.throughput_batch, size_mb=v.size_mb, quantize_seconds=v.quantize_seconds,
+        images=acc.count, latency_samples_ms=[round(t, 4) for t in latency.batch1.samples_ms],
+    )
+
+
 def measure_build(build: Build, evaluation: Evaluation, request: QuantizeRequest, log) -> list[Result]:
-    results = []
-    for v in build.variants:
-        log(f"timing {v.runtime} {v.precision.upper()}")
-        latency = measure_latency(v.make_runner(1, True), v.make_runner(request.throughput_batch, False),
-                                  evaluation.sample, request.throughput_batch, request.latency_iters)
-        acc = evaluation.accuracy[v.precision]
-        results.append(Result(
-            target=request.target, precision=v.precision, runtime=v.runtime, note=v.note, top1=acc.top1,
-            top5=acc.top5, agreement=acc.agreement, cosine=acc.cosine, latency_ms_p50=latency.batch1.p50,
-            latency_ms_p90=latency.batch1.p90, throughput_ips=latency.throughput_ips,
-            throughput_batch=latency.throughput_batch, size_mb=v.size_mb, quantize_seconds=v.quantize_seconds,
-            images=acc.count, latency_samples_ms=[round(t, 4) for t in latency.batch1.samples_ms],
-        ))
+    results = [variant_result(request.target, v, evaluation.accuracy[v.precision], evaluation.sample,
+                              request.throughput_batch, request.latency_iters, log) for v in build.variants]
     if results and results[0].top1 is not None:
         for r in results:
             r.drop_top1 = results[0].top1 - r.top1

@@ -37,6 +37,7 @@ def test_bench_prints_one_table_for_every_target(bench_dir):
     assert "tensorrt: skipped" in result.stdout
     assert set(report["machine"]) >= {"cpu", "cores", "threads"} and "openvino" in report["versions"]
     assert isinstance(report["machine"]["threads"], int) and report["machine"]["threads"] >= 1
+    assert report["data"]["val_images"] == 500 and report["data"]["val_skipped"] == 0 and report["data"]["labelled"]
 
 
 def test_reports_are_written(bench_dir):
