@@ -98,14 +98,15 @@ def bench_directory(request: BenchRequest) -> Path:
 def _from_manifest(request: BenchRequest) -> tuple[BenchRequest, dict[str, Path]]:
     """Point the request at the weights and preprocessing a quantize output recorded."""
     root = request.from_dir
-    folders = {name: root / name for name in ("openvino", "jetson") if (root / name / "manifest.json").is_file()}
-    if (root / "manifest.json").is_file():
-        target = json.loads((root / "manifest.json").read_text()).get("target", root.name)
-        folders = {target: root}
-    if not folders:
-        raise InputError(f"{root} holds no quantize output (no manifest.json): run `edgesmlp quantize` first, or "
-                         "drop --from to quantize as part of the benchmark")
-    manifest = json.loads(next(iter(folders.values()), root).joinpath("manifest.json").read_text())
+    if (root / "manifest.json").is_file():  # a target folder itself (OUT/openvino, a Jetson bundle)
+        manifest = json.loads((root / "manifest.json").read_text())
+        folders = {manifest.get("target", root.name): root}
+    else:  # an OUT folder holding target folders
+        folders = {name: root / name for name in ("openvino", "jetson") if (root / name / "manifest.json").is_file()}
+        if not folders:
+            raise InputError(f"{root} holds no quantize output (no manifest.json): run `edgesmlp quantize` first, or "
+                             "drop --from to quantize as part of the benchmark")
+        manifest = json.loads(next(iter(folders.values())).joinpath("manifest.json").read_text())
     weights = None if manifest["weights"].get("bundled") else Path(manifest["weights"]["path"])
     overrides = PreprocessOverrides(**{k: v for k, v in manifest["preprocess"].items()
                                        if k in PreprocessOverrides.__dataclass_fields__})
