@@ -1,6 +1,7 @@
 """Quantization-aware training on the bundled model, for both targets, with the real runtimes."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from edgesmlp.cli import app
 from edgesmlp.errors import DataError, InputError
 from edgesmlp.pipeline import QuantizeRequest, run_quantize
 from edgesmlp.quantize import qat as qat_module
+from edgesmlp.quantize.openvino_ptq import OpenVINOPTQConfig
 from edgesmlp.quantize.qat import QATConfig
 from edgesmlp.quantize.qdq_lint import lint_qdq
 
@@ -48,8 +50,7 @@ def test_qat_matches_ptq_artifacts_and_accuracy(tmp_path, target):
 def test_qat_recovers_what_ptq_loses(tmp_path):
     """One calibration image wrecks OpenVINO PTQ's ranges; QAT's trainable ranges recover."""
     outcome = run_quantize(QuantizeRequest(target="openvino", method="qat", output=tmp_path, latency_iters=3,
-                                           ptq=__import__("edgesmlp.quantize.openvino_ptq", fromlist=["x"])
-                                           .OpenVINOPTQConfig(calib_size=1, seed=3), qat=QATConfig(epochs=2)),
+                                           ptq=OpenVINOPTQConfig(calib_size=1, seed=3), qat=QATConfig(epochs=2)),
                            log=lambda _: None)
     r = rows(outcome.report)
     assert r["int8-ptq"]["drop_top1"] > 5.0
@@ -162,8 +163,8 @@ def test_two_processes_under_torchrun_end_with_identical_weights(tmp_path):
                "-m", "edgesmlp", "quantize", "--target", "jetson", "--method", "qat", "--epochs", "1",
                "--batch-size", "16", "--train", str(tmp_path / "digits" / "calib"), "--calib-size", "64",
                "-o", str(tmp_path / "out")]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env={"OMP_NUM_THREADS": "1",
-                            **__import__("os").environ})
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                            env={"OMP_NUM_THREADS": "1", **os.environ})
     assert result.returncode == 0, result.stderr[-3000:]
     digests = dict(re.findall(r"rank (\d)/2 final weights sha256 ([0-9a-f]{64})", result.stderr))
     assert set(digests) == {"0", "1"} and digests["0"] == digests["1"]
