@@ -141,3 +141,13 @@ def test_bad_image_size(tmp_path):
 def test_variant_mismatch(tmp_path):
     assert_one_line_error(run("inspect", "--variant", "smlpnet_t"), 2, "is not smlpnet_t")
     assert_one_line_error(run("inspect", "--variant", "smlpnet_q"), 2, "unknown variant")
+
+
+def test_data_digits_writes_imagefolder_trees(tmp_path):
+    out = tmp_path / "digits"
+    result = run("data", "digits", out)
+    assert result.exit_code == 0, result.output
+    assert "val 500 images, calib 300 images, train 997 images" in result.stdout
+    assert sorted(p.name for p in (out / "val").iterdir()) == [str(d) for d in range(10)]
+    assert len(list((out / "val").rglob("*.png"))) == 500
+    assert_one_line_error(run("data", "digits", out), 2, "--force")
