@@ -11,6 +11,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -32,7 +33,7 @@ def weights_path() -> Path:
 def split_tensors(split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """A digits split preprocessed exactly as the model sees it: (N, 3, 32, 32) and (N,) labels."""
     pairs = load_split(split)
-    return torch.stack([PREPROCESS(img) for img, _ in pairs]), torch.tensor([y for _, y in pairs])
+    return torch.from_numpy(np.stack([PREPROCESS(img) for img, _ in pairs])), torch.tensor([y for _, y in pairs])
 
 
 def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from edgesmlp.errors import EdgesmlpError
+from edgesmlp import targets
+from edgesmlp.errors import ConfigError, EdgesmlpError
+from edgesmlp.jobs.spec import Form
 
 app = typer.Typer(
     name="edgesmlp",
@@ -24,7 +25,25 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"edgesmlp {version('edgesmlp')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Ship an sMLPNet image classifier to edge hardware at INT8. With no --weights, every command uses the
+    bundled digits model and its data, so you can try the whole pipeline first."""
 
 WeightsOpt = Annotated[
     Optional[Path],
@@ -36,11 +55,6 @@ VariantOpt = Annotated[
                  "Optional: the architecture is read from the tensor shapes."),
 ]
 EmaOpt = Annotated[bool, typer.Option("--ema", help="Take the checkpoint's model_ema weights instead of model.")]
-
-
-class Form(str, Enum):
-    deploy = "deploy"
-    reference = "reference"
 
 
 def _fail(message: str, code: int) -> None:
@@ -59,6 +73,10 @@ def friendly_errors(fn):
             _fail(str(e), e.exit_code)
         except KeyboardInterrupt:
             _fail("interrupted; no partial output was left behind", 130)
+        except ImportError as e:  # a workstation dependency missing from a lean install
+            from edgesmlp.errors import workstation_extra
+
+            _fail(str(workstation_extra(e.name or "a dependency", "this command")), 2)
 
     return wrapper
 
@@ -80,7 +98,7 @@ def inspect(
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Describe a checkpoint: variant, config, input size, parameters, MACs, foldable norms, metadata."""
-    from edgesmlp.inspect import describe, render
+    from edgesmlp.jobs.describe import describe, render
 
     info = describe(_load(weights, variant, ema))
     typer.echo(json.dumps(info, indent=2) if as_json else render(info))
@@ -123,9 +141,7 @@ def export(
     )
 
 
-class Target(str, Enum):
-    openvino = "openvino"
-    jetson = "jetson"
+SHIPPING_HELP = "; ".join(f"{t.name}: {t.summary}" for t in map(targets.get, targets.names()) if t.ships)
 
 
 def _floats(text: str | None, option: str) -> tuple[float, ...] | None:
@@ -134,16 +150,31 @@ def _floats(text: str | None, option: str) -> tuple[float, ...] | None:
     try:
         return tuple(float(v) for v in text.replace(" ", "").split(",") if v)
     except ValueError:
-        from edgesmlp.errors import ConfigError
-
         raise ConfigError(f"{option} takes comma-separated numbers such as 0.485,0.456,0.406; got {text!r}") from None
+
+
+def _target_names(values: list[str] | None) -> tuple[str, ...] | None:
+    """Targets as given, repeated (-t a -t b) or comma-separated (-t a,b); checked against the registry."""
+    if not values:
+        return None
+    return tuple(targets.resolve(name.strip()) for value in values for name in value.split(",") if name.strip())
+
+
+def _spec(weights, variant, ema, val, calib, calib_size, seed, threads, form=None, preprocess=None, **run) -> dict:
+    """The JobSpec fields quantize and bench share, from their options."""
+    from edgesmlp.jobs.spec import Calibration, PreprocessOverrides
+    from edgesmlp.targets.base import RunSettings
+
+    return dict(weights=weights, variant=variant, ema=ema, val=val, calibration=Calibration(calib, calib_size, seed),
+                preprocess=preprocess or PreprocessOverrides(), run=RunSettings(threads=threads, **run),
+                **({"form": form.value} if form is not None else {}))
 
 
 @app.command()
 @friendly_errors
 def quantize(
-    target: Annotated[Target, typer.Option(help="Where the INT8 model will run: openvino (Intel/x86 CPUs, INT8 IR) "
-                                           "or jetson (TensorRT: Q/DQ ONNX + on-device engine bundle).")] = Target.openvino,
+    target: Annotated[str, typer.Option("--target", "-t", help="Where the INT8 model will run. "
+                                        + SHIPPING_HELP + ".")] = "openvino",
     weights: WeightsOpt = None,
     calib: Annotated[Optional[Path], typer.Option(help="Calibration images: a folder, an ImageFolder tree, or a "
                                                   "list file of 'path[,label]'. Default: the bundled digits calib split.")] = None,
@@ -154,15 +185,17 @@ def quantize(
     force: Annotated[bool, typer.Option(help="Replace OUTPUT/<target> if it exists.")] = False,
     calib_size: Annotated[int, typer.Option(help="Calibration images sampled (deterministically, see --seed).")] = 300,
     seed: Annotated[int, typer.Option(help="Seed for sampling the calibration images.")] = 0,
-    preset: Annotated[str, typer.Option(help="NNCF preset: performance (symmetric) or mixed (asymmetric activations).")] = "performance",
-    bias_correction: Annotated[str, typer.Option(help="off, fast or full. NNCF's bias correction fails on the deploy "
-                                                 "form's left-operand MatMul, so it needs --form reference.")] = "off",
+    preset: Annotated[str, typer.Option(help="openvino: NNCF preset, performance (symmetric) or mixed (asymmetric "
+                                        "activations).")] = "performance",
+    bias_correction: Annotated[str, typer.Option(help="openvino: off, fast or full. NNCF's bias correction fails on "
+                                                 "the deploy form's left-operand MatMul, so it needs --form "
+                                                 "reference.")] = "off",
     smooth_quant: Annotated[Optional[float], typer.Option(help="SmoothQuant alpha (0-1). Switches NNCF to its "
                                                           "transformer placement, which lost accuracy on sMLPNet: "
                                                           "measure before shipping.")] = None,
-    ignore: Annotated[Optional[list[str]], typer.Option(help="OpenVINO node name to keep in FP32 (repeatable).")] = None,
-    calib_method: Annotated[str, typer.Option(help="jetson: activation range from max, percentile, entropy (KL) or "
-                                              "mse.")] = "percentile",
+    ignore: Annotated[Optional[list[str]], typer.Option(help="openvino: node name to keep in FP32 (repeatable).")] = None,
+    calib_method: Annotated[str, typer.Option(help="jetson, onnxruntime: activation range from max, percentile, "
+                                              "entropy (KL) or mse.")] = "percentile",
     percentile: Annotated[float, typer.Option(help="jetson: the percentile of |x| for --calib-method percentile.")] = 99.99,
     form: Annotated[Form, typer.Option(help="deploy (fast, no transposes) or reference (the official graph).")] = Form.deploy,
     image_size: Annotated[Optional[int], typer.Option(help="Input side (must match the weights).")] = None,
@@ -171,9 +204,9 @@ def quantize(
     interpolation: Annotated[Optional[str], typer.Option(help="bicubic, bilinear, nearest or lanczos.")] = None,
     mean: Annotated[Optional[str], typer.Option(help="Per-channel mean, e.g. 0.485,0.456,0.406.")] = None,
     std: Annotated[Optional[str], typer.Option(help="Per-channel std, e.g. 0.229,0.224,0.225.")] = None,
-    threads: Annotated[int, typer.Option(help="CPU threads for inference (0: the runtime's default).")] = 0,
-    method: Annotated[str, typer.Option(help="ptq (post-training) or qat (fine-tune with the quantizers in the loop, "
-                                        "distilling from the FP32 model).")] = "ptq",
+    threads: Annotated[int, typer.Option(help="CPU threads for every runtime (0: one per core).")] = 0,
+    method: Annotated[str, typer.Option(help="ptq (post-training) or qat (fine-tune with the quantizers in the "
+                                        "loop, distilling from the FP32 model).")] = "ptq",
     train: Annotated[Optional[Path], typer.Option(help="qat: training images (ImageFolder, folder or list; without "
                                                   "labels it distils only). Default: the bundled digits train split.")] = None,
     epochs: Annotated[int, typer.Option(help="qat: epochs over --train.")] = 3,
@@ -192,21 +225,23 @@ def quantize(
     Runtime here. FP32 and INT8 are evaluated on the validation images. With no options it runs the
     bundled digits model on its own data.
     """
-    from edgesmlp.calibration.options import PreprocessOverrides
-    from edgesmlp.pipeline import QuantizeRequest, run_quantize
-    from edgesmlp.quantize.openvino_ptq import OpenVINOPTQConfig
+    from edgesmlp.jobs.quantize import run_quantize
+    from edgesmlp.jobs.report import render_table
+    from edgesmlp.jobs.spec import PreprocessOverrides, QuantizeRequest
     from edgesmlp.quantize.qat import QATConfig
-    from edgesmlp.quantize.qdq import QDQConfig
-    from edgesmlp.report import render_table
+    from edgesmlp.targets.base import TargetOptions
 
-    qat = QATConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
+    name = targets.resolve(target)
+    if method not in ("ptq", "qat"):
+        raise ConfigError(f"--method {method!r} unknown: use ptq or qat")
+    options = TargetOptions(preset=preset, bias_correction=bias_correction, smooth_quant=smooth_quant,
+                            ignored=tuple(ignore or ()), calib_method=calib_method, percentile=percentile)
+    preprocess = PreprocessOverrides(image_size, crop_pct, interpolation, _floats(mean, "--mean"), _floats(std, "--std"))
+    qat = (QATConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, train=train, resume=resume)
+           if method == "qat" else None)
     request = QuantizeRequest(
-        weights=weights, variant=variant, ema=ema, target=target.value, calib=calib, val=val, output=output,
-        force=force, form=form.value, threads=threads,
-        preprocess=PreprocessOverrides(image_size, crop_pct, interpolation, _floats(mean, "--mean"), _floats(std, "--std")),
-        ptq=OpenVINOPTQConfig(preset=preset, calib_size=calib_size, bias_correction=bias_correction,
-                              smooth_quant=smooth_quant, ignored=tuple(ignore or ()), seed=seed),
-        qdq=QDQConfig(method=calib_method, percentile=percentile), method=method, train=train, qat=qat, resume=resume,
+        **_spec(weights, variant, ema, val, calib, calib_size, seed, threads, form, preprocess),
+        target=name, config=targets.get(name).config_from(options), qat=qat, output=output, force=force,
     )
     outcome = run_quantize(request, log=lambda line: typer.echo(line, err=True))
     if not outcome.report:  # a non-zero torchrun rank: rank 0 reports
@@ -247,9 +282,10 @@ def lint_qdq(
 @friendly_errors
 def bench(
     weights: WeightsOpt = None,
-    targets: Annotated[Optional[list[str]], typer.Option("--targets", "--target", "-t", help="Targets to run "
-                       "(repeatable): torch, onnxruntime, openvino, tensorrt (alias jetson). Default: all; those not "
-                       "available here are listed as skipped with the reason.")] = None,
+    target_list: Annotated[Optional[list[str]], typer.Option("--targets", "--target", "-t", help="Targets to run, "
+                           "repeated or comma-separated: " + ", ".join(targets.names()) + " (tensorrt is an alias "
+                           "of jetson). Default: all; those not available here are listed as skipped with the "
+                           "reason.")] = None,
     calib: Annotated[Optional[Path], typer.Option(help="Calibration images (default: bundled digits calib split).")] = None,
     val: Annotated[Optional[Path], typer.Option(help="Validation images (default: bundled digits val split).")] = None,
     batch: Annotated[int, typer.Option(min=1, help="Batch size for the throughput column.")] = 8,
@@ -259,9 +295,9 @@ def bench(
                                                      "(OUT, OUT/openvino or a Jetson bundle) instead of quantizing.")] = None,
     force: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
     calib_size: Annotated[int, typer.Option(help="Calibration images sampled.")] = 300,
-    threads: Annotated[int, typer.Option(help="CPU threads for every runtime, PyTorch included (0: all cores).")] = 0,
+    threads: Annotated[int, typer.Option(help="CPU threads for every runtime, PyTorch included (0: one per core).")] = 0,
     latency_iters: Annotated[int, typer.Option(min=3, help="Timed batch-1 runs per row (after warm-up).")] = 50,
-    dla_core: Annotated[Optional[int], typer.Option(help="tensorrt: build engines for this DLA core (GPU fallback).")] = None,
+    dla_core: Annotated[Optional[int], typer.Option(help="jetson: build engines for this DLA core (GPU fallback).")] = None,
     variant: VariantOpt = None,
     ema: EmaOpt = False,
 ) -> None:
@@ -271,14 +307,18 @@ def bench(
     distributions). A target that is not available is skipped with the reason; one that fails is
     listed as failed and the others still run (exit code 3 then). Gate the result with `edgesmlp check`.
     """
-    from edgesmlp.bench import BENCH_TARGETS, BenchRequest, run_bench
-    from edgesmlp.quantize.openvino_ptq import OpenVINOPTQConfig
-    from edgesmlp.report import render_table
+    from edgesmlp.jobs.bench import resolve_targets, run_bench
+    from edgesmlp.jobs.report import render_table
+    from edgesmlp.jobs.spec import BenchRequest
+    from edgesmlp.targets.base import TargetOptions
 
+    names = resolve_targets(_target_names(target_list))
+    options = TargetOptions(dla_core=dla_core)
     request = BenchRequest(
-        weights=weights, variant=variant, ema=ema, calib=calib, val=val,
-        targets=tuple(targets or BENCH_TARGETS), batch=batch, output=output, force=force, from_dir=from_dir,
-        threads=threads, latency_iters=latency_iters, dla_core=dla_core, ptq=OpenVINOPTQConfig(calib_size=calib_size),
+        **_spec(weights, variant, ema, val, calib, calib_size, 0, threads, throughput_batch=batch,
+                latency_iters=latency_iters),
+        targets=names, configs=tuple(targets.get(n).config_from(options) for n in names), output=output, force=force,
+        from_dir=from_dir,
     )
     outcome = run_bench(request, log=lambda line: typer.echo(line, err=True))
     typer.echo(render_table(outcome.report["results"]))
@@ -301,7 +341,7 @@ def check(
 ) -> None:
     """The CI gate: exit 0 when every INT8 result is within --max-drop of its FP32 (and within the
     allowed regressions of --baseline), 1 when not, listing each violation; 2 for usage errors."""
-    from edgesmlp.gate import check_report, load_report
+    from edgesmlp.jobs.check import check_report, load_report
 
     current = load_report(report)
     base = load_report(baseline) if baseline is not None else None

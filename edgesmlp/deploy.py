@@ -17,7 +17,7 @@ from torch import nn
 
 from edgesmlp.config import ModelConfig
 from edgesmlp.fold import ScaleShift, check_equivalent, example_inputs, fold_all
-from edgesmlp.model import sMLPNet
+from edgesmlp.model import HEAD, STEM, block_layers, sMLPNet
 
 DEPLOY_RTOL = 1e-5
 
@@ -111,29 +111,29 @@ def to_deploy(model: sMLPNet, inputs: torch.Tensor | None = None, rtol: float = 
     inputs = example_inputs(model) if inputs is None else inputs
     expected = model.eval()(inputs)  # the original's logits, shared by every proof below
     folded, _ = fold_all(model, inputs, expected)
-    eps = next((m[1].eps for m in folded.channel_mix), 1e-5)
+    layer = folded.get_submodule
+    eps = layer(block_layers(0)["norm"]).eps if len(folded.token_mix) else 1e-5
     deploy = DeploySMLPNet(model.config, eps=eps).eval()
-    for i, seq in enumerate(folded.to_patch_embedding):
-        deploy.stems[i].weight.copy_(seq[0].weight)
-    for k, (tm, cm) in enumerate(zip(folded.token_mix, folded.channel_mix)):
-        target, bmc, smlp = deploy.token_mix[k], tm[0].conv_merge, tm[1]
-        target.pre.scale.copy_(bmc.BN.scale)
-        target.pre.shift.copy_(bmc.BN.shift)
-        target.dwconv.weight.copy_(bmc.Conv.weight)
-        target.dwconv.bias.copy_(bmc.Conv.bias)
+    for i in range(len(deploy.stems)):
+        deploy.stems[i].weight.copy_(layer(STEM.format(i=i)).weight)
+    for k in range(len(deploy.token_mix)):
+        names, tm, cm = block_layers(k), deploy.token_mix[k], deploy.channel_mix[k]
+        tm.pre.scale.copy_(layer(names["dw_bn"]).scale)
+        tm.pre.shift.copy_(layer(names["dw_bn"]).shift)
+        tm.dwconv.weight.copy_(layer(names["dwconv"]).weight)
+        tm.dwconv.bias.copy_(layer(names["dwconv"]).bias)
         # Official proj_h mixes along W (see model.py): out[..., o] = sum_w P[o, w] x[..., w] + b[o].
-        target.mix.weight_w.copy_(smlp.proj_h.weight[:, :, 0, 0].t())
-        target.mix.bias_w.copy_(smlp.proj_h.bias)
+        tm.mix.weight_w.copy_(layer(names["proj_h"]).weight[:, :, 0, 0].t())
+        tm.mix.bias_w.copy_(layer(names["proj_h"]).bias)
         # Official proh_w mixes along H: out[..., o, :] = sum_h P[o, h] x[..., h, :] + b[o].
-        target.mix.weight_h.copy_(smlp.proh_w.weight[:, :, 0, 0])
-        target.mix.bias_h.copy_(smlp.proh_w.bias.view(-1, 1))
-        target.fuse.weight.copy_(smlp.fuse.weight)
-        ffn, dst = cm[2].net, deploy.channel_mix[k]
-        dst.fc1.weight.copy_(ffn[0].weight[:, :, None, None])
-        dst.fc1.bias.copy_(ffn[0].bias)
-        dst.fc2.weight.copy_(ffn[3].weight[:, :, None, None])
-        dst.fc2.bias.copy_(ffn[3].bias)
-    deploy.head.weight.copy_(folded.mlp_head[0].weight)
-    deploy.head.bias.copy_(folded.mlp_head[0].bias)
+        tm.mix.weight_h.copy_(layer(names["proh_w"]).weight[:, :, 0, 0])
+        tm.mix.bias_h.copy_(layer(names["proh_w"]).bias.view(-1, 1))
+        tm.fuse.weight.copy_(layer(names["fuse"]).weight)
+        cm.fc1.weight.copy_(layer(names["fc1"]).weight[:, :, None, None])
+        cm.fc1.bias.copy_(layer(names["fc1"]).bias)
+        cm.fc2.weight.copy_(layer(names["fc2"]).weight[:, :, None, None])
+        cm.fc2.bias.copy_(layer(names["fc2"]).bias)
+    deploy.head.weight.copy_(layer(HEAD["fc"]).weight)
+    deploy.head.bias.copy_(layer(HEAD["fc"]).bias)
     check_equivalent(expected, deploy, inputs, "the deploy form", rtol)
     return deploy

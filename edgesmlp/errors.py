@@ -33,13 +33,19 @@ class OutputExistsError(InputError):
 
 
 class MissingDependencyError(EdgesmlpError):
-    """An optional runtime (OpenVINO, NNCF, TensorRT) is not installed."""
+    """An optional runtime or library (torch, OpenVINO, NNCF, TensorRT) is not installed."""
 
     exit_code = 2
 
     def __init__(self, package: str, purpose: str, install: str):
-        super().__init__(f"{purpose} needs {package}, which is not installed: run `{install}`")
+        fix = f"run `{install}`" if install.startswith("pip ") else install
+        super().__init__(f"{purpose} needs {package}, which is not installed: {fix}")
         self.package = package
+
+
+def workstation_extra(package: str, purpose: str) -> MissingDependencyError:
+    """The error for a workstation-side dependency missing from a lean (device-side) install."""
+    return MissingDependencyError(package, purpose, "pip install 'edgesmlp[workstation]'")
 
 
 class FoldError(EdgesmlpError):
@@ -48,3 +54,11 @@ class FoldError(EdgesmlpError):
 
 class ExportError(EdgesmlpError):
     """An exported graph failed its checks or disagreed with PyTorch."""
+
+
+class RuntimeFailure(EdgesmlpError):
+    """A runtime (ONNX Runtime, OpenVINO, TensorRT, CUDA) failed while running a model."""
+
+
+class EngineBuildError(RuntimeFailure):
+    """TensorRT could not parse the ONNX, or build or load an engine from it."""

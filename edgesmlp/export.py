@@ -1,4 +1,4 @@
-"""ONNX export that proves itself: onnx.checker, then ONNX Runtime against PyTorch on the same input."""
+"""Exports that prove themselves: ONNX (onnx.checker, then ONNX Runtime against PyTorch), and OpenVINO's model."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def export_onnx(
             onnx.checker.check_model(str(tmp), full_check=True)
         except onnx.checker.ValidationError as e:
             raise ExportError(f"the exported graph fails onnx.checker: {str(e).splitlines()[0]}") from None
-        from edgesmlp.targets.onnxruntime import OnnxRuntimeRunner
+        from edgesmlp.runtimes.onnxruntime import OnnxRuntimeRunner
 
         run = OnnxRuntimeRunner(tmp)  # one session for every probe
         # Check at a second batch size too when the batch is dynamic.
@@ -94,3 +94,17 @@ def export_onnx(
                 f"ONNX Runtime disagrees with PyTorch: max |logit difference| {diff:.3g} > {tolerance:g}; nothing written"
             )
     return ExportResult(path=path, max_abs_diff=diff, opset=opset, batch="dynamic" if dynamic_batch else batch)
+
+
+def to_openvino(model: torch.nn.Module, in_chans: int, image_size: int):
+    """Convert a PyTorch module to an ov.Model with a dynamic batch dimension, input ``input``, output ``logits``."""
+    from edgesmlp.runtimes.openvino import require_openvino
+
+    ov = require_openvino()
+    example = torch.zeros(1, in_chans, image_size, image_size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.trace deprecation notes from OpenVINO's frontend
+        converted = ov.convert_model(model.eval(), example_input=example, input=[-1, in_chans, image_size, image_size])
+    converted.inputs[0].get_tensor().set_names({"input"})
+    converted.outputs[0].get_tensor().set_names({"logits"})
+    return converted

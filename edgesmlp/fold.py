@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from edgesmlp.errors import FoldError
-from edgesmlp.model import sMLPNet
+from edgesmlp.model import HEAD, block_layers, sMLPNet
 
 
 @dataclass(frozen=True)
@@ -29,19 +29,14 @@ def fold_plan(model: sMLPNet) -> list[FoldSite]:
     """Every BatchNorm / LayerNorm of ``model`` and where (or why not) it folds."""
     sites = []
     for k in range(len(model.token_mix)):
-        sites.append(FoldSite(
-            f"token_mix.{k}.0.conv_merge.BN", "BatchNorm2d", None,
-            "precedes a GELU on the residual stream: kept as one per-channel multiply-add",
-        ))
-        sites.append(FoldSite(
-            f"token_mix.{k}.1.BN", "BatchNorm2d", f"token_mix.{k}.0.conv_merge.Conv",
-            "folds into the depthwise conv that feeds it (the conv gains a bias)",
-        ))
-        sites.append(FoldSite(
-            f"channel_mix.{k}.1", "LayerNorm", f"channel_mix.{k}.2.net.0",
-            "affine folds into the first FFN Linear; the normalisation itself stays",
-        ))
-    sites.append(FoldSite("batch_norm", "BatchNorm2d", "mlp_head.0", "folds through the mean pool into the head"))
+        layer = block_layers(k)
+        sites.append(FoldSite(layer["dw_bn"], "BatchNorm2d", None,
+                              "precedes a GELU on the residual stream: kept as one per-channel multiply-add"))
+        sites.append(FoldSite(layer["smlp_bn"], "BatchNorm2d", layer["dwconv"],
+                              "folds into the depthwise conv that feeds it (the conv gains a bias)"))
+        sites.append(FoldSite(layer["norm"], "LayerNorm", layer["fc1"],
+                              "affine folds into the first FFN Linear; the normalisation itself stays"))
+    sites.append(FoldSite(HEAD["norm"], "BatchNorm2d", HEAD["fc"], "folds through the mean pool into the head"))
     return sites
 
 
@@ -86,18 +81,19 @@ def bn_scale_shift(bn: nn.BatchNorm2d, name: str) -> tuple[torch.Tensor, torch.T
 def fold_dwconv_bn(model: sMLPNet) -> nn.Module:
     """Fold each sMLPBlock's BatchNorm into the depthwise conv that feeds it; the conv gains a bias."""
     model = copy.deepcopy(model).eval()
-    for k, block in enumerate(model.token_mix):
-        dw_block, smlp = block[0], block[1]
-        if isinstance(smlp.BN, nn.Identity):
+    for k in range(len(model.token_mix)):
+        layer = block_layers(k)
+        bn = model.get_submodule(layer["smlp_bn"])
+        if isinstance(bn, nn.Identity):
             continue
-        conv = dw_block.conv_merge.Conv
-        scale, shift = bn_scale_shift(smlp.BN, f"token_mix.{k}.1.BN")
+        conv = model.get_submodule(layer["dwconv"])
+        scale, shift = bn_scale_shift(bn, layer["smlp_bn"])
         fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                           conv.dilation, conv.groups, bias=True)
         fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
         fused.bias.copy_(shift + (conv.bias * scale if conv.bias is not None else 0.0))
-        dw_block.conv_merge.Conv = fused
-        smlp.BN = nn.Identity()
+        model.set_submodule(layer["dwconv"], fused)
+        model.set_submodule(layer["smlp_bn"], nn.Identity())
     return model
 
 
@@ -105,13 +101,14 @@ def fold_dwconv_bn(model: sMLPNet) -> nn.Module:
 def fold_head_bn(model: sMLPNet) -> nn.Module:
     """Fold the final ``batch_norm`` through the (linear) mean pool into ``mlp_head``."""
     model = copy.deepcopy(model).eval()
-    if isinstance(model.batch_norm, nn.Identity):
+    bn = model.get_submodule(HEAD["norm"])
+    if isinstance(bn, nn.Identity):
         return model
-    scale, shift = bn_scale_shift(model.batch_norm, "batch_norm")
-    head = model.mlp_head[0]
+    scale, shift = bn_scale_shift(bn, HEAD["norm"])
+    head = model.get_submodule(HEAD["fc"])
     head.bias.copy_(head.bias + head.weight @ shift)
     head.weight.copy_(head.weight * scale.view(1, -1))
-    model.batch_norm = nn.Identity()
+    model.set_submodule(HEAD["norm"], nn.Identity())
     return model
 
 
@@ -119,13 +116,14 @@ def fold_head_bn(model: sMLPNet) -> nn.Module:
 def fold_layernorm_affine(model: sMLPNet) -> nn.Module:
     """Fold each channel-mix LayerNorm's weight and bias into the first Linear of its FFN."""
     model = copy.deepcopy(model).eval()
-    for mix in model.channel_mix:
-        norm, fc1 = mix[1], mix[2].net[0]
+    for k in range(len(model.channel_mix)):
+        layer = block_layers(k)
+        norm, fc1 = model.get_submodule(layer["norm"]), model.get_submodule(layer["fc1"])
         if not norm.elementwise_affine:
             continue
         fc1.bias.copy_(fc1.bias + fc1.weight @ norm.bias)
         fc1.weight.copy_(fc1.weight * norm.weight.view(1, -1))
-        mix[1] = nn.LayerNorm(norm.normalized_shape, eps=norm.eps, elementwise_affine=False)
+        model.set_submodule(layer["norm"], nn.LayerNorm(norm.normalized_shape, eps=norm.eps, elementwise_affine=False))
     return model
 
 
@@ -133,10 +131,11 @@ def fold_layernorm_affine(model: sMLPNet) -> nn.Module:
 def keep_dwblock_bn_as_scale_shift(model: sMLPNet) -> nn.Module:
     """The DWConvBlock's BatchNorm sits before a GELU: make it one per-channel multiply-add."""
     model = copy.deepcopy(model).eval()
-    for k, block in enumerate(model.token_mix):
-        bmc = block[0].conv_merge
-        if isinstance(bmc.BN, nn.BatchNorm2d):
-            bmc.BN = ScaleShift(*bn_scale_shift(bmc.BN, f"token_mix.{k}.0.conv_merge.BN"))
+    for k in range(len(model.token_mix)):
+        name = block_layers(k)["dw_bn"]
+        bn = model.get_submodule(name)
+        if isinstance(bn, nn.BatchNorm2d):
+            model.set_submodule(name, ScaleShift(*bn_scale_shift(bn, name)))
     return model
 
 

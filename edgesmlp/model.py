@@ -14,6 +14,25 @@ from torch import nn
 from edgesmlp.config import PATCH_SIZE, ModelConfig
 
 
+STEM = "to_patch_embedding.{i}.0"
+HEAD = {"norm": "batch_norm", "fc": "mlp_head.0"}
+
+
+def block_layers(k: int) -> dict[str, str]:
+    """Block ``k``'s layers by role, as official module paths: the one description fold, deploy and inspect share."""
+    return {
+        "dw_bn": f"token_mix.{k}.0.conv_merge.BN",  # BN -> GELU -> depthwise conv (cannot fold: a GELU follows)
+        "dwconv": f"token_mix.{k}.0.conv_merge.Conv",
+        "smlp_bn": f"token_mix.{k}.1.BN",  # folds into the depthwise conv before it
+        "proj_h": f"token_mix.{k}.1.proj_h",  # mixes tokens along W (the official permute)
+        "proh_w": f"token_mix.{k}.1.proh_w",  # mixes tokens along H
+        "fuse": f"token_mix.{k}.1.fuse",
+        "norm": f"channel_mix.{k}.1",  # LayerNorm; its affine folds into fc1
+        "fc1": f"channel_mix.{k}.2.net.0",
+        "fc2": f"channel_mix.{k}.2.net.3",
+    }
+
+
 class Permute(nn.Module):
     """Stands in for einops' ``Rearrange`` in ``channel_mix`` (index 0 and 3; no parameters)."""
 

@@ -48,3 +48,36 @@ def training_checkpoint(small_model, tmp_path):
         path,
     )
     return path, small_model, ema
+
+
+@pytest.fixture(scope="session")
+def cudart_standin(tmp_path_factory):
+    """The CUDA runtime stand-in (tests/cudart_standin.c) compiled once: host memory behind libcudart's calls."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("no C compiler to build the CUDA runtime stand-in")
+    library = tmp_path_factory.mktemp("cudart") / "libcudart_standin.so"
+    source = Path(__file__).with_name("cudart_standin.c")
+    subprocess.run([compiler, "-shared", "-fPIC", "-O1", "-o", str(library), str(source)], check=True)
+    return library
+
+
+@pytest.fixture
+def device_standins(cudart_standin, monkeypatch):
+    """A device as the engine code sees it: the recording TensorRT stand-in and the CUDA runtime stand-in.
+    Returns the stand-in ``tensorrt`` module, whose ``calls`` record every API call."""
+    import sys
+
+    from edgesmlp.runtimes import cuda
+    from tests.tensorrt_standin import make_tensorrt
+
+    trt = make_tensorrt("10.3.0")
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setenv("EDGESMLP_CUDART", str(cudart_standin))
+    cuda.library.cache_clear()
+    yield trt
+    cuda.library.cache_clear()

@@ -3,8 +3,10 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from edgesmlp import bench as bench_module
-from edgesmlp.bench import BenchRequest, run_bench
+from edgesmlp import targets
+from edgesmlp.jobs.bench import run_bench
+from edgesmlp.jobs.spec import BenchRequest, Calibration
+from edgesmlp.targets.base import RunSettings
 from edgesmlp.cli import app
 
 runner = CliRunner()
@@ -28,13 +30,13 @@ def test_bench_prints_one_table_for_every_target(bench_dir):
     assert report["schema"] == "edgesmlp.report/1" and report["kind"] == "bench"
     r = rows(report)
     assert {"torch/fp32", "onnxruntime/fp32", "onnxruntime/int8", "openvino/fp32", "openvino/int8"} <= set(r)
-    assert r["tensorrt/-"]["status"] == "skipped" and "device" in r["tensorrt/-"]["note"]
+    assert r["jetson/-"]["status"] == "skipped" and "device" in r["jetson/-"]["note"]
     for key in ("onnxruntime/int8", "openvino/int8"):
         assert r[key]["status"] == "ok" and r[key]["drop_top1"] <= 0.5 and r[key]["agreement"] >= 99.0
         assert r[key]["quantize_seconds"] > 0 and len(r[key]["latency_samples_ms"]) == 5
     assert r["torch/fp32"]["agreement"] == 100.0
     assert "| openvino | int8 | OpenVINO CPU | ok |" in result.stdout
-    assert "tensorrt: skipped" in result.stdout
+    assert "jetson: skipped" in result.stdout
     assert set(report["machine"]) >= {"cpu", "cores", "threads"} and "openvino" in report["versions"]
     assert isinstance(report["machine"]["threads"], int) and report["machine"]["threads"] >= 1
     assert report["data"]["val_images"] == 500 and report["data"]["val_skipped"] == 0 and report["data"]["labelled"]
@@ -58,7 +60,7 @@ def test_bench_from_an_existing_quantize_output(tmp_path):
     quantized = runner.invoke(app, ["quantize", "-o", str(tmp_path / "q"), "--calib-size", "50"])
     assert quantized.exit_code == 0, quantized.output
     outcome = run_bench(BenchRequest(from_dir=tmp_path / "q", targets=("torch", "openvino", "onnxruntime"),
-                                     output=tmp_path / "b", latency_iters=3), log=lambda _: None)
+                                     output=tmp_path / "b", run=RunSettings(latency_iters=3)), log=lambda _: None)
     r = rows(outcome.report)
     assert r["openvino/int8"]["status"] == "ok" and r["openvino/int8"]["agreement"] >= 99.0
     assert r["onnxruntime/-"]["status"] == "skipped"  # no Jetson bundle in that output
@@ -66,9 +68,9 @@ def test_bench_from_an_existing_quantize_output(tmp_path):
 
 
 def test_a_target_that_crashes_mid_run(tmp_path, monkeypatch):
-    monkeypatch.setitem(bench_module.BENCH_TARGETS, "crashy", "tests.crashing_target")
+    monkeypatch.setitem(targets.REGISTRY, "crashy", "tests.crashing_target")
     outcome = run_bench(BenchRequest(targets=("torch", "crashy", "onnxruntime"), output=tmp_path / "b",
-                                     latency_iters=3, ptq=bench_module.OpenVINOPTQConfig(calib_size=30)),
+                                     run=RunSettings(latency_iters=3), calibration=Calibration(size=30)),
                         log=lambda _: None)
     r = rows(outcome.report)
     assert r["crashy/int8"]["status"] == "failed" and "device lost" in r["crashy/int8"]["note"]
@@ -79,7 +81,7 @@ def test_a_target_that_crashes_mid_run(tmp_path, monkeypatch):
 
 
 def test_cli_exit_code_reflects_a_failed_target(tmp_path, monkeypatch):
-    monkeypatch.setitem(bench_module.BENCH_TARGETS, "crashy", "tests.crashing_target")
+    monkeypatch.setitem(targets.REGISTRY, "crashy", "tests.crashing_target")
     result = runner.invoke(app, ["bench", "-t", "torch", "-t", "crashy", "-o", str(tmp_path / "b"),
                                  "--latency-iters", "3"])
     assert result.exit_code == 3, result.output
@@ -97,28 +99,19 @@ def test_unknown_target_and_existing_output(tmp_path):
 def test_jetson_bench_here_says_what_is_missing(tmp_path):
     result = runner.invoke(app, ["bench", "--target", "jetson", "-o", str(tmp_path / "b"), "--latency-iters", "3"])
     assert result.exit_code == 0, result.output
-    assert "tensorrt: skipped - TensorRT is not installed here" in result.stdout
+    assert "jetson: skipped - TensorRT is not installed here" in result.stdout
 
 
-def test_bench_a_jetson_bundle_on_the_device(tmp_path, monkeypatch):
+def test_bench_a_jetson_bundle_on_the_device(tmp_path, device_standins):
     """What `edgesmlp bench --target jetson --from BUNDLE` does on a Jetson, with the recording TensorRT
-    stand-in and host buffers in place of the device: engines built from the bundle, saved, and reported."""
-    import sys
-
-    from edgesmlp.targets import jetson, tensorrt
-    from tests.tensorrt_standin import make_tensorrt
-
+    stand-in and the CUDA runtime stand-in in place of the device: engines built from the bundle, saved, reported."""
     quantized = runner.invoke(app, ["quantize", "--target", "jetson", "-o", str(tmp_path / "q"), "--calib-size", "50"])
     assert quantized.exit_code == 0, quantized.output
-    monkeypatch.setitem(sys.modules, "tensorrt", make_tensorrt("10.3.0"))
-    monkeypatch.setattr(tensorrt, "require_cuda", lambda: None)
-    monkeypatch.setattr(jetson, "gpu_visible", lambda: True)
-    monkeypatch.setattr(jetson, "ENGINE_DEVICE", "cpu")
     bundle = tmp_path / "q" / "jetson"
     result = runner.invoke(app, ["bench", "--target", "jetson", "-t", "onnxruntime", "--from", str(bundle),
                                  "-o", str(tmp_path / "b"), "--latency-iters", "3"])
     assert result.exit_code == 0, result.output
     r = rows(json.loads((tmp_path / "b" / "report.json").read_text()))
-    assert r["tensorrt/int8"]["runtime"] == "TensorRT GPU" and r["tensorrt/int8"]["agreement"] >= 99.0
-    assert r["tensorrt/fp16"]["status"] == "ok" and r["onnxruntime/int8"]["runtime"] == "emulated (ONNX Runtime CPU)"
+    assert r["jetson/int8"]["runtime"] == "TensorRT GPU" and r["jetson/int8"]["agreement"] >= 99.0
+    assert r["jetson/fp16"]["status"] == "ok" and r["onnxruntime/int8"]["runtime"] == "emulated (ONNX Runtime CPU)"
     assert (bundle / "model_int8.engine").is_file() and (bundle / "model_fp16.engine").is_file()

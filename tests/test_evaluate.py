@@ -3,7 +3,7 @@ import pytest
 
 from edgesmlp import bundled
 from edgesmlp.calibration.sources import open_images
-from edgesmlp.evaluate import evaluate_runners, predict, score
+from edgesmlp.jobs.evaluate import evaluate_runners, predict, score
 
 
 def linear(seed):

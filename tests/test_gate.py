@@ -5,7 +5,7 @@ from typer.testing import CliRunner
 
 from edgesmlp.cli import app
 from edgesmlp.errors import InputError
-from edgesmlp.gate import check_report, load_report
+from edgesmlp.jobs.check import check_report, load_report
 
 runner = CliRunner()
 

@@ -8,7 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from edgesmlp.cli import app
-from edgesmlp.pipeline import QuantizeRequest, run_quantize
+from edgesmlp.jobs.quantize import run_quantize
+from edgesmlp.jobs.spec import QuantizeRequest
+from edgesmlp.targets.base import RunSettings
 from edgesmlp.quantize.qdq_lint import lint_qdq
 
 runner = CliRunner()
@@ -17,7 +19,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     out = tmp_path_factory.mktemp("j")
-    return run_quantize(QuantizeRequest(target="jetson", output=out, latency_iters=10), log=lambda _: None)
+    return run_quantize(QuantizeRequest(target="jetson", output=out, run=RunSettings(latency_iters=10)), log=lambda _: None)
 
 
 def test_bundle_contents(bundle):

@@ -12,10 +12,11 @@ from typer.testing import CliRunner
 
 from edgesmlp.cli import app
 from edgesmlp.errors import DataError, InputError
-from edgesmlp.pipeline import QuantizeRequest, run_quantize
+from edgesmlp.jobs.quantize import run_quantize
+from edgesmlp.jobs.spec import Calibration, QuantizeRequest
+from edgesmlp.targets.base import RunSettings
 from edgesmlp.quantize import qat as qat_module
-from edgesmlp.quantize.openvino_ptq import OpenVINOPTQConfig
-from edgesmlp.quantize.qat import QATConfig
+from edgesmlp.quantize.qat import QATConfig, QATJob
 from edgesmlp.quantize.qdq_lint import lint_qdq
 
 runner = CliRunner()
@@ -33,7 +34,7 @@ def rows(report):
 
 @pytest.mark.parametrize("target", ["openvino", "jetson"])
 def test_qat_matches_ptq_artifacts_and_accuracy(tmp_path, target):
-    outcome = run_quantize(QuantizeRequest(target=target, method="qat", output=tmp_path, latency_iters=3,
+    outcome = run_quantize(QuantizeRequest(target=target, output=tmp_path, run=RunSettings(latency_iters=3),
                                            qat=QATConfig(epochs=1)), log=lambda _: None)
     folder = tmp_path / target
     assert {p.name for p in folder.iterdir()} == PTQ_FILES[target]  # exactly what PTQ ships
@@ -49,8 +50,8 @@ def test_qat_matches_ptq_artifacts_and_accuracy(tmp_path, target):
 
 def test_qat_recovers_what_ptq_loses(tmp_path):
     """One calibration image wrecks OpenVINO PTQ's ranges; QAT's trainable ranges recover."""
-    outcome = run_quantize(QuantizeRequest(target="openvino", method="qat", output=tmp_path, latency_iters=3,
-                                           ptq=OpenVINOPTQConfig(calib_size=1, seed=3), qat=QATConfig(epochs=2)),
+    outcome = run_quantize(QuantizeRequest(target="openvino", output=tmp_path, run=RunSettings(latency_iters=3),
+                                           calibration=Calibration(size=1, seed=3), qat=QATConfig(epochs=2)),
                            log=lambda _: None)
     r = rows(outcome.report)
     assert r["int8-ptq"]["drop_top1"] > 5.0
@@ -66,7 +67,7 @@ def test_interrupted_run_resumes(tmp_path, monkeypatch):
         return real_epoch(*args, **kwargs)
 
     monkeypatch.setattr(qat_module, "_epoch", interrupted)
-    request = QuantizeRequest(target="jetson", method="qat", output=tmp_path, latency_iters=3, qat=QATConfig(epochs=2))
+    request = QuantizeRequest(target="jetson", output=tmp_path, run=RunSettings(latency_iters=3), qat=QATConfig(epochs=2))
     with pytest.raises(KeyboardInterrupt):
         run_quantize(request, log=lambda _: None)
     assert not (tmp_path / "jetson").exists()  # no half artifact
@@ -75,7 +76,7 @@ def test_interrupted_run_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(qat_module, "_epoch", real_epoch)
     from dataclasses import replace
 
-    outcome = run_quantize(replace(request, resume=True), log=lambda _: None)
+    outcome = run_quantize(replace(request, qat=replace(request.qat, resume=True)), log=lambda _: None)
     manifest = json.loads((outcome.directory / "manifest.json").read_text())
     assert manifest["qat"]["resumed_from_epoch"] == 1 and len(manifest["qat"]["losses"]) == 1
     assert not checkpoint.exists()
@@ -85,7 +86,7 @@ def test_resume_from_another_target_is_refused(tmp_path, monkeypatch):
     def stop(*args, **kwargs):
         raise KeyboardInterrupt
 
-    request = QuantizeRequest(target="jetson", method="qat", output=tmp_path, latency_iters=3, qat=QATConfig(epochs=2))
+    request = QuantizeRequest(target="jetson", output=tmp_path, run=RunSettings(latency_iters=3), qat=QATConfig(epochs=2))
     real_epoch = qat_module._epoch
     calls = {"n": 0}
 
@@ -113,8 +114,8 @@ def test_unlabelled_training_folder_distils_only(tmp_path):
     for i, (image, _) in enumerate(load_split("train")[:96]):
         image.save(train / f"{i}.png")
     lines = []
-    outcome = run_quantize(QuantizeRequest(target="jetson", method="qat", train=train, output=tmp_path / "o",
-                                           latency_iters=3, qat=QATConfig(epochs=1)), log=lines.append)
+    outcome = run_quantize(QuantizeRequest(target="jetson", output=tmp_path / "o", run=RunSettings(latency_iters=3),
+                                           qat=QATConfig(epochs=1, train=train)), log=lines.append)
     assert any("no labels: fine-tuning by distillation" in line for line in lines)
     assert not json.loads((outcome.directory / "manifest.json").read_text())["qat"]["labelled"]
 
@@ -144,14 +145,14 @@ def test_out_of_memory_suggests_a_smaller_batch(tmp_path):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     with pytest.raises(InputError, match="out of memory at --batch-size 64: try --batch-size 32"):
-        qat_module.fine_tune(Exhausted(), torch.nn.Identity(), open_images(None, "train"),
-                             Preprocess(32, 1.0, mean=(0.5,) * 3, std=(0.5,) * 3), QATConfig(batch_size=64), None, {})
+        job = QATJob(open_images(None, "train"), QATConfig(batch_size=64), tmp_path / "qat.pt", ())
+        qat_module.fine_tune(Exhausted(), torch.nn.Identity(), job, Preprocess(32, 1.0, mean=(0.5,) * 3, std=(0.5,) * 3))
 
 
 def test_own_weights_need_training_images(tmp_path, small_model):
     torch.save(small_model.state_dict(), tmp_path / "w.pth")
     with pytest.raises(DataError, match="--calib is required"):
-        run_quantize(QuantizeRequest(weights=tmp_path / "w.pth", method="qat", output=tmp_path), log=lambda _: None)
+        run_quantize(QuantizeRequest(weights=tmp_path / "w.pth", qat=QATConfig(), output=tmp_path), log=lambda _: None)
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ from edgesmlp.export import export_onnx
 from edgesmlp.quantize.calibrate import CalibMethod, amax_from_histogram
 from edgesmlp.quantize.qdq import QDQConfig, plan_qdq, quantize_qdq
 from edgesmlp.quantize.qdq_lint import lint_qdq
-from edgesmlp.targets.onnxruntime import OnnxRuntimeRunner
+from edgesmlp.runtimes.onnxruntime import OnnxRuntimeRunner
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,9 @@ from typer.testing import CliRunner
 from edgesmlp.calibration.digits import write_imagefolders
 from edgesmlp.cli import app
 from edgesmlp.errors import ConfigError
-from edgesmlp.pipeline import QuantizeRequest, run_quantize
+from edgesmlp.jobs.quantize import run_quantize
+from edgesmlp.jobs.spec import Calibration, QuantizeRequest
+from edgesmlp.targets.base import RunSettings
 from edgesmlp.quantize.openvino_ptq import OpenVINOPTQConfig
 
 runner = CliRunner()
@@ -20,7 +22,7 @@ REQUIRED = ("target", "precision", "top1", "top5", "latency_ms_p50", "latency_ms
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("q")
-    outcome = run_quantize(QuantizeRequest(output=out, latency_iters=10), log=lambda _: None)
+    outcome = run_quantize(QuantizeRequest(output=out, run=RunSettings(latency_iters=10)), log=lambda _: None)
     return outcome
 
 
@@ -54,7 +56,7 @@ def test_artifacts_and_report_schema(default_run):
     assert set(manifest["versions"]) >= {"edgesmlp", "torch", "openvino", "nncf"}
     assert len(manifest["weights"]["sha256"]) == 64 and len(manifest["calibration"]["list_sha256"]) == 64
     assert manifest["calibration"]["images"] == 300
-    assert manifest["options"]["ptq"]["preset"] == "performance"
+    assert manifest["options"]["config"]["preset"] == "performance"
 
 
 def test_int8_ir_is_really_quantized(default_run):
@@ -95,23 +97,23 @@ def test_unlabelled_validation_folder(digits_tree, tmp_path):
     flat.mkdir()
     for p in sorted((digits_tree / "val" / "3").glob("*.png"))[:20]:
         (flat / p.name).write_bytes(p.read_bytes())
-    outcome = run_quantize(QuantizeRequest(val=flat, output=tmp_path / "o", latency_iters=5,
-                                           ptq=OpenVINOPTQConfig(calib_size=50)), log=lambda _: None)
+    outcome = run_quantize(QuantizeRequest(val=flat, output=tmp_path / "o", run=RunSettings(latency_iters=5),
+                                           calibration=Calibration(size=50)), log=lambda _: None)
     r = results(outcome.report)["int8"]
     assert r["top1"] is None and r["agreement"] is not None
     assert any("no labels" in n for n in outcome.report["notes"])
 
 
 def test_failure_mid_write_leaves_nothing(tmp_path, monkeypatch):
-    import edgesmlp.pipeline as pipeline
+    import edgesmlp.jobs.quantize as pipeline
 
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(pipeline, "write_report", boom)
     with pytest.raises(RuntimeError, match="disk full"):
-        run_quantize(QuantizeRequest(output=tmp_path / "o", latency_iters=2,
-                                     ptq=OpenVINOPTQConfig(calib_size=20)), log=lambda _: None)
+        run_quantize(QuantizeRequest(output=tmp_path / "o", run=RunSettings(latency_iters=2),
+                                     calibration=Calibration(size=20)), log=lambda _: None)
     assert not (tmp_path / "o" / "openvino").exists()
     assert not any(p.name.startswith(".") for p in (tmp_path / "o").iterdir())
 

@@ -1,32 +1,32 @@
 """One contract every target meets; each target's test class subclasses it.
 
-A target module exposes ``available() -> None | reason`` and ``bench_build(job, folder, log) -> Build``
-whose variants run the bundled model and agree with the PyTorch reference.
+A target is a :class:`~edgesmlp.targets.base.Target` in the registry. Its ``build`` writes artifacts and
+returns variants that run the bundled model here and agree with the PyTorch reference; its ``load``
+reads those artifacts back into variants that run and agree too.
 """
-
-import importlib
-import sys
 
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
-from edgesmlp import bundled
-from edgesmlp.bench import BENCH_TARGETS
-from edgesmlp.calibration.options import load_job_images, resolve_preprocess
+from edgesmlp import bundled, targets
 from edgesmlp.checkpoint import load_checkpoint
+from edgesmlp.cli import app
 from edgesmlp.deploy import to_deploy
-from edgesmlp.quantize.openvino_ptq import OpenVINOPTQConfig
-from edgesmlp.targets.base import Build, Job
+from edgesmlp.jobs.inputs import load_calibration, resolve_preprocess
+from edgesmlp.jobs.spec import Calibration
+from edgesmlp.targets.base import Build, Job, RunSettings, Target, TargetOptions
+
+QUIET = lambda _: None  # noqa: E731
 
 
 @pytest.fixture(scope="module")
-def job():
+def loaded():
     ckpt = load_checkpoint()
     preprocess = resolve_preprocess(ckpt)
-    images = load_job_images(ckpt, preprocess, None, None, calib_size=100, seed=0)
-    return Job(ckpt, to_deploy(ckpt.model), "deploy", preprocess, images,
-               {"ptq": OpenVINOPTQConfig(calib_size=100), "qdq": None, "form": "deploy", "threads": 0})
+    _, calib = load_calibration(ckpt, preprocess, Calibration(size=100))
+    return ckpt, to_deploy(ckpt.model), preprocess, calib.x
 
 
 @pytest.fixture(scope="module")
@@ -35,80 +35,123 @@ def inputs():
     return x[:64].numpy(), y[:64].numpy()
 
 
+def agree_with_reference(build: Build, reference: np.ndarray, x: np.ndarray) -> None:
+    for v in build.variants:
+        for batch in (1, 16):
+            run = v.make_runner(batch)
+            logits = np.concatenate([run(x[i : i + batch]) for i in range(0, len(x), batch)])
+            assert logits.shape == reference.shape, (v.precision, batch)
+            cosine = (logits * reference).sum(1) / np.linalg.norm(logits, axis=1) / np.linalg.norm(reference, axis=1)
+            assert cosine.min() > 0.99, (v.precision, cosine.min())
+            assert (logits.argmax(1) == reference.argmax(1)).mean() >= 0.98
+        assert len(v.make_runner(1).time_ms(x[:1], iters=2, warmup=1)) == 2
+
+
 class TargetContract:
     name: str
-    precisions: set
+    built: set  # precisions build() returns (runnable here)
+    loaded: set  # precisions load() returns
 
     @pytest.fixture
-    def module(self):
-        return importlib.import_module(BENCH_TARGETS[self.name])
+    def target(self) -> Target:
+        return targets.get(self.name)
 
     @pytest.fixture
-    def build(self, module, job, tmp_path):
-        assert module.available() is None, module.available()
-        return module.bench_build(job, tmp_path / self.name, lambda _: None)
+    def folder(self, target, loaded, tmp_path):
+        ckpt, deploy, preprocess, calib = loaded
+        job = Job(ckpt, deploy, "deploy", preprocess, calib, target.config_type(), RunSettings())
+        folder = tmp_path / self.name
+        folder.mkdir()
+        return folder, target.build(job, folder, QUIET)
 
-    def test_is_registered(self):
-        assert self.name in BENCH_TARGETS
+    @pytest.fixture
+    def reference(self, loaded, inputs):
+        with torch.no_grad():
+            return loaded[0].model(torch.from_numpy(inputs[0])).numpy()
 
-    def test_available_is_none_or_a_reason(self, module):
-        reason = module.available()
+    def test_is_registered(self, target):
+        assert self.name in targets.names() and isinstance(target, Target) and target.name == self.name
+        assert target.summary and target.config_type().to_dict() is not None
+
+    def test_config_from_options_defaults(self, target):
+        assert target.config_from(TargetOptions()) == target.config_type()
+
+    def test_available_is_none_or_a_reason(self, target):
+        reason = target.available()
         assert reason is None or (isinstance(reason, str) and reason)
 
-    def test_variants(self, build):
+    def test_build_returns_variants_that_agree(self, folder, reference, inputs):
+        _, build = folder
         assert isinstance(build, Build)
-        assert {v.precision for v in build.variants} == self.precisions
+        assert {v.precision for v in build.variants} == self.built
         for v in build.variants:
             assert v.runtime and (v.size_mb is None or v.size_mb > 0)
+        agree_with_reference(build, reference, inputs[0])
 
-    def test_runners_agree_with_the_reference(self, build, job, inputs):
-        x, y = inputs
-        with torch.no_grad():
-            reference = job.ckpt.model(torch.from_numpy(x)).numpy()
-        for v in build.variants:
-            for batch in (1, 16):
-                run = v.make_runner(batch, batch == 1)
-                logits = np.concatenate([run(x[i : i + batch]) for i in range(0, len(x), batch)])
-                assert logits.shape == reference.shape, (v.precision, batch)
-                cosine = (logits * reference).sum(1) / np.linalg.norm(logits, axis=1) / np.linalg.norm(reference, axis=1)
-                assert cosine.min() > 0.99, (v.precision, cosine.min())
-                assert (logits.argmax(1) == reference.argmax(1)).mean() >= 0.98
+    def test_load_reads_the_build_back(self, target, folder, reference, inputs):
+        path, _ = folder
+        assert target.available() is None, target.available()
+        build = target.load(path, target.config_type(), RunSettings(), QUIET)
+        assert {v.precision for v in build.variants} == self.loaded
+        agree_with_reference(build, reference, inputs[0])
 
 
 class TestTorchTarget(TargetContract):
-    name, precisions = "torch", {"fp32"}
+    name, built, loaded = "torch", {"fp32"}, {"fp32"}
 
 
 class TestOnnxRuntimeTarget(TargetContract):
-    name, precisions = "onnxruntime", {"fp32", "int8"}
+    name, built, loaded = "onnxruntime", {"fp32", "int8"}, {"fp32", "int8"}
 
 
 class TestOpenVINOTarget(TargetContract):
-    name, precisions = "openvino", {"fp32", "int8"}
+    name, built, loaded = "openvino", {"fp32", "int8"}, {"fp32", "int8"}
 
 
-class TestTensorRTTarget(TargetContract):
-    """Against the recording TensorRT stand-in (tests/tensorrt_standin.py) with host buffers: this checks
-    edgesmlp's engine plumbing, not TensorRT's speed or accuracy."""
+class TestJetsonTarget(TargetContract):
+    """Build runs for real (the emulated rows); load builds engines with the recording TensorRT stand-in and the
+    CUDA runtime stand-in: this checks edgesmlp's engine plumbing, not TensorRT's speed or accuracy."""
 
-    name, precisions = "tensorrt", {"fp16", "int8"}
+    name, built, loaded = "jetson", {"fp32", "int8"}, {"fp16", "int8"}
 
     @pytest.fixture(autouse=True)
-    def standin(self, monkeypatch):
-        from edgesmlp.targets import jetson, tensorrt
-        from tests.tensorrt_standin import make_tensorrt
+    def device(self, device_standins):
+        return device_standins
 
-        monkeypatch.setitem(sys.modules, "tensorrt", make_tensorrt("10.3.0"))
-        monkeypatch.setattr(tensorrt, "require_cuda", lambda: None)
-        monkeypatch.setattr(jetson, "gpu_visible", lambda: True)
-        monkeypatch.setattr(jetson, "ENGINE_DEVICE", "cpu")
+    def test_unavailable_without_tensorrt(self, target, monkeypatch):
+        import sys
 
-    def test_unavailable_without_tensorrt(self, module, monkeypatch):
         monkeypatch.setitem(sys.modules, "tensorrt", None)
-        assert "engines are built and measured on the device" in module.available()
+        assert "engines are built and measured on the device" in target.available()
 
-    def test_engines_are_saved_in_the_bundle_and_reused(self, build, module, tmp_path):
-        folder = tmp_path / self.name
-        assert (folder / "model_int8.engine").is_file() and (folder / "model_fp16.engine").is_file()
-        again = module.load(folder, log=lambda _: None)
+    def test_engines_are_saved_in_the_bundle_and_reused(self, target, folder):
+        path, _ = folder
+        first = target.load(path, target.config_type(), RunSettings(), QUIET)
+        assert (path / "model_int8.engine").is_file() and (path / "model_fp16.engine").is_file()
+        assert all(v.quantize_seconds is not None for v in first.variants)  # built now
+        again = target.load(path, target.config_type(), RunSettings(), QUIET)
         assert all(v.quantize_seconds is None for v in again.variants)  # loaded, not rebuilt
+
+
+class TestToyTarget(TargetContract):
+    """A target defined in tests/, registered with one line: the seam needs nothing else."""
+
+    name, built, loaded = "toy", {"fp32"}, {"fp32"}
+
+    @pytest.fixture(autouse=True)
+    def registered(self, monkeypatch):
+        monkeypatch.setitem(targets.REGISTRY, "toy", "tests.toy_target")
+
+    def test_quantize_and_bench_through_the_cli(self, tmp_path):
+        runner = CliRunner()
+        quantized = runner.invoke(app, ["quantize", "--target", "toy", "-o", str(tmp_path / "q"), "--calib-size", "20"])
+        assert quantized.exit_code == 0, quantized.output
+        assert (tmp_path / "q" / "toy" / "toy.onnx").is_file() and "| toy | fp32 | toy runtime |" in quantized.stdout
+        bench = runner.invoke(app, ["bench", "-t", "torch,toy", "-o", str(tmp_path / "b"), "--latency-iters", "3",
+                                    "--calib-size", "20"])
+        assert bench.exit_code == 0, bench.output
+        assert "| toy | fp32 | toy runtime | ok |" in bench.stdout and "| torch | fp32 |" in bench.stdout
+        again = runner.invoke(app, ["bench", "-t", "toy", "--from", str(tmp_path / "q"), "-o", str(tmp_path / "c"),
+                                    "--latency-iters", "3"])
+        assert again.exit_code == 0, again.output
+        assert "| toy | fp32 | toy runtime | ok |" in again.stdout

@@ -7,7 +7,7 @@ engines are built and measured on the device (see the Jetson bundle's README).
 import numpy as np
 import pytest
 
-from edgesmlp.targets.tensorrt import EngineBuildError, EngineConfig, EngineRunner, build_engine, strongly_typed
+from edgesmlp.runtimes.tensorrt import EngineBuildError, EngineConfig, EngineRunner, build_engine, strongly_typed
 from tests.tensorrt_standin import make_tensorrt
 
 SHAPE = (3, 32, 32)
@@ -76,28 +76,42 @@ def test_parse_failure_is_clear(tmp_path):
         build_engine(bad, EngineConfig("int8", SHAPE), make_tensorrt())
 
 
-def test_runner_matches_onnxruntime_on_the_qdq_graph(qdq_onnx):
-    from edgesmlp.targets.onnxruntime import OnnxRuntimeRunner
+def test_runner_matches_onnxruntime_on_the_qdq_graph(qdq_onnx, device_standins):
+    from edgesmlp.runtimes.onnxruntime import OnnxRuntimeRunner
 
-    trt = make_tensorrt("10.3.0")
+    trt = device_standins
     engine = build_engine(qdq_onnx / "int8.onnx", EngineConfig("int8", SHAPE), trt)
-    runner = EngineRunner(engine, trt, device="cpu")
+    runner = EngineRunner(engine, trt)
     x = np.random.default_rng(0).standard_normal((5, *SHAPE)).astype(np.float32)
     np.testing.assert_allclose(runner(x), OnnxRuntimeRunner(qdq_onnx / "int8.onnx")(x), rtol=1e-5, atol=1e-5)
     assert ("execute_async_v3", (5, *SHAPE)) in trt.calls
     assert len(runner.time_ms(x[:1], iters=3, warmup=1)) == 3
 
 
-def test_runner_refuses_a_foreign_engine():
+def test_runner_refuses_a_foreign_engine(device_standins):
     with pytest.raises(EngineBuildError, match="rebuild it on this device"):
-        EngineRunner(b"an engine from another GPU", make_tensorrt(), device="cpu")
+        EngineRunner(b"an engine from another GPU", device_standins)
+
+
+def test_no_cuda_runtime_is_a_clear_error(monkeypatch, tmp_path):
+    from edgesmlp.errors import MissingDependencyError
+    from edgesmlp.runtimes import cuda
+
+    monkeypatch.setenv("EDGESMLP_CUDART", str(tmp_path / "missing-libcudart.so"))
+    cuda.library.cache_clear()
+    try:
+        assert cuda.device_count() == 0
+        with pytest.raises(MissingDependencyError, match="libcudart.*EDGESMLP_CUDART"):
+            cuda.Stream()
+    finally:
+        cuda.library.cache_clear()
 
 
 def test_missing_tensorrt_says_what_to_do(monkeypatch):
     import sys
 
     from edgesmlp.errors import MissingDependencyError
-    from edgesmlp.targets.tensorrt import require_tensorrt
+    from edgesmlp.runtimes.tensorrt import require_tensorrt
 
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     with pytest.raises(MissingDependencyError, match="tensorrt.*JetPack"):

@@ -23,7 +23,12 @@ CLASS_NAMES = tuple(str(d) for d in range(10))
 
 @lru_cache(maxsize=1)
 def _digits() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        from edgesmlp.errors import workstation_extra
+
+        raise workstation_extra("scikit-learn", "the bundled digits images") from None
 
     bunch = load_digits()
     return bunch.images.astype(np.float32), bunch.target.astype(np.int64)

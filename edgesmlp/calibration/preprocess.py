@@ -1,4 +1,4 @@
-"""Image preprocessing as a checkpoint was trained: timm/DeiT evaluation defaults, in Pillow + numpy."""
+"""Image preprocessing as a checkpoint was trained: timm/DeiT evaluation defaults, in Pillow + numpy (no torch)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
 from PIL import Image
 
 from edgesmlp.errors import ConfigError
@@ -45,7 +44,8 @@ class Preprocess:
     def channels(self) -> int:
         return len(self.mean)
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        """A float32 (C, H, W) array."""
         image = to_model_mode(image, self.channels)
         size = self.image_size
         if image.size != (size, size) or self.crop_pct != 1.0:
@@ -62,7 +62,7 @@ class Preprocess:
         if array.ndim == 2:
             array = array[:, :, None]
         array = (array - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
-        return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+        return np.ascontiguousarray(array.transpose(2, 0, 1))
 
     def to_dict(self) -> dict:
         return asdict(self)

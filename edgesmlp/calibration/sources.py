@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from edgesmlp.errors import DataError
@@ -65,8 +65,8 @@ class ImageSet:
 
 @dataclass
 class LoadedImages:
-    x: torch.Tensor  # (N, C, H, W), preprocessed
-    labels: torch.Tensor | None  # (N,) or None when unlabelled
+    x: np.ndarray  # (N, C, H, W) float32, preprocessed
+    labels: np.ndarray | None  # (N,) int64, or None when unlabelled
     keys: list[str]
     skipped: list[tuple[str, str]]  # (key, reason)
 
@@ -158,7 +158,7 @@ def _from_list(path: Path, num_classes: int | None) -> ImageSet:
 DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError)  # what Pillow raises on bad files
 
 
-def decode(item: ImageItem, preprocess: Callable[[Image.Image], torch.Tensor], skipped: list) -> torch.Tensor | None:
+def decode(item: ImageItem, preprocess: Callable[[Image.Image], np.ndarray], skipped: list) -> np.ndarray | None:
     """The preprocessed image, or None with ``(key, reason)`` appended to ``skipped`` when it cannot be read."""
     try:
         return preprocess(item.open())
@@ -168,7 +168,7 @@ def decode(item: ImageItem, preprocess: Callable[[Image.Image], torch.Tensor], s
 
 
 def load_tensors(
-    images: ImageSet, preprocess: Callable[[Image.Image], torch.Tensor], description: str = "Loading images"
+    images: ImageSet, preprocess: Callable[[Image.Image], np.ndarray], description: str = "Loading images"
 ) -> LoadedImages:
     """Decode and preprocess every image; skip (and count) the unreadable ones."""
     from edgesmlp.progress import progress_bar
@@ -188,8 +188,8 @@ def load_tensors(
                         "check the files are valid images")
     has_labels = all(label is not None for label in labels)
     return LoadedImages(
-        x=torch.stack(tensors),
-        labels=torch.tensor(labels) if has_labels else None,
+        x=np.stack(tensors),
+        labels=np.array(labels, np.int64) if has_labels else None,
         keys=keys,
         skipped=skipped,
     )

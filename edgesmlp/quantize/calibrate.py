@@ -33,7 +33,7 @@ def collect_histograms(model, tensors: list[str], data: np.ndarray, bins: int = 
     for name in tensors:
         if name not in present:
             exposed.graph.output.append(onnx.ValueInfoProto(name=name))
-    from edgesmlp.targets.onnxruntime import cpu_session
+    from edgesmlp.runtimes.onnxruntime import cpu_session
 
     session = cpu_session(exposed.SerializeToString())
     input_name = session.get_inputs()[0].name

@@ -40,18 +40,14 @@ def _choice(kind: type[Enum], value, option: str):
 @dataclass(frozen=True)
 class OpenVINOPTQConfig:
     preset: Preset = Preset.performance
-    calib_size: int = 300
     bias_correction: BiasCorrection = BiasCorrection.off
     smooth_quant: float | None = None  # alpha in [0, 1]; enables NNCF's transformer placement
     ignored: tuple[str, ...] = field(default_factory=tuple)  # node names (exact) to keep in FP32
-    seed: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "preset", _choice(Preset, self.preset, "--preset"))
         object.__setattr__(self, "bias_correction", _choice(BiasCorrection, self.bias_correction, "--bias-correction"))
         object.__setattr__(self, "ignored", tuple(self.ignored))
-        if self.calib_size <= 0:
-            raise ConfigError(f"--calib-size must be positive, got {self.calib_size}")
         if self.smooth_quant is not None and not 0.0 <= self.smooth_quant <= 1.0:
             raise ConfigError(f"--smooth-quant alpha must be in [0, 1], got {self.smooth_quant}")
 
@@ -65,7 +61,7 @@ def require_nncf():
     try:
         import nncf
     except ImportError:
-        raise MissingDependencyError("nncf", "INT8 quantization for OpenVINO", "pip install 'nncf>=2.14'") from None
+        raise MissingDependencyError("nncf", "INT8 quantization for OpenVINO", "pip install 'edgesmlp[workstation]'") from None
     return nncf
 
 

@@ -10,6 +10,7 @@ call trains with DistributedDataParallel (gloo on CPU, NCCL on GPU).
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import time
@@ -20,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from edgesmlp.artifacts import atomic_file
+from edgesmlp.calibration.sources import ImageSet, open_images
 from edgesmlp.errors import ConfigError, DataError, InputError
 
 CHECKPOINT_FORMAT = "edgesmlp.qat/1"
@@ -34,13 +36,44 @@ class QATConfig:
     temperature: float = 2.0
     label_weight: float = 0.5  # weight of cross-entropy against KD, when labels exist
     seed: int = 0
+    train: Path | None = None  # training images; None: the bundled digits train split
+    resume: bool = False  # continue from the checkpoint an interrupted run left
 
     def __post_init__(self) -> None:
         if self.epochs <= 0 or self.batch_size <= 0 or self.lr <= 0:
             raise ConfigError("--epochs, --batch-size and --lr must be positive")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["train"] = None if self.train is None else str(self.train)
+        return d
+
+
+@dataclass(frozen=True)
+class QATJob:
+    """A QAT run's inputs, resolved before any work: images, settings, and where its checkpoint lives."""
+
+    images: ImageSet
+    config: QATConfig
+    checkpoint: Path  # written after every epoch; removed when the job finishes
+    identity: tuple[tuple[str, str], ...]  # what a checkpoint must match to be resumed
+
+
+def prepare_qat(config: QATConfig, bundled: bool, num_classes: int, identity: dict[str, str],
+                checkpoint: Path) -> QATJob:
+    """Open the training images and, with ``resume``, refuse a foreign or missing checkpoint before any work."""
+    if config.train is None and not bundled:
+        raise DataError("--method qat needs --train images for your own weights (an ImageFolder tree, a folder or a "
+                        "list file); the bundled digits fit only the bundled model")
+    job = QATJob(open_images(config.train, "train", num_classes), config, checkpoint, tuple(sorted(identity.items())))
+    if config.resume:
+        load_resumable(checkpoint, dict(job.identity))
+    return job
+
+
+def model_identity(weights_sha256: str, target: str, form: str, model_config: dict) -> dict[str, str]:
+    return {"weights_sha256": weights_sha256, "target": target, "form": form,
+            "model": json.dumps(model_config, sort_keys=True)}
 
 
 def distributed() -> tuple[int, int]:
@@ -64,7 +97,7 @@ class _Images(torch.utils.data.Dataset):
 
         item = self.items[i]
         x = decode(item, self.preprocess, self.skipped)
-        return None if x is None else (x, -1 if item.label is None else item.label)  # None: dropped by _collate
+        return None if x is None else (torch.from_numpy(x), -1 if item.label is None else item.label)  # None: dropped
 
 
 def _collate(batch):
@@ -82,9 +115,13 @@ def weights_digest(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def fine_tune(student, teacher, images, preprocess, config: QATConfig, checkpoint: Path | None, identity: dict,
-              resume: bool = False, log=print) -> dict:
-    """Train ``student`` in place; return a summary. ``identity`` must match a checkpoint to resume it."""
+def fine_tune(student, teacher, job: QATJob, preprocess, log=print) -> dict:
+    """Train ``student`` in place, distilling ``teacher``; return a summary of the run."""
+    return _fine_tune(student, teacher, job.images, preprocess, job.config, job.checkpoint, dict(job.identity), log)
+
+
+def _fine_tune(student, teacher, images, preprocess, config: QATConfig, checkpoint: Path | None, identity: dict,
+               log=print) -> dict:
     rank, world = distributed()
     if len(images.items) < config.batch_size * world:
         raise DataError(f"{images.origin} has {len(images.items)} training images, fewer than one batch of "
@@ -102,7 +139,7 @@ def fine_tune(student, teacher, images, preprocess, config: QATConfig, checkpoin
     optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     total = config.epochs * len(loader)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
-    start_epoch = _resume(checkpoint, identity, student, optimizer, schedule) if resume else 0
+    start_epoch = _resume(checkpoint, identity, student, optimizer, schedule) if config.resume else 0
     teacher.eval()
     history = []
     for epoch in range(start_epoch, config.epochs):

@@ -40,6 +40,12 @@ class QDQConfig:
         if not 50.0 < self.percentile <= 100.0:
             raise ConfigError(f"--percentile must be in (50, 100], got {self.percentile}")
 
+    @classmethod
+    def chosen(cls, method: str | None = None, percentile: float | None = None) -> "QDQConfig":
+        """The defaults, with the values a user gave (None: not given)."""
+        given = {"method": method, "percentile": percentile}
+        return cls(**{k: v for k, v in given.items() if v is not None})
+
     def to_dict(self) -> dict:
         return {"method": self.method.value, "percentile": self.percentile, "bins": self.bins,
                 "quantize_residuals": self.quantize_residuals}

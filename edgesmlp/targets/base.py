@@ -1,46 +1,104 @@
-"""The seam every target implements: check options early, then build artifacts and return variants.
+"""The target seam: what every target provides, and the typed job it is handed.
 
-A target's ``build(job, folder, log)`` quantizes, writes its artifacts into ``folder`` (a temporary
-folder the pipeline renames into place), and returns one :class:`Variant` per precision it can run
-here. The pipeline evaluates and times every variant the same way, whatever the target.
+A target is one file holding one :class:`Target` subclass, listed once in ``targets/__init__.py``.
+``build`` turns a :class:`Job` into the artifacts a user ships (it writes into a temporary folder the
+job renames into place) and returns variants runnable here, for the quantize report; ``load`` returns
+runnable variants from a folder ``build`` wrote, where the artifacts run (``bench``, ``bench --from``).
 """
 
 from __future__ import annotations
 
+import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
-import numpy as np
-import torch
+from edgesmlp.errors import ConfigError
+from edgesmlp.runtimes.base import Runner
 
-from edgesmlp.calibration.options import JobImages
-from edgesmlp.calibration.preprocess import Preprocess
-from edgesmlp.checkpoint import Checkpoint
-from edgesmlp.evaluate import Runner
+if TYPE_CHECKING:  # heavy types, for annotations only: the device side imports no torch
+    import numpy as np
+    import torch
 
+    from edgesmlp.calibration.preprocess import Preprocess
+    from edgesmlp.checkpoint import Checkpoint
+    from edgesmlp.quantize.qat import QATJob
+
+Log = Callable[[str], None]
+
+
+class TargetConfig(Protocol):
+    """A target's options: a frozen dataclass, validated on construction, with defaults for every field."""
+
+    def to_dict(self) -> dict: ...
+
+
+@dataclass(frozen=True)
+class TargetOptions:
+    """Every target option the command line takes, as given (None: not given). Each target's
+    ``config_from`` picks the ones it understands into its own config, so the CLI names no target."""
+
+    preset: str | None = None  # openvino: NNCF preset
+    bias_correction: str | None = None  # openvino
+    smooth_quant: float | None = None  # openvino
+    ignored: tuple[str, ...] = ()  # openvino: node names kept in float
+    calib_method: str | None = None  # Q/DQ targets (jetson, onnxruntime)
+    percentile: float | None = None  # Q/DQ targets
+    dla_core: int | None = None  # jetson, on the device
+
+
+def given(options: TargetOptions, *names: str) -> dict:
+    """The options among ``names`` that were given, keyed by name: for ``config_type(**given(...))``."""
+    return {name: getattr(options, name) for name in names if getattr(options, name) not in (None, ())}
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How variants are run and measured, the same in every command."""
+
+    threads: int = 0  # CPU threads for every runtime; 0: one per core (os.cpu_count())
+    eval_batch: int = 16
+    throughput_batch: int = 8
+    latency_iters: int = 50
+
+    def __post_init__(self) -> None:
+        if self.threads < 0:
+            raise ConfigError(f"--threads must be 0 (one per core) or a positive count, got {self.threads}")
+        for name in ("eval_batch", "throughput_batch", "latency_iters"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+
+    @property
+    def cpu_threads(self) -> int:
+        return self.threads or os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a target's ``build`` gets: the loaded checkpoint, the form to ship, calibration data, its config."""
+
+    ckpt: Checkpoint
+    model: torch.nn.Module  # the form being shipped (the deploy form unless --form reference)
+    form: str
+    preprocess: Preprocess
+    calibration: np.ndarray  # (N, C, H, W) preprocessed calibration images
+    config: TargetConfig  # the target's own frozen config (Target.config_type)
+    run: RunSettings = RunSettings()
+    qat: QATJob | None = None  # quantization-aware training instead of post-training only
 
 
 @dataclass
 class Variant:
-    precision: str  # fp32, fp16, int8
-    runtime: str  # what executes it here, e.g. "OpenVINO CPU" or "emulated (ONNX Runtime CPU)"
-    make_runner: Callable[[int, bool], Runner]  # (batch, latency_mode) -> runner
+    """One precision of one target, runnable here."""
+
+    precision: str  # fp32, fp16, int8 (int8-ptq beside a QAT int8)
+    runtime: str  # what executes it, e.g. "OpenVINO CPU" or "emulated (ONNX Runtime CPU)"
+    make_runner: Callable[[int], Runner]  # batch size -> runner
     size_mb: float | None = None
     quantize_seconds: float | None = None
     note: str = ""
-
-
-@dataclass
-class Job:
-    """What every target gets: the loaded checkpoint, its deploy form, and the calibration images."""
-
-    ckpt: Checkpoint
-    model: torch.nn.Module  # the form being shipped (deploy by default)
-    form: str
-    preprocess: Preprocess
-    images: JobImages
-    options: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -51,18 +109,34 @@ class Build:
     scratch: list[Path] = field(default_factory=list)  # files used for comparison rows, removed before shipping
 
 
-def calibration_array(job: Job) -> np.ndarray:
-    return job.images.calib.x.numpy()
+class Target(ABC):
+    """One deployment target. Subclasses set the class attributes and implement the three methods."""
+
+    name: ClassVar[str]  # the registry key, as users type it
+    summary: ClassVar[str]  # one line for --help
+    config_type: ClassVar[type]  # a frozen dataclass with defaults and to_dict()
+    ships: ClassVar[bool] = True  # `quantize --target NAME` writes its artifacts
+    reads: ClassVar[tuple[str, ...] | None] = None  # quantize output folders `load` reads; None: any
+
+    def config_from(self, options: TargetOptions) -> TargetConfig:
+        """This target's config from the command line's options (defaults for what was not given)."""
+        return self.config_type()
+
+    def check(self, config: TargetConfig, form: str, qat: bool = False) -> None:
+        """Refuse, before any work, what this target cannot do with ``config`` (missing runtimes included)."""
+
+    @abstractmethod
+    def available(self) -> str | None:
+        """None when ``load``'s variants can run here, else the reason (a skipped bench row says it)."""
+
+    @abstractmethod
+    def build(self, job: Job, folder: Path, log: Log) -> Build:
+        """Write the artifacts into the empty ``folder``; return variants runnable here."""
+
+    @abstractmethod
+    def load(self, folder: Path, config: TargetConfig, run: RunSettings, log: Log) -> Build:
+        """Variants from a folder ``build`` wrote, run where this target's runtime is."""
 
 
-def folder_size_mb(*paths: Path) -> float:
+def size_mb(*paths: Path) -> float:
     return sum(p.stat().st_size for p in paths if p.exists()) / 1e6
-
-
-def fine_tune_job(job: Job, student, log) -> dict:
-    """QAT for any target: distil the job's FP32 model into ``student`` on the job's training images."""
-    from edgesmlp.quantize.qat import fine_tune
-
-    opts = job.options
-    return fine_tune(student, job.ckpt.model, opts["train"], job.preprocess, opts["qat"], opts["checkpoint"],
-                     opts["identity"], opts.get("resume", False), log)

@@ -1,108 +1,165 @@
-"""NVIDIA Jetson (TensorRT): an explicitly quantized Q/DQ ONNX and an on-device bundle.
+"""NVIDIA Jetson (TensorRT): an explicitly quantized Q/DQ ONNX bundle here, TensorRT engines on the device.
 
 A TensorRT engine is tied to the GPU and TensorRT version that built it, so the engine for a Jetson
-is built on the Jetson. Here we produce what it needs: the TensorRT-rule Q/DQ ONNX (checked by
+is built on the Jetson. ``build`` writes what it needs: the TensorRT-rule Q/DQ ONNX (checked by
 ``qdq_lint``), the FP32 ONNX, ``build_engine.sh`` with the trtexec lines for the TensorRT version it
-finds, and a README. INT8 accuracy here is ONNX Runtime executing the Q/DQ graph on the CPU, labelled
-"emulated"; engine numbers come from running ``edgesmlp bench --target jetson`` where TensorRT is.
+finds, and a README; its INT8 row here is ONNX Runtime executing the Q/DQ graph on the CPU, labelled
+"emulated". ``load``, where TensorRT and a GPU are (the device), builds or loads the engines.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from edgesmlp.errors import ExportError
-from edgesmlp.targets.base import Build, Job, Variant, calibration_array, folder_size_mb
+from edgesmlp.errors import ConfigError, ExportError, InputError
+from edgesmlp.quantize.qdq import QDQConfig
+from edgesmlp.targets.base import Build, Job, Log, RunSettings, Target, TargetOptions, Variant, size_mb
 
 FP32_ONNX = "model_fp32.onnx"
 INT8_ONNX = "model_int8_qdq.onnx"
 EMULATED = "emulated (ONNX Runtime CPU)"
 MAX_ENGINE_BATCH = 32
-ENGINE_DEVICE = "cuda"  # where engine buffers live (tests use host memory with the TensorRT stand-in)
 
 
-def check(options: dict) -> None:
-    """Nothing to refuse up front: ONNX Runtime and onnx are core dependencies, and QDQConfig validates itself."""
+@dataclass(frozen=True)
+class JetsonConfig:
+    qdq: QDQConfig = QDQConfig()  # calibration method and Q/DQ placement
+    dla_core: int | None = None  # on the device: build engines for this DLA core, with GPU fallback
+
+    def __post_init__(self) -> None:
+        if self.dla_core is not None and self.dla_core < 0:
+            raise ConfigError(f"--dla-core must be 0 or more, got {self.dla_core}")
+
+    def to_dict(self) -> dict:
+        return {**self.qdq.to_dict(), "dla_core": self.dla_core}
 
 
-def build(job: Job, folder: Path, log) -> Build:
-    from edgesmlp.export import export_onnx
-    from edgesmlp.quantize.qdq import QDQConfig, quantize_qdq
-    from edgesmlp.quantize.qdq_lint import lint_qdq
-    from edgesmlp.targets.onnxruntime import OnnxRuntimeRunner
+def _ort(path: Path, run: RunSettings):
+    from edgesmlp.runtimes.onnxruntime import OnnxRuntimeRunner
 
-    config = job.options.get("qdq") or QDQConfig()
-    size, chans = job.ckpt.config.image_size, job.ckpt.config.in_chans
-    log(f"exporting FP32 ONNX ({job.form} form)")
-    export_onnx(job.model, folder / FP32_ONNX, size, chans, dynamic_batch=True, reference=job.ckpt.model)
-    log(f"calibrating Q/DQ ({config.method.value}, {len(job.images.calib.keys)} images)")
-    start = time.perf_counter()
-    qat = job.options.get("method") == "qat"
-    ptq_path = folder / (".ptq_qdq.onnx" if qat else INT8_ONNX)
-    summary = quantize_qdq(folder / FP32_ONNX, ptq_path, calibration_array(job), config)
-    seconds = time.perf_counter() - start
-    extra = {}
-    if qat:
+    return lambda batch: OnnxRuntimeRunner(path, run.cpu_threads)
+
+
+class JetsonTarget(Target):
+    name = "jetson"
+    summary = "NVIDIA Jetson (TensorRT): Q/DQ INT8 ONNX + on-device engine bundle"
+    config_type = JetsonConfig
+    reads = ("jetson",)
+
+    def config_from(self, options: TargetOptions) -> JetsonConfig:
+        return JetsonConfig(QDQConfig.chosen(options.calib_method, options.percentile), dla_core=options.dla_core)
+
+    def available(self) -> str | None:
+        import importlib.util
+
+        from edgesmlp.runtimes import cuda
+
+        if importlib.util.find_spec("tensorrt") is None:
+            return ("TensorRT is not installed here: engines are built and measured on the device (quantize --target "
+                    "jetson writes the bundle; run `edgesmlp bench --target jetson --from BUNDLE` there)")
+        if cuda.device_count() == 0:
+            return "no CUDA GPU is visible (libcudart found no device): TensorRT engines need the device's GPU"
+        return None
+
+    def build(self, job: Job, folder: Path, log: Log) -> Build:
+        from edgesmlp.export import export_onnx
+        from edgesmlp.quantize.qdq import quantize_qdq
+        from edgesmlp.quantize.qdq_lint import lint_qdq
+
+        config, c = job.config.qdq, job.ckpt.config
+        log(f"exporting FP32 ONNX ({job.form} form)")
+        export_onnx(job.model, folder / FP32_ONNX, c.image_size, c.in_chans, dynamic_batch=True, reference=job.ckpt.model)
+        log(f"calibrating Q/DQ ({config.method.value}, {len(job.calibration)} images)")
         start = time.perf_counter()
-        extra["qat"] = quantize_aware_training(job, config, folder, log)
+        ptq_path = folder / (".ptq_qdq.onnx" if job.qat else INT8_ONNX)
+        summary = quantize_qdq(folder / FP32_ONNX, ptq_path, job.calibration, config)
         seconds = time.perf_counter() - start
-    findings = lint_qdq(folder / INT8_ONNX)
-    errors = [f for f in findings if f.severity == "error"]
-    if errors:
-        raise ExportError(f"the Q/DQ model breaks TensorRT's rules ({len(errors)} errors), first: {errors[0]}")
-    write_build_script(folder, chans, size)
-    write_device_readme(folder, job)
-    threads = job.options.get("threads", 0)
+        extra = {}
+        if job.qat is not None:
+            from edgesmlp.quantize.qdq_qat import quantize_aware_training
 
-    def ort(path):
-        return lambda batch, latency: OnnxRuntimeRunner(path, threads)
+            start = time.perf_counter()
+            extra["qat"] = quantize_aware_training(job.model, job.ckpt.model, job.calibration, config, job.qat,
+                                                   job.preprocess, folder / INT8_ONNX, folder / ".qat_fp32.onnx", log)
+            seconds = time.perf_counter() - start
+        findings = lint_qdq(folder / INT8_ONNX)
+        errors = [f for f in findings if f.severity == "error"]
+        if errors:
+            raise ExportError(f"the Q/DQ model breaks TensorRT's rules ({len(errors)} errors), first: {errors[0]}")
+        write_build_script(folder, c.in_chans, c.image_size)
+        write_device_readme(folder, c)
+        variants = [Variant("fp32", "ONNX Runtime CPU", _ort(folder / FP32_ONNX, job.run), size_mb(folder / FP32_ONNX))]
+        if job.qat is not None:
+            variants.append(Variant("int8-ptq", EMULATED, _ort(ptq_path, job.run), size_mb(ptq_path),
+                                    note="PTQ, for comparison"))
+        variants.append(Variant("int8", EMULATED, _ort(folder / INT8_ONNX, job.run), size_mb(folder / INT8_ONNX), seconds,
+                                note=("QAT; " if job.qat else "") + "Q/DQ graph executed by ONNX Runtime on the CPU: "
+                                "accuracy proxy for the TensorRT INT8 engine"))
+        notes = [
+            "INT8 accuracy is emulated: ONNX Runtime executes the TensorRT-rule Q/DQ graph on this CPU. Its latency is "
+            "this CPU's, not the Jetson's.",
+            "TensorRT engine results (FP16, INT8 on the GPU) come from running `edgesmlp bench --target jetson` on the "
+            "device itself, where TensorRT is installed; see README.md in this folder.",
+        ]
+        return Build(variants, notes, {
+            **extra,
+            "qdq": job.config.to_dict(),
+            "qdq_summary": vars(summary),
+            "lint": {"errors": 0, "warnings": len(findings)},
+            "artifacts": {"int8_qdq_onnx": INT8_ONNX, "fp32_onnx": FP32_ONNX, "build_script": "build_engine.sh"},
+            "engine_input": {"name": "input", "shape": [c.in_chans, c.image_size, c.image_size],
+                             "max_batch": MAX_ENGINE_BATCH},
+        }, scratch=[folder / ".ptq_qdq.onnx", folder / ".qat_fp32.onnx"])
 
-    variants = [Variant("fp32", "ONNX Runtime CPU", ort(folder / FP32_ONNX), folder_size_mb(folder / FP32_ONNX))]
-    if qat:
-        variants.append(Variant("int8-ptq", EMULATED, ort(ptq_path), folder_size_mb(ptq_path),
-                                note="PTQ, for comparison"))
-    variants.append(Variant("int8", EMULATED, ort(folder / INT8_ONNX), folder_size_mb(folder / INT8_ONNX), seconds,
-                            note=("QAT; " if qat else "") + "Q/DQ graph executed by ONNX Runtime on the CPU: accuracy "
-                            "proxy for the TensorRT INT8 engine"))
-    notes = [
-        "INT8 accuracy is emulated: ONNX Runtime executes the TensorRT-rule Q/DQ graph on this CPU. Its latency is "
-        "this CPU's, not the Jetson's.",
-        "TensorRT engine results (FP16, INT8 on the GPU) come from running `edgesmlp bench --target jetson` on the "
-        "device itself, where TensorRT is installed; see README.md in this folder.",
-    ]
-    return Build(variants, notes, {
-        **extra,
-        "qdq": config.to_dict(),
-        "qdq_summary": vars(summary),
-        "lint": {"errors": 0, "warnings": len(findings)},
-        "artifacts": {"int8_qdq_onnx": INT8_ONNX, "fp32_onnx": FP32_ONNX, "build_script": "build_engine.sh"},
-        "engine_input": {"name": "input", "shape": [chans, size, size], "max_batch": MAX_ENGINE_BATCH},
-    }, scratch=[folder / ".ptq_qdq.onnx", folder / ".qat_fp32.onnx"])
+    def load(self, folder: Path, config: JetsonConfig, run: RunSettings, log: Log) -> Build:
+        """Engines from a bundle folder: loaded if built already (by build_engine.sh or earlier), else built."""
+        from edgesmlp.artifacts import atomic_file
+        from edgesmlp.runtimes import cuda
+        from edgesmlp.runtimes.tensorrt import EngineConfig, EngineRunner, build_engine, require_tensorrt, strongly_typed
+
+        trt = require_tensorrt()
+        if cuda.device_count() == 0:
+            raise InputError("TensorRT engines need an NVIDIA GPU, and the CUDA runtime sees none: run this on the "
+                             "Jetson (or a GPU host)")
+        shape = _engine_input_shape(folder)
+        float_precision = "fp32" if strongly_typed(trt) else "fp16"
+        variants = []
+        for precision, source in (("int8", INT8_ONNX), (float_precision, FP32_ONNX)):
+            engine_path = folder / f"model_{precision}.engine"
+            seconds = None
+            if engine_path.is_file():
+                engine = engine_path.read_bytes()
+            else:
+                log(f"building TensorRT {precision.upper()} engine from {source} (TensorRT {trt.__version__})")
+                start = time.perf_counter()
+                engine = build_engine(folder / source, EngineConfig(precision, shape, max_batch=MAX_ENGINE_BATCH,
+                                                                    dla_core=config.dla_core,
+                                                                    timing_cache=folder / "timing.cache"), trt)
+                seconds = time.perf_counter() - start
+                with atomic_file(engine_path) as tmp:
+                    tmp.write_bytes(engine)
+            variants.append(Variant(precision, "TensorRT GPU", lambda batch, e=engine: EngineRunner(e, trt),
+                                    len(engine) / 1e6, seconds, note=f"TensorRT {trt.__version__}"))
+        return Build(variants, [f"TensorRT {trt.__version__} engines in {folder}; latency from CUDA events."])
 
 
-def quantize_aware_training(job: Job, config, folder: Path, log) -> dict:
-    """Fine-tune with fake quantization where the Q/DQ ONNX quantizes, then export its Q/DQ form.
+TARGET = JetsonTarget()
 
-    Activation ranges are calibrated once (the PTQ quantizers) and held fixed while the weights train;
-    the export calibrates the fine-tuned FP32 graph with the same method on the same images, which
-    reproduces those ranges, and applies the same placement rules, so the result passes lint-qdq.
-    """
-    import torch
 
-    from edgesmlp.export import export_onnx
-    from edgesmlp.quantize.fakequant import QATDeploySMLPNet
-    from edgesmlp.quantize.qdq import quantize_qdq
-    from edgesmlp.targets.base import fine_tune_job
+def _engine_input_shape(folder: Path) -> tuple[int, int, int]:
+    manifest = folder / "manifest.json"
+    if manifest.is_file():
+        return tuple(json.loads(manifest.read_text())["engine_input"]["shape"])
+    if (folder / FP32_ONNX).is_file():
+        import onnx
 
-    student = QATDeploySMLPNet(job.model)
-    student.calibrate(torch.from_numpy(calibration_array(job)), config.method, config.percentile)
-    summary = fine_tune_job(job, student, log)
-    c = job.ckpt.config
-    tuned = student.model.eval()
-    export_onnx(tuned, folder / ".qat_fp32.onnx", c.image_size, c.in_chans, dynamic_batch=True, reference=tuned)
-    quantize_qdq(folder / ".qat_fp32.onnx", folder / INT8_ONNX, calibration_array(job), config)
-    return summary
+        dims = onnx.load(str(folder / FP32_ONNX), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+        return tuple(d.dim_value for d in dims[1:])
+    raise InputError(f"{folder} is not a Jetson bundle (no manifest.json or {FP32_ONNX}): point --from at the "
+                     "folder `quantize --target jetson` wrote")
 
 
 def write_build_script(folder: Path, chans: int, size: int) -> None:
@@ -147,8 +204,7 @@ echo "built: $(ls *.engine | tr '\n' ' ')"
 """
 
 
-def write_device_readme(folder: Path, job: Job) -> None:
-    c = job.ckpt.config
+def write_device_readme(folder: Path, c) -> None:
     (folder / "README.md").write_text(f"""# Jetson bundle
 
 Built by `edgesmlp quantize --target jetson` for an sMLPNet ({c.variant or 'custom'}, {c.image_size}x{c.image_size},
@@ -172,87 +228,16 @@ Engines are specific to the GPU and TensorRT version, so build them there:
 ./build_engine.sh "" --dla 0           # optional: DLA core 0 with GPU fallback (Orin)
 ```
 
-Or let edgesmlp build (or load) the engines with TensorRT's Python API, measure FP16 against INT8
-(latency p50/p90 at batch 1, throughput at batch {MAX_ENGINE_BATCH}) and check INT8 accuracy on your images,
-writing the same report format there:
+Or let edgesmlp build (or load) the engines with TensorRT's Python API, measure the float engine
+against INT8 (latency p50/p90 at batch 1, throughput at batch 8) and check INT8 accuracy on your
+images, writing the same report format there:
 
 ```bash
-pip install edgesmlp            # beside JetPack's tensorrt and torch
-edgesmlp bench --target jetson --bundle . --val /path/to/val/images
+pip install edgesmlp      # the lean device side: numpy, onnx, Pillow and the CLI; no torch, OpenVINO or NNCF
+edgesmlp bench --target jetson --from . --val /path/to/val/images
 ```
+
+The plain install leaves JetPack's TensorRT, CUDA and torch as they are: it uses JetPack's
+`tensorrt` Python module and its CUDA runtime (`libcudart`), and installs no torch. Do not install
+`edgesmlp[workstation]` on the device: that is the quantization side (torch, OpenVINO, NNCF).
 """)
-
-
-# --- TensorRT engines, where TensorRT and a GPU are present (the device) ----------------------------------
-
-
-def available() -> str | None:
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        return ("TensorRT is not installed here: engines are built and measured on the device (quantize --target "
-                "jetson writes the bundle; run `edgesmlp bench --target jetson --from BUNDLE` there)")
-    if not gpu_visible():
-        return "no CUDA GPU is visible to torch: TensorRT engines need the device's GPU"
-    return None
-
-
-def gpu_visible() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def bench_build(job: Job, folder: Path, log) -> Build:
-    folder.mkdir(parents=True, exist_ok=True)
-    build(job, folder, log)  # the bundle: FP32 ONNX and the Q/DQ ONNX the engines are built from
-    return engine_variants(folder, (job.ckpt.config.in_chans, job.ckpt.config.image_size, job.ckpt.config.image_size),
-                           log, job.options.get("dla_core"))
-
-
-def load(folder: Path, threads: int = 0, log=print, dla_core: int | None = None) -> Build:
-    """Engines from a bundle folder: loaded if built already (by build_engine.sh or earlier), else built."""
-    import json
-
-    from edgesmlp.errors import InputError
-
-    manifest = folder / "manifest.json"
-    if manifest.is_file():
-        shape = tuple(json.loads(manifest.read_text())["engine_input"]["shape"])
-    elif (folder / FP32_ONNX).is_file():
-        import onnx
-
-        dims = onnx.load(str(folder / FP32_ONNX), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
-        shape = tuple(d.dim_value for d in dims[1:])
-    else:
-        raise InputError(f"{folder} is not a Jetson bundle (no manifest.json or {FP32_ONNX}): point --from at the "
-                         "folder `quantize --target jetson` wrote")
-    return engine_variants(folder, shape, log, dla_core)
-
-
-def engine_variants(folder: Path, shape: tuple[int, int, int], log, dla_core: int | None = None) -> Build:
-    from edgesmlp.artifacts import atomic_file
-    from edgesmlp.targets.tensorrt import (EngineConfig, EngineRunner, build_engine, require_cuda, require_tensorrt,
-                                           strongly_typed)
-
-    trt = require_tensorrt()
-    require_cuda()
-    float_precision = "fp32" if strongly_typed(trt) else "fp16"
-    variants = []
-    for precision, source in (("int8", INT8_ONNX), (float_precision, FP32_ONNX)):
-        engine_path = folder / f"model_{precision}.engine"
-        seconds = None
-        if engine_path.is_file():
-            engine = engine_path.read_bytes()
-        else:
-            log(f"building TensorRT {precision.upper()} engine from {source} (TensorRT {trt.__version__})")
-            start = time.perf_counter()
-            engine = build_engine(folder / source, EngineConfig(precision, shape, max_batch=MAX_ENGINE_BATCH,
-                                                                dla_core=dla_core,
-                                                                timing_cache=folder / "timing.cache"), trt)
-            seconds = time.perf_counter() - start
-            with atomic_file(engine_path) as tmp:
-                tmp.write_bytes(engine)
-        variants.append(Variant(precision, "TensorRT GPU", lambda b, lat, e=engine: EngineRunner(e, trt, ENGINE_DEVICE),
-                                len(engine) / 1e6, seconds, note=f"TensorRT {trt.__version__}"))
-    return Build(variants, [f"TensorRT {trt.__version__} engines in {folder}; latency from CUDA events."])

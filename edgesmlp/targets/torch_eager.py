@@ -2,28 +2,65 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
+from edgesmlp.errors import InputError
+from edgesmlp.runtimes.base import FunctionRunner
+from edgesmlp.targets.base import Build, Job, Log, RunSettings, Target, Variant
 
-from edgesmlp.targets.base import Build, Job, Variant
-
-
-def available() -> str | None:
-    return None
+WEIGHTS = "model.safetensors"
 
 
-def bench_build(job: Job, folder: Path, log) -> Build:
-    model = job.ckpt.model.eval()
+@dataclass(frozen=True)
+class TorchConfig:
+    def to_dict(self) -> dict:
+        return {}
 
-    def make_runner(batch: int, latency: bool):
+
+class TorchTarget(Target):
+    name = "torch"
+    summary = "PyTorch eager FP32 of the official graph: the reference row"
+    config_type = TorchConfig
+    ships = False  # nothing to quantize: it is the reference
+    reads = None  # any quantize output: its manifest names the weights
+
+    def available(self) -> str | None:
+        import importlib.util
+
+        return None if importlib.util.find_spec("torch") else "torch is not installed: pip install 'edgesmlp[workstation]'"
+
+    def build(self, job: Job, folder: Path, log: Log) -> Build:
+        """The official weights as loaded (prefixes cleaned, preprocessing recorded), in safetensors."""
+        from edgesmlp.checkpoint import save_safetensors
+
+        metadata = {"preprocess": json.dumps(job.preprocess.to_dict())}
+        save_safetensors(job.ckpt.model.state_dict(), folder / WEIGHTS, metadata)
+        return self.load(folder, job.config, job.run, log)
+
+    def load(self, folder: Path, config: TorchConfig, run: RunSettings, log: Log) -> Build:
+        import torch
+
+        from edgesmlp.checkpoint import load_checkpoint
+
+        weights = folder / WEIGHTS
+        if not weights.is_file():
+            manifest = folder / "manifest.json"
+            if not manifest.is_file():
+                raise InputError(f"{folder} has neither {WEIGHTS} nor a manifest.json naming the weights")
+            recorded = json.loads(manifest.read_text())["weights"]
+            weights = None if recorded.get("bundled") else Path(recorded["path"])
+        model = load_checkpoint(weights).model.eval()
+        torch.set_num_threads(run.cpu_threads)
+
         @torch.no_grad()
-        def run(x: np.ndarray) -> np.ndarray:
+        def run_eager(x):
             return model(torch.from_numpy(x)).numpy()
 
-        return run
+        size = sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6
+        return Build([Variant("fp32", "PyTorch eager CPU", lambda batch: FunctionRunner(run_eager), size)],
+                     [f"PyTorch eager runs the official graph with {run.cpu_threads} threads."])
 
-    size = sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6
-    return Build([Variant("fp32", "PyTorch eager CPU", make_runner, size)],
-                 [f"PyTorch eager runs the official graph with {torch.get_num_threads()} threads."])
+
+TARGET = TorchTarget()

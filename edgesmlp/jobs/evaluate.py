@@ -1,16 +1,17 @@
-"""Accuracy and latency of any runner ``f(x: ndarray) -> logits``, the same way for every target."""
+"""Accuracy and latency of runners, the same way for every target; one report row per variant."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgesmlp.jobs.report import Result
 from edgesmlp.progress import progress_bar
-from edgesmlp.timing import Timing, time_calls
-
-Runner = Callable[[np.ndarray], np.ndarray]
+from edgesmlp.runtimes.base import Runner
+from edgesmlp.targets.base import RunSettings, Variant
+from edgesmlp.timing import Timing
 
 
 @dataclass(frozen=True)
@@ -86,17 +87,11 @@ class Latency:
 
 def measure_latency(run1: Runner, run_n: Runner, sample: np.ndarray, batch: int, iters: int = 50,
                     warmup: int = 5) -> Latency:
-    """p50/p90 at batch 1 and images per second at ``batch``, after warm-up."""
+    """p50/p90 at batch 1 and images per second at ``batch``, after warm-up; each runner times itself."""
     one = np.ascontiguousarray(sample[:1])
     many = np.ascontiguousarray(np.resize(sample, (batch, *sample.shape[1:])))
-    if hasattr(run1, "time_ms"):  # a device runtime times itself (CUDA events), without host copies
-        single = Timing(tuple(run1.time_ms(one, iters, warmup)))
-        batched = Timing(tuple(run_n.time_ms(many, max(5, iters // 4), warmup)))
-        return Latency(single, batch, batch / (batched.p50 / 1e3))
-    time_calls(lambda: run1(one), warmup)
-    single = Timing(tuple(time_calls(lambda: run1(one), iters)))
-    time_calls(lambda: run_n(many), max(1, warmup // 2))
-    batched = Timing(tuple(time_calls(lambda: run_n(many), max(5, iters // batch))))
+    single = Timing(tuple(run1.time_ms(one, iters, warmup)))
+    batched = Timing(tuple(run_n.time_ms(many, max(5, iters // batch), max(1, warmup // 2))))
     return Latency(single, batch, batch / (batched.p50 / 1e3))
 
 
@@ -109,7 +104,7 @@ def stream_batches(images, preprocess, batch: int, skipped: list) -> Iterator[tu
         x = decode(item, preprocess, skipped)
         if x is None:
             continue
-        xs.append(x.numpy())
+        xs.append(x)
         ys.append(item.label)
         if len(xs) == batch:
             yield np.stack(xs), (np.array(ys) if None not in ys else None)
@@ -165,3 +160,17 @@ def evaluate_runners(runners: dict[str, Runner], images, preprocess, batch: int)
         raise DataError(f"{images.origin}: none of its {len(images.items)} images could be read{example}")
     accuracy = {name: None if name in failures else t.accuracy(labelled) for name, t in tallies.items()}
     return Evaluation(accuracy, labelled, count, skipped, sample, failures)
+
+
+def measure_variant(target: str, v: Variant, acc: Accuracy, sample: np.ndarray, run: RunSettings, log) -> Result:
+    """One report row: the variant's accuracy, then its latency at batch 1 and throughput at the run's batch."""
+    log(f"timing {target} {v.precision.upper()} ({v.runtime})")
+    batch = run.throughput_batch
+    latency = measure_latency(v.make_runner(1), v.make_runner(batch), sample, batch, run.latency_iters)
+    return Result(
+        target=target, precision=v.precision, runtime=v.runtime, note=v.note, top1=acc.top1, top5=acc.top5,
+        agreement=acc.agreement, cosine=acc.cosine, latency_ms_p50=latency.batch1.p50,
+        latency_ms_p90=latency.batch1.p90, throughput_ips=latency.throughput_ips,
+        throughput_batch=latency.throughput_batch, size_mb=v.size_mb, quantize_seconds=v.quantize_seconds,
+        images=acc.count, latency_samples_ms=[round(t, 4) for t in latency.batch1.samples_ms],
+    )

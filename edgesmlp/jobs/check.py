@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgesmlp.errors import InputError
-from edgesmlp.report import SCHEMA
+from edgesmlp.jobs.report import SCHEMA
 
 
 @dataclass

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 SCHEMA = "edgesmlp.report/1"
+VERSIONED = ("edgesmlp", "torch", "numpy", "onnx", "onnxruntime", "openvino", "nncf", "tensorrt")
 
 
 @dataclass
@@ -34,6 +35,12 @@ class Result:
     quantize_seconds: float | None = None  # calibration + quantization, or engine build
     images: int | None = None
     latency_samples_ms: list[float] | None = None  # batch-1 samples behind p50/p90
+
+
+def model_info(path: str, bundled: bool, sha256: str, weights: str, config: dict, variant: str | None) -> dict:
+    """The report's model block, from a loaded checkpoint or from the manifest a quantize job wrote."""
+    return {"path": path, "bundled": bundled, "sha256": sha256, "weights": weights, "variant": variant or "custom",
+            "config": config, "image_size": config["image_size"], "num_classes": config["num_classes"]}
 
 
 def build_report(results: list[Result], model: dict, data: dict, machine: dict, versions: dict,

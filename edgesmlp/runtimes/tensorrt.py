@@ -5,24 +5,22 @@
   precision comes from the graph itself (the Q/DQ nodes make the INT8 layers). We set STRONGLY_TYPED
   from 10.12 on (required on 10.x, ignored by 11.x) and set no precision flags.
 
-Device buffers are torch CUDA tensors, and latency is timed with CUDA events.
+Device buffers, the stream and the timing events come from :mod:`edgesmlp.runtimes.cuda` (the CUDA
+runtime library through ctypes), so the device side needs neither torch nor cuda-python.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from edgesmlp.errors import EdgesmlpError, InputError, MissingDependencyError
+from edgesmlp.errors import EngineBuildError, MissingDependencyError
+from edgesmlp.runtimes import cuda
+from edgesmlp.runtimes.base import Runner
 
 STRONG_TYPING_FROM = (10, 12)
-
-
-class EngineBuildError(EdgesmlpError):
-    """TensorRT could not parse the ONNX or build an engine from it."""
 
 
 def require_tensorrt():
@@ -34,14 +32,6 @@ def require_tensorrt():
             "use JetPack's TensorRT on a Jetson, or NVIDIA's tensorrt wheels on an x86 GPU host",
         ) from None
     return tensorrt
-
-
-def require_cuda():
-    import torch
-
-    if not torch.cuda.is_available():
-        raise InputError("TensorRT engines need an NVIDIA GPU, and torch sees none: run this on the Jetson (or a "
-                         "GPU host) with a CUDA build of torch")
 
 
 def version(trt) -> tuple[int, int]:
@@ -108,14 +98,11 @@ def build_engine(onnx_path: str | Path, config: EngineConfig, trt=None) -> bytes
     return bytes(serialized)
 
 
-class EngineRunner:
-    """``runner(x) -> logits`` on a deserialized engine; buffers are torch tensors on ``device``."""
+class EngineRunner(Runner):
+    """``runner(x) -> logits`` on a deserialized engine, with device buffers grown to the largest batch seen."""
 
-    def __init__(self, engine_bytes: bytes, trt=None, device: str = "cuda"):
-        import torch
-
+    def __init__(self, engine_bytes: bytes, trt=None):
         self.trt = trt or require_tensorrt()
-        self.torch, self.device = torch, device
         self.runtime = self.trt.Runtime(self.trt.Logger(self.trt.Logger.WARNING))
         self.engine = self.runtime.deserialize_cuda_engine(engine_bytes)
         if self.engine is None:
@@ -126,47 +113,42 @@ class EngineRunner:
         modes = {n: self.engine.get_tensor_mode(n) for n in names}
         self.input = next(n for n in names if modes[n] == self.trt.TensorIOMode.INPUT)
         self.output = next(n for n in names if modes[n] == self.trt.TensorIOMode.OUTPUT)
+        self.stream = cuda.Stream()
+        self.buffers: dict[str, cuda.DeviceBuffer] = {}
 
-    def _stream(self) -> int:
-        return self.torch.cuda.current_stream().cuda_stream if self.device == "cuda" else 0
+    def _buffer(self, name: str, nbytes: int) -> cuda.DeviceBuffer:
+        if name not in self.buffers or self.buffers[name].nbytes < nbytes:
+            self.buffers[name] = cuda.DeviceBuffer(nbytes)
+            self.context.set_tensor_address(name, self.buffers[name].ptr)
+        return self.buffers[name]
 
-    def _sync(self) -> None:
-        if self.device == "cuda":
-            self.torch.cuda.synchronize()
-
-    def _enqueue(self, x):
+    def _prepare(self, x: np.ndarray) -> tuple[int, ...]:
+        """Upload ``x`` and bind both tensors; return the output shape."""
         self.context.set_input_shape(self.input, tuple(x.shape))
         out_shape = tuple(self.context.get_tensor_shape(self.output))
-        out = self.torch.empty(out_shape, dtype=self.torch.float32, device=self.device)
-        self.context.set_tensor_address(self.input, x.data_ptr())
-        self.context.set_tensor_address(self.output, out.data_ptr())
-        if not self.context.execute_async_v3(self._stream()):
+        self._buffer(self.input, x.nbytes).upload(x, self.stream)
+        self._buffer(self.output, int(np.prod(out_shape)) * 4)
+        return out_shape
+
+    def _enqueue(self) -> None:
+        if not self.context.execute_async_v3(self.stream.address):
             raise EngineBuildError("TensorRT failed to execute the engine")
-        return out
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        device_x = self.torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device)
-        out = self._enqueue(device_x)
-        self._sync()
-        return out.cpu().numpy()
+        out_shape = self._prepare(np.ascontiguousarray(x, np.float32))
+        self._enqueue()
+        return self.buffers[self.output].download(np.empty(out_shape, np.float32), self.stream)
 
-    def time_ms(self, x: np.ndarray, iters: int = 50, warmup: int = 10) -> list[float]:
-        """Per-run device time: CUDA events around each enqueue (input already on the device)."""
-        device_x = self.torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device)
+    def time_ms(self, x: np.ndarray, iters: int, warmup: int) -> list[float]:
+        """Per-run device time: CUDA events around each enqueue (the input already on the device)."""
+        self._prepare(np.ascontiguousarray(x, np.float32))
         for _ in range(warmup):
-            self._enqueue(device_x)
-        self._sync()
-        samples = []
+            self._enqueue()
+        self.stream.synchronize()
+        start, end, samples = cuda.Event(), cuda.Event(), []
         for _ in range(iters):
-            if self.device == "cuda":
-                start, end = self.torch.cuda.Event(enable_timing=True), self.torch.cuda.Event(enable_timing=True)
-                start.record()
-                self._enqueue(device_x)
-                end.record()
-                end.synchronize()
-                samples.append(start.elapsed_time(end))
-            else:
-                t = time.perf_counter()
-                self._enqueue(device_x)
-                samples.append((time.perf_counter() - t) * 1e3)
+            start.record(self.stream)
+            self._enqueue()
+            end.record(self.stream)
+            samples.append(end.elapsed_ms(start))
         return samples

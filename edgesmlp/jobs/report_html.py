@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+import importlib.util
 import io
 from pathlib import Path
 
@@ -79,7 +80,9 @@ def render_html(report: dict) -> str:
         + "</tr>" for r in rows
     )
     figures = ""
-    if timed:
+    if timed and importlib.util.find_spec("matplotlib") is None:
+        figures = "<p>Plots need matplotlib, which is not installed here: pip install 'edgesmlp[workstation]'.</p>"
+    elif timed:
         figures = (f"<img alt='accuracy versus latency' src='data:image/png;base64,{plot_accuracy_latency(timed)}'>"
                    f"<img alt='latency distributions' src='data:image/png;base64,"
                    f"{plot_latency_distributions(timed)}'>")

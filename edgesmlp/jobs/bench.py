@@ -1,0 +1,228 @@
+"""`edgesmlp bench`: every available target and precision on the same images, in one table and report.
+
+Without ``--from``, each target builds its artifacts into the report's folder and loads them back, so
+what is timed is what ships; with ``--from``, each target loads what an earlier ``quantize`` wrote,
+which is how engines are measured on the device. A target that is not available is a "skipped" row
+with the reason; one that crashes is a "failed" row with the reason, and the others still run.
+Agreement and cosine compare with the first row; a row's drop is against its own target's float row
+(the first row where the target has none).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgesmlp import targets
+from edgesmlp.artifacts import atomic_dir
+from edgesmlp.calibration.preprocess import Preprocess
+from edgesmlp.calibration.sources import open_images
+from edgesmlp.errors import EdgesmlpError, InputError
+from edgesmlp.jobs.evaluate import Evaluation, evaluate_runners, measure_variant
+from edgesmlp.jobs.inputs import check_default_fits, output_folder
+from edgesmlp.jobs.report import VERSIONED, Result, build_report, model_info, write_report
+from edgesmlp.jobs.spec import BenchRequest
+from edgesmlp.targets.base import Build, Log, Target
+from edgesmlp.timing import library_versions, machine_info
+
+DEFAULT_OUTPUT = Path("edgesmlp-bench")
+
+
+@dataclass
+class BenchOutcome:
+    directory: Path
+    report: dict
+
+    @property
+    def failed(self) -> bool:
+        return any(r["status"] == "failed" for r in self.report["results"])
+
+
+def resolve_targets(names: tuple[str, ...] | None) -> tuple[str, ...]:
+    resolved: list[str] = []
+    for name in names or targets.names():
+        name = targets.resolve(name)
+        if name not in resolved:
+            resolved.append(name)
+    return tuple(resolved)
+
+
+def _config(request: BenchRequest, target: Target):
+    return next((c for c in request.configs if isinstance(c, target.config_type)), None) or target.config_type()
+
+
+def run_bench(request: BenchRequest, log: Log = print) -> BenchOutcome:
+    names = resolve_targets(request.targets)
+    directory = output_folder(request.output, DEFAULT_OUTPUT, request.force)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(directory, force=request.force) as tmp:
+        if request.from_dir is None:
+            builds, rows, model, preprocess, val_set = _build_all(names, request, tmp / "artifacts", log)
+        else:
+            builds, rows, model, preprocess, val_set = _load_all(names, request, log)
+        measured, evaluation = _measure(builds, val_set, preprocess, request, log)
+        results = rows + measured
+        order = {name: i for i, name in enumerate(names)}
+        results.sort(key=lambda r: order.get(r.target, len(order)))
+        _fill_drops(results)
+        report = build_report(results, model, _data(val_set, evaluation, request),
+                              {**machine_info(), "threads": request.run.cpu_threads}, library_versions(*VERSIONED),
+                              [n for b in builds.values() for n in b.notes])
+        report["kind"] = "bench"
+        report["reference"] = next(iter(builds), None)
+        write_report(tmp, report)
+        from edgesmlp.jobs.report_html import write_html
+
+        write_html(tmp / "report.html", report)
+    return BenchOutcome(directory, report)
+
+
+def _skip_or_fail(name: str, e: Exception, log: Log) -> Result:
+    log(f"{name} failed: {_reason(e)}")
+    return Result(target=name, precision="-", status="failed", note=_reason(e))
+
+
+def _build_all(names, request: BenchRequest, folder: Path, log: Log):
+    """Quantize for every available target, then load each target's artifacts back, as they ship."""
+    from edgesmlp.checkpoint import load_checkpoint
+    from edgesmlp.deploy import to_deploy
+    from edgesmlp.jobs.inputs import load_calibration, open_validation, resolve_preprocess
+    from edgesmlp.jobs.quantize import checkpoint_info
+    from edgesmlp.targets.base import Job
+
+    ckpt = load_checkpoint(request.weights, variant=request.variant, ema=request.ema)
+    preprocess = resolve_preprocess(ckpt, request.preprocess)
+    _, calib = load_calibration(ckpt, preprocess, request.calibration)
+    val_set = open_validation(ckpt, request.val)
+    model = to_deploy(ckpt.model) if request.form.value == "deploy" else ckpt.model
+    builds, rows = {}, []
+    for name in names:
+        target = targets.get(name)
+        reason = target.available()
+        if reason:
+            rows.append(Result(target=name, precision="-", status="skipped", note=reason))
+            log(f"skipping {name}: {reason}")
+            continue
+        log(f"preparing {name}")
+        config = _config(request, target)
+        try:
+            target.check(config, request.form.value)
+            (folder / name).mkdir(parents=True)
+            job = Job(ckpt, model, request.form.value, preprocess, calib.x, config, request.run)
+            builds[name] = _built_then_loaded(target, job, folder / name, log)
+        except Exception as e:  # noqa: BLE001 - a target that fails becomes a failed row
+            rows.append(_skip_or_fail(name, e, log))
+    return builds, rows, checkpoint_info(ckpt), preprocess, val_set
+
+
+def _built_then_loaded(target: Target, job, folder: Path, log: Log) -> Build:
+    """``build`` into ``folder``, then ``load`` it back, keeping the quantize time ``build`` measured."""
+    built = target.build(job, folder, log)
+    loaded = target.load(folder, job.config, job.run, log)
+    seconds = {v.precision: v.quantize_seconds for v in built.variants}
+    for v in loaded.variants:
+        v.quantize_seconds = v.quantize_seconds if v.quantize_seconds is not None else seconds.get(v.precision)
+    loaded.notes = list(dict.fromkeys(built.notes + loaded.notes))
+    return loaded
+
+
+def _load_all(names, request: BenchRequest, log: Log):
+    """Each target loads what an earlier `quantize` wrote; no checkpoint is loaded unless a target needs it."""
+    folders, manifest = _quantize_outputs(request.from_dir)
+    builds, rows = {}, []
+    for name in names:
+        target = targets.get(name)
+        folder = next((folders[n] for n in (target.reads or folders) if n in folders), None)
+        reason = target.available() if folder is not None else f"{request.from_dir} has no output for it"
+        if reason:
+            rows.append(Result(target=name, precision="-", status="skipped", note=reason))
+            continue
+        try:
+            builds[name] = target.load(folder, _config(request, target), request.run, log)
+        except Exception as e:  # noqa: BLE001
+            rows.append(_skip_or_fail(name, e, log))
+    weights = manifest["weights"]
+    model = model_info(weights["path"], weights.get("bundled", False), weights["sha256"], weights["taken"],
+                       manifest["model"], _variant_name(manifest["model"]))
+    preprocess = Preprocess(**{**manifest["preprocess"], **{k: v for k, v in vars(request.preprocess).items()
+                                                            if v is not None}})
+    check_default_fits(weights.get("bundled", False), request.val, "--val", Path(weights["path"]).name)
+    val_set = open_images(request.val, "val", manifest["model"]["num_classes"])
+    return builds, rows, model, preprocess, val_set
+
+
+def _variant_name(config: dict) -> str | None:
+    from edgesmlp.config import ModelConfig
+
+    return ModelConfig(**config).variant
+
+
+def _quantize_outputs(root: Path) -> tuple[dict[str, Path], dict]:
+    """``{target: folder}`` of a quantize output (OUT, or one OUT/<target> folder), and one manifest."""
+    if not root.is_dir():
+        raise InputError(f"--from {root}: no such folder; give the -o folder of `edgesmlp quantize` or a bundle in it")
+    if (root / "manifest.json").is_file():  # a target folder itself (OUT/openvino, a Jetson bundle)
+        manifest = _read_manifest(root)
+        return {manifest.get("target", root.name): root}, manifest
+    folders = {d.name: d for d in sorted(root.iterdir()) if (d / "manifest.json").is_file()}
+    if not folders:
+        raise InputError(f"{root} holds no quantize output (no manifest.json): run `edgesmlp quantize` first, or "
+                         "drop --from to quantize as part of the benchmark")
+    return folders, _read_manifest(next(iter(folders.values())))
+
+
+def _read_manifest(folder: Path) -> dict:
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest["weights"]["path"], manifest["model"]["num_classes"]  # noqa: B018 - the keys bench needs
+        return manifest
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise InputError(f"{folder / 'manifest.json'} is not an edgesmlp manifest ({type(e).__name__}): "
+                         "re-run `edgesmlp quantize`") from None
+
+
+def _reason(e: Exception) -> str:
+    text = str(e).splitlines()[0] if str(e) else ""
+    return text if isinstance(e, EdgesmlpError) else f"{type(e).__name__}: {text}"
+
+
+def _measure(builds: dict[str, Build], val_set, preprocess: Preprocess, request: BenchRequest,
+             log: Log) -> tuple[list[Result], Evaluation | None]:
+    runners, variants = {}, {}
+    for target, build in builds.items():
+        for v in build.variants:
+            key = f"{target}/{v.precision}"
+            runners[key], variants[key] = v.make_runner(request.run.eval_batch), (target, v)
+    if not runners:
+        return [], None
+    evaluation = evaluate_runners(runners, val_set, preprocess, request.run.eval_batch)
+    results = []
+    for key, (target, v) in variants.items():
+        failure = evaluation.failures.get(key)
+        if failure is None:
+            try:
+                results.append(measure_variant(target, v, evaluation.accuracy[key], evaluation.sample, request.run, log))
+                continue
+            except Exception as e:  # noqa: BLE001 - a runtime failing while timed fails its row only
+                failure = _reason(e)
+        results.append(Result(target=target, precision=v.precision, runtime=v.runtime, status="failed",
+                              note=failure, size_mb=v.size_mb, quantize_seconds=v.quantize_seconds))
+    return results, evaluation
+
+
+def _fill_drops(results: list[Result]) -> None:
+    ok = [r for r in results if r.status == "ok" and r.top1 is not None]
+    reference = ok[0] if ok else None
+    for r in ok:
+        base = next((b for b in ok if b.target == r.target and b.precision in ("fp32", "fp16")), reference)
+        r.drop_top1 = base.top1 - r.top1
+
+
+def _data(val_set, evaluation: Evaluation | None, request: BenchRequest) -> dict:
+    """What was evaluated: images actually scored and unreadable ones skipped, not the file count."""
+    return {"val": val_set.origin, "val_images": evaluation.images if evaluation else 0,
+            "val_skipped": len(evaluation.skipped) if evaluation else 0,
+            "labelled": evaluation.labelled if evaluation else None,
+            "calib": str(request.calibration.images or "bundled digits"), "calib_images": request.calibration.size,
+            "from": str(request.from_dir) if request.from_dir else None}

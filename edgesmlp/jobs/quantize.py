@@ -1,0 +1,145 @@
+"""The quantize job: checkpoint -> fold -> deploy form -> calibrate -> INT8 for one target -> evaluate -> report.
+
+The target writes its artifacts into a temporary folder that is renamed to ``OUT/<target>`` only
+when the whole job, evaluation and report included, has succeeded.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from edgesmlp import targets
+from edgesmlp.artifacts import atomic_dir
+from edgesmlp.errors import ConfigError
+from edgesmlp.jobs.evaluate import Evaluation, evaluate_runners, measure_variant
+from edgesmlp.jobs.inputs import load_calibration, open_validation, output_folder, resolve_preprocess
+from edgesmlp.jobs.report import VERSIONED, Result, build_report, model_info, write_report
+from edgesmlp.jobs.spec import QuantizeRequest
+from edgesmlp.targets.base import Build, Job, Log
+from edgesmlp.timing import library_versions, machine_info
+
+DEFAULT_OUTPUT = Path("edgesmlp-out")
+
+
+@dataclass
+class QuantizeOutcome:
+    directory: Path
+    report: dict
+
+
+def run_quantize(request: QuantizeRequest, log: Log = print) -> QuantizeOutcome:
+    from edgesmlp.checkpoint import load_checkpoint
+    from edgesmlp.deploy import to_deploy
+
+    target = targets.get(request.target)
+    if not target.ships:
+        raise ConfigError(f"--target {target.name} has nothing to quantize: choose one of "
+                          f"{', '.join(n for n in targets.names() if targets.get(n).ships)}")
+    config = request.config if request.config is not None else target.config_type()
+    if not isinstance(config, target.config_type):
+        raise ConfigError(f"the {target.name} target takes a {target.config_type.__name__}, "
+                          f"not a {type(config).__name__}")
+    target.check(config, request.form.value, qat=request.qat is not None)
+    rank = _rank(request)
+    target_dir = (output_folder(request.output, DEFAULT_OUTPUT, request.force, inside=target.name) if rank == 0
+                  else Path(tempfile.mkdtemp()) / target.name)
+    ckpt = load_checkpoint(request.weights, variant=request.variant, ema=request.ema)
+    preprocess = resolve_preprocess(ckpt, request.preprocess)
+    calib_set, calib = load_calibration(ckpt, preprocess, request.calibration)
+    val_set = open_validation(ckpt, request.val)
+    if calib.skipped:
+        key, reason = calib.skipped[0]
+        log(f"warning: skipped {len(calib.skipped)} unreadable calibration image(s), e.g. {key}: {reason}")
+    qat = _prepare_qat(request, ckpt, target.name, target_dir) if request.qat is not None else None
+    model = to_deploy(ckpt.model) if request.form.value == "deploy" else ckpt.model
+    job = Job(ckpt, model, request.form.value, preprocess, calib.x, config, request.run, qat)
+    target_dir.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(target_dir, force=request.force) as tmp:
+        build = target.build(job, tmp, log)
+        if rank > 0:  # under torchrun only rank 0 evaluates and ships
+            return QuantizeOutcome(target_dir, {})
+        evaluation = evaluate_runners({v.precision: v.make_runner(request.run.eval_batch) for v in build.variants},
+                                      val_set, preprocess, request.run.eval_batch)
+        if evaluation.skipped:
+            key, reason = evaluation.skipped[0]
+            log(f"warning: skipped {len(evaluation.skipped)} unreadable validation image(s), e.g. {key}: {reason}")
+        results = [measure_variant(target.name, v, evaluation.accuracy[v.precision], evaluation.sample, request.run,
+                                   log) for v in build.variants]
+        if results and results[0].top1 is not None:
+            for r in results:
+                r.drop_top1 = results[0].top1 - r.top1
+        for path in build.scratch:
+            path.unlink(missing_ok=True)
+        report = _report(request, job, build, evaluation, results, calib_set, val_set)
+        write_report(tmp, report)
+        _write_manifest(tmp, request, job, build, calib_set, val_set)
+    if qat is not None:
+        qat.checkpoint.unlink(missing_ok=True)  # the job finished: nothing left to resume
+    return QuantizeOutcome(target_dir, report)
+
+
+def _rank(request: QuantizeRequest) -> int:
+    if request.qat is None:
+        return 0
+    from edgesmlp.quantize.qat import distributed
+
+    return distributed()[0]
+
+
+def _prepare_qat(request: QuantizeRequest, ckpt, target: str, target_dir: Path):
+    from edgesmlp.quantize.qat import model_identity, prepare_qat
+
+    identity = model_identity(ckpt.sha256, target, request.form.value, ckpt.config.to_dict())
+    checkpoint = target_dir.parent / f"{target_dir.name}.qat-checkpoint.pt"
+    return prepare_qat(request.qat, ckpt.bundled, ckpt.config.num_classes, identity, checkpoint)
+
+
+def checkpoint_info(ckpt) -> dict:
+    return model_info(str(ckpt.path), ckpt.bundled, ckpt.sha256, ckpt.weights, ckpt.config.to_dict(),
+                      ckpt.config.variant)
+
+
+def _report(request: QuantizeRequest, job: Job, build: Build, evaluation: Evaluation, results: list[Result],
+            calib_set, val_set) -> dict:
+    data = {"val": val_set.origin, "val_images": evaluation.images, "val_skipped": len(evaluation.skipped),
+            "calib": calib_set.origin, "calib_images": len(job.calibration),
+            "calib_skipped": len(calib_set.items) - len(job.calibration), "labelled": evaluation.labelled}
+    notes = list(build.notes) + [
+        f"Agreement and cosine compare each row's logits with the first row's on the same {evaluation.images} images."
+    ]
+    if not evaluation.labelled:
+        notes.append("The validation images carry no labels: only agreement and cosine are reported.")
+    machine = {**machine_info(), "threads": request.run.cpu_threads}
+    return build_report(results, checkpoint_info(job.ckpt), data, machine, library_versions(*VERSIONED), notes)
+
+
+def _write_manifest(folder: Path, request: QuantizeRequest, job: Job, build: Build, calib_set, val_set) -> None:
+    options = {
+        "target": request.target, "form": request.form.value, "config": job.config.to_dict(),
+        "calibration": {"images": request.calibration.images, "size": request.calibration.size,
+                        "seed": request.calibration.seed},
+        "preprocess": asdict(request.preprocess), "run": asdict(request.run),
+        "method": "qat" if request.qat is not None else "ptq",
+        "qat": request.qat.to_dict() if request.qat is not None else None,
+    }
+    manifest = {
+        "edgesmlp_manifest": 1,
+        "target": request.target,
+        "command": " ".join(["edgesmlp", *sys.argv[1:]]) if sys.argv and "edgesmlp" in sys.argv[0] else None,
+        "versions": library_versions(*VERSIONED),
+        "weights": {"path": str(job.ckpt.path), "sha256": job.ckpt.sha256, "taken": job.ckpt.weights,
+                    "bundled": job.ckpt.bundled},
+        "model": job.ckpt.config.to_dict(),
+        "form": job.form,
+        "calibration": {"origin": calib_set.origin, "images": len(job.calibration),
+                        "list_sha256": calib_set.fingerprint()},
+        "validation": {"origin": val_set.origin, "list_sha256": val_set.fingerprint()},
+        "preprocess": job.preprocess.to_dict(),
+        "options": json.loads(json.dumps(options, default=str)),
+        **build.manifest,
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

@@ -1,0 +1,88 @@
+"""The typed requests of the jobs: what quantize and bench share, and what each adds."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edgesmlp.errors import ConfigError
+from edgesmlp.targets.base import RunSettings, TargetConfig
+
+if TYPE_CHECKING:
+    from edgesmlp.quantize.qat import QATConfig
+
+
+class Form(str, Enum):
+    deploy = "deploy"  # folded norms, no transposes: what ships by default
+    reference = "reference"  # the official graph as loaded
+
+
+@dataclass(frozen=True)
+class PreprocessOverrides:
+    """The user's changes to the checkpoint's own preprocessing (None: keep the checkpoint's)."""
+
+    image_size: int | None = None
+    crop_pct: float | None = None
+    interpolation: str | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if values is not None and not all(math.isfinite(v) for v in values):
+                raise ConfigError(f"--{name} values must be finite numbers, got {','.join(map(str, values))}")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Which calibration images, and how many of them are sampled (deterministically, by ``seed``)."""
+
+    images: Path | None = None  # None: the bundled digits calibration split
+    size: int = 300
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.size <= 0:
+            raise ConfigError(f"--calib-size must be positive, got {self.size}")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What quantize and bench share: the weights, their preprocessing, the images, how to run."""
+
+    weights: Path | None = None  # None: the bundled digits model
+    variant: str | None = None  # assert the weights are this variant
+    ema: bool = False
+    val: Path | None = None  # None: the bundled digits validation split
+    calibration: Calibration = Calibration()
+    preprocess: PreprocessOverrides = PreprocessOverrides()
+    form: Form = Form.deploy
+    run: RunSettings = RunSettings()
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "form", Form(self.form))
+        except ValueError:
+            raise ConfigError(f"--form {self.form!r} unknown: use deploy or reference") from None
+
+
+@dataclass(frozen=True)
+class QuantizeRequest(JobSpec):
+    target: str = "openvino"
+    config: TargetConfig | None = None  # the target's config (None: its defaults)
+    qat: QATConfig | None = None  # a QATConfig for quantization-aware training; None: post-training only
+    output: Path | None = None  # None: edgesmlp-out, or the next free edgesmlp-out-N
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class BenchRequest(JobSpec):
+    targets: tuple[str, ...] | None = None  # None: every registered target
+    configs: tuple[TargetConfig, ...] = field(default_factory=tuple)  # target configs to use instead of defaults
+    from_dir: Path | None = None  # an existing quantize output (OUT, OUT/openvino or a Jetson bundle)
+    output: Path | None = None
+    force: bool = False
