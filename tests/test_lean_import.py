@@ -5,7 +5,7 @@ import sys
 def test_import_stays_light():
     code = (
         "import sys, edgesmlp, edgesmlp.cli;"
-        "heavy = [m for m in ('openvino', 'nncf', 'tensorrt', 'onnxruntime', 'onnx', 'sklearn') if m in sys.modules];"
+        "heavy = [m for m in ('torch', 'openvino', 'nncf', 'tensorrt', 'onnxruntime', 'onnx', 'sklearn', 'matplotlib') if m in sys.modules];"
         "print(heavy); sys.exit(1 if heavy else 0)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
