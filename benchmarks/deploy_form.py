@@ -28,7 +28,7 @@ from benchmarks.common import random_smlpnet_t, write_result  # noqa: E402
 
 
 def ort_runner(path: Path, x: np.ndarray, threads: int):
-    from edgesmlp.targets.onnxruntime import OnnxRuntimeRunner
+    from edgesmlp.runtimes.onnxruntime import OnnxRuntimeRunner
 
     run = OnnxRuntimeRunner(path, threads)
     return lambda: run(x)
@@ -37,7 +37,7 @@ def ort_runner(path: Path, x: np.ndarray, threads: int):
 def openvino_runner(path: Path, x: np.ndarray, threads: int):
     import openvino as ov
 
-    from edgesmlp.targets.openvino import OpenVINORunner
+    from edgesmlp.runtimes.openvino import OpenVINORunner
 
     run = OpenVINORunner(ov.Core().read_model(str(path)), len(x), threads)  # FP32 hint, one stream
     return lambda: run(x)

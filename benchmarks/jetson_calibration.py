@@ -22,10 +22,10 @@ def main() -> None:
     from edgesmlp import bundled
     from edgesmlp.checkpoint import load_checkpoint
     from edgesmlp.deploy import to_deploy
-    from edgesmlp.evaluate import score
+    from edgesmlp.jobs.evaluate import score
     from edgesmlp.export import export_onnx
     from edgesmlp.quantize.qdq import QDQConfig, quantize_qdq
-    from edgesmlp.targets.onnxruntime import OnnxRuntimeRunner
+    from edgesmlp.runtimes.onnxruntime import OnnxRuntimeRunner
 
     ckpt = load_checkpoint()
     tmp = Path(tempfile.mkdtemp())

@@ -29,7 +29,7 @@ def main() -> None:
     from edgesmlp.deploy import to_deploy
     from edgesmlp.export import export_onnx
     from edgesmlp.quantize.qdq import QDQConfig, quantize_qdq, to_unsigned_activations
-    from edgesmlp.targets.onnxruntime import OnnxRuntimeRunner, cpu_has_int8_dot_product
+    from edgesmlp.runtimes.onnxruntime import OnnxRuntimeRunner, cpu_has_int8_dot_product
     from edgesmlp.timing import interleaved, paired_ratio
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

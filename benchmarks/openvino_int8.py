@@ -36,7 +36,7 @@ def calibration(n: int) -> np.ndarray:
 def prepare(kind: str, n: int):
     """The OpenVINO model PTQ starts from (deploy form for edgesmlp, the official graph otherwise)."""
     from edgesmlp.deploy import to_deploy
-    from edgesmlp.targets.openvino import to_openvino
+    from edgesmlp.export import to_openvino
 
     model = random_smlpnet_t()
     return to_openvino(to_deploy(model) if kind == "edgesmlp" else model, 3, SIZE), calibration(n)
@@ -48,7 +48,7 @@ def run_ptq(kind: str, ov_model, data, n: int):
     from edgesmlp.quantize.openvino_ptq import OpenVINOPTQConfig, quantize_openvino
 
     if kind == "edgesmlp":
-        return quantize_openvino(ov_model, data, OpenVINOPTQConfig(calib_size=n))
+        return quantize_openvino(ov_model, data, OpenVINOPTQConfig())  # all n images: subset_size is len(data)
     return nncf.quantize(ov_model, nncf.Dataset([data[i : i + 1] for i in range(n)]), subset_size=n)
 
 
@@ -112,7 +112,7 @@ def measure_ptq(kind: str, n: int) -> dict:
 def main() -> None:
     import openvino as ov
 
-    from edgesmlp.targets.openvino import to_openvino
+    from edgesmlp.export import to_openvino
     from edgesmlp.timing import interleaved, paired_ratio
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -27,8 +27,9 @@ def main() -> None:
     from edgesmlp import bundled
     from edgesmlp.checkpoint import load_checkpoint
     from edgesmlp.deploy import to_deploy
-    from edgesmlp.evaluate import predict, score
-    from edgesmlp.targets.openvino import OpenVINORunner, to_openvino
+    from edgesmlp.jobs.evaluate import predict, score
+    from edgesmlp.export import to_openvino
+    from edgesmlp.runtimes.openvino import OpenVINORunner
 
     ckpt = load_checkpoint()
     xc, _ = bundled.split_tensors("calib")

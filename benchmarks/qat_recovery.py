@@ -21,9 +21,10 @@ from benchmarks.common import write_result  # noqa: E402
 def main() -> None:
     from PIL import Image
 
-    from edgesmlp.pipeline import QuantizeRequest, run_quantize
-    from edgesmlp.quantize.openvino_ptq import OpenVINOPTQConfig
+    from edgesmlp.jobs.quantize import run_quantize
+    from edgesmlp.jobs.spec import Calibration, QuantizeRequest
     from edgesmlp.quantize.qat import QATConfig
+    from edgesmlp.targets.base import RunSettings
 
     tmp = Path(tempfile.mkdtemp())
     blank = tmp / "blank"
@@ -32,15 +33,15 @@ def main() -> None:
         Image.new("RGB", (32, 32)).save(blank / f"{i}.png")
     settings = [
         ("openvino", "defaults (300 calibration images)", {}),
-        ("openvino", "1 calibration image", {"ptq": OpenVINOPTQConfig(calib_size=1, seed=3)}),
+        ("openvino", "1 calibration image", {"calibration": Calibration(size=1, seed=3)}),
         ("jetson", "defaults (300 calibration images)", {}),
-        ("jetson", "40 blank calibration images", {"calib": blank}),
+        ("jetson", "40 blank calibration images", {"calibration": Calibration(images=blank)}),
     ]
     rows = []
     for target, label, extra in settings:
         start = time.perf_counter()
-        outcome = run_quantize(QuantizeRequest(target=target, method="qat", output=tmp / f"{len(rows)}",
-                                               latency_iters=5, qat=QATConfig(epochs=3), **extra), log=lambda _: None)
+        outcome = run_quantize(QuantizeRequest(target=target, output=tmp / f"{len(rows)}",
+                                               run=RunSettings(latency_iters=5), qat=QATConfig(epochs=3), **extra), log=lambda _: None)
         r = {x["precision"]: x for x in outcome.report["results"]}
         rows.append((target, label, r["fp32"], r["int8-ptq"], r["int8"], time.perf_counter() - start))
         print(f"{target:9s} {label:36s} fp32 {r['fp32']['top1']:.1f} ptq {r['int8-ptq']['top1']:.1f} "

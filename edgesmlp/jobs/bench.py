@@ -78,7 +78,7 @@ def run_bench(request: BenchRequest, log: Log = print) -> BenchOutcome:
     return BenchOutcome(directory, report)
 
 
-def _skip_or_fail(name: str, e: Exception, log: Log) -> Result:
+def _failed_row(name: str, e: Exception, log: Log) -> Result:
     log(f"{name} failed: {_reason(e)}")
     return Result(target=name, precision="-", status="failed", note=_reason(e))
 
@@ -112,7 +112,7 @@ def _build_all(names, request: BenchRequest, folder: Path, log: Log):
             job = Job(ckpt, model, request.form.value, preprocess, calib.x, config, request.run)
             builds[name] = _built_then_loaded(target, job, folder / name, log)
         except Exception as e:  # noqa: BLE001 - a target that fails becomes a failed row
-            rows.append(_skip_or_fail(name, e, log))
+            rows.append(_failed_row(name, e, log))
     return builds, rows, checkpoint_info(ckpt), preprocess, val_set
 
 
@@ -141,7 +141,7 @@ def _load_all(names, request: BenchRequest, log: Log):
         try:
             builds[name] = target.load(folder, _config(request, target), request.run, log)
         except Exception as e:  # noqa: BLE001
-            rows.append(_skip_or_fail(name, e, log))
+            rows.append(_failed_row(name, e, log))
     weights = manifest["weights"]
     model = model_info(weights["path"], weights.get("bundled", False), weights["sha256"], weights["taken"],
                        manifest["model"], _variant_name(manifest["model"]))
