@@ -1,13 +1,16 @@
 """The `edgesmlp` command: each command parses options, calls one library function, prints, exits.
 
 Exit codes: 0 success, 1 a gate failed, 2 bad input (the message says which file and the fix),
-3 an operation failed. Every EdgesmlpError becomes one line on stderr, never a traceback.
+3 an operation failed, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM). Every failure, a bug included,
+becomes one line on stderr, never a traceback (a bug's traceback goes to a log file the line names).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -15,8 +18,86 @@ from typing import Annotated, Optional
 import typer
 
 from edgesmlp import targets
-from edgesmlp.errors import ConfigError, EdgesmlpError
+from edgesmlp.errors import ConfigError, EdgesmlpError, Terminated
 from edgesmlp.jobs.spec import Form
+
+WeightsOpt = Annotated[
+    Optional[Path],
+    typer.Option("--weights", "-w", help="Checkpoint (.pth/.pt/.safetensors). Default: the bundled digits model."),
+]
+VariantOpt = Annotated[
+    Optional[str],
+    typer.Option(help="Assert the weights are this variant (smlpnet_t, smlpnet_s, smlpnet_b, smlpnet_t_star). "
+                 "Optional: the architecture is read from the tensor shapes."),
+]
+EmaOpt = Annotated[bool, typer.Option("--ema", help="Take the checkpoint's model_ema weights instead of model.")]
+
+
+def _fail(message: str, code: int) -> None:
+    first = " ".join(message.split())  # one line, whatever the message held
+    typer.echo(f"error: {first}", err=True)
+    raise typer.Exit(code)
+
+
+def _log_traceback() -> Path:
+    """The full traceback of the exception being handled, in a file whose path the error line gives."""
+    import tempfile
+    import time
+    import traceback
+
+    path = Path(tempfile.gettempdir()) / f"edgesmlp-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    path.write_text(f"edgesmlp {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}")
+    return path
+
+
+def friendly_errors(fn):
+    """The one error boundary: every failure ends as one line on stderr with its documented exit code
+    (2 bad input, 3 anything else, 130 Ctrl-C, 143 SIGTERM; 1 is only a gate that found a violation)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except EdgesmlpError as e:
+            _fail(str(e), e.exit_code)
+        except Terminated:
+            _fail("terminated (SIGTERM); nothing half-written was left behind", 143)
+        except KeyboardInterrupt:
+            _fail("interrupted; nothing half-written was left behind", 130)
+        except ImportError as e:  # a workstation dependency missing from a lean install
+            from edgesmlp.errors import workstation_extra
+
+            _fail(str(workstation_extra(e.name or "a dependency", "this command")), 2)
+        except MemoryError:
+            _fail("ran out of memory: use fewer or smaller images (--calib-size, --batch-size)", 3)
+        except Exception as e:  # noqa: BLE001 - a bug or an unforeseen failure: one line, traceback to a file
+            first = str(e).splitlines()[0][:200] if str(e) else ""
+            _fail(f"unexpected {type(e).__name__}: {first} (full traceback in {_log_traceback()}; please report it)", 3)
+
+    return wrapper
+
+
+# Typer vendors click from 0.2x on (older releases use click itself): find its exception base either way.
+ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+class OneLineErrors(typer.core.TyperGroup):
+    """Click's own usage errors (an unknown option, a value of the wrong type) as one line, like ours."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except ClickException as e:
+            command = e.ctx.command_path if getattr(e, "ctx", None) else "edgesmlp"
+            typer.echo(f"error: {' '.join(e.format_message().split())} (see `{command} --help`)", err=True)
+            sys.exit(2)
+        except typer.Abort:  # Ctrl-C outside a command (while parsing)
+            typer.echo("error: interrupted", err=True)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)  # click returns typer.Exit's code when not standalone
+
 
 app = typer.Typer(
     name="edgesmlp",
@@ -26,6 +107,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"]},
+    cls=OneLineErrors,
 )
 
 
@@ -44,42 +126,6 @@ def main_options(
 ) -> None:
     """Ship an sMLPNet image classifier to edge hardware at INT8. With no --weights, every command uses the
     bundled digits model and its data, so you can try the whole pipeline first."""
-
-WeightsOpt = Annotated[
-    Optional[Path],
-    typer.Option("--weights", "-w", help="Checkpoint (.pth/.pt/.safetensors). Default: the bundled digits model."),
-]
-VariantOpt = Annotated[
-    Optional[str],
-    typer.Option(help="Assert the weights are this variant (smlpnet_t, smlpnet_s, smlpnet_b, smlpnet_t_star). "
-                 "Optional: the architecture is read from the tensor shapes."),
-]
-EmaOpt = Annotated[bool, typer.Option("--ema", help="Take the checkpoint's model_ema weights instead of model.")]
-
-
-def _fail(message: str, code: int) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def friendly_errors(fn):
-    """Turn edgesmlp's errors into one line on stderr and the error's exit code."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except EdgesmlpError as e:
-            _fail(str(e), e.exit_code)
-        except KeyboardInterrupt:
-            _fail("interrupted; no partial output was left behind", 130)
-        except ImportError as e:  # a workstation dependency missing from a lean install
-            from edgesmlp.errors import workstation_extra
-
-            _fail(str(workstation_extra(e.name or "a dependency", "this command")), 2)
-
-    return wrapper
-
 
 def _load(weights: Path | None, variant: str | None, ema: bool, image_size: int | None = None):
     from edgesmlp.checkpoint import check_image_size, load_checkpoint
@@ -334,24 +380,30 @@ def bench(
 def check(
     report: Annotated[Path, typer.Argument(help="report.json (or its folder) from edgesmlp quantize or bench.")],
     baseline: Annotated[Optional[Path], typer.Option(help="A previous report.json to compare against.")] = None,
-    max_drop: Annotated[float, typer.Option(help="Allowed top-1 drop in points: INT8 vs its FP32, and vs the "
-                                            "baseline.")] = 0.5,
+    max_drop: Annotated[float, typer.Option(help="Allowed top-1 drop in points: INT8 vs its own target's FP32 "
+                                            "(recomputed from the rows), and vs the baseline.")] = 0.5,
     max_latency_regression: Annotated[float, typer.Option(help="Allowed latency p50 increase vs the baseline, as a "
                                                           "fraction (0.15 = 15%).")] = 0.15,
+    allow_empty: Annotated[bool, typer.Option(help="Pass a report with nothing to compare (no INT8 row with a "
+                                              "float row); without it that fails.")] = False,
 ) -> None:
     """The CI gate: exit 0 when every INT8 result is within --max-drop of its FP32 (and within the
     allowed regressions of --baseline), 1 when not, listing each violation; 2 for usage errors."""
-    from edgesmlp.jobs.check import check_report, load_report
+    from edgesmlp.jobs.check import check_report, check_threshold, load_report
 
+    check_threshold(max_drop, "--max-drop")
+    check_threshold(max_latency_regression, "--max-latency-regression")
     current = load_report(report)
     base = load_report(baseline) if baseline is not None else None
-    outcome = check_report(current, base, max_drop, max_latency_regression)
+    outcome = check_report(current, base, max_drop, max_latency_regression, allow_empty)
     for note in outcome.notes:
         typer.echo(f"note: {note}")
     for violation in outcome.violations:
         typer.echo(f"FAIL: {violation}")
-    verdict = "passed" if outcome.passed else f"failed ({len(outcome.violations)} violations)"
-    typer.echo(f"check {verdict}: {outcome.checked} comparisons")
+    if outcome.passed:
+        typer.echo(f"check passed: {outcome.checked} comparisons" + "".join(f"\n  ok: {p}" for p in outcome.passes))
+    else:
+        typer.echo(f"check failed ({len(outcome.violations)} violations): {outcome.checked} comparisons")
     raise typer.Exit(0 if outcome.passed else 1)
 
 
@@ -372,9 +424,14 @@ def data_digits(
     typer.echo(f"wrote {output}/: " + ", ".join(f"{split} {n} images" for split, n in counts.items()))
 
 
-def main() -> None:  # pragma: no cover - console entry for `python -m edgesmlp`
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
+def run() -> None:
+    """The `edgesmlp` command: SIGTERM unwinds like Ctrl-C, so every partial output is removed; third-party
+    telemetry (OpenVINO's and NNCF's) stays off unless EDGESMLP_TELEMETRY=1."""
+    signal.signal(signal.SIGTERM, _terminate)
+    if os.environ.get("EDGESMLP_TELEMETRY") != "1":
+        sys.modules.setdefault("openvino_telemetry", None)  # both fall back to their no-op stubs without it
     app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,28 +1,46 @@
 """`edgesmlp check`: the CI gate on a report, alone or against a baseline report.
 
+The gate trusts no stored verdict: it validates the report's structure, recomputes every drop from
+the rows' own top-1 values, and fails when there is nothing to compare (unless told that is fine).
+
 Exit codes: 0 every check passed, 1 a check failed (each violation listed), 2 usage error (a
-missing or unreadable report, another schema), 3 any other failure.
+missing, unreadable or malformed report, a threshold that is not a finite non-negative number).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgesmlp.errors import InputError
+from edgesmlp.errors import ConfigError, InputError
 from edgesmlp.jobs.report import SCHEMA
+
+FLOAT_PRECISIONS = ("fp32", "fp16")
+ROW_KEYS = {"target": str, "precision": str, "status": str}
+NUMBER_KEYS = ("top1", "agreement", "latency_ms_p50")
 
 
 @dataclass
 class GateOutcome:
     violations: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    checked: int = 0
+    passes: list[str] = field(default_factory=list)  # each comparison that passed, with its margin
+
+    @property
+    def checked(self) -> int:
+        return len(self.passes) + len(self.violations)
 
     @property
     def passed(self) -> bool:
         return not self.violations
+
+
+def check_threshold(value: float, option: str) -> float:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+        raise ConfigError(f"{option} must be a finite number of 0 or more, got {value}")
+    return float(value)
 
 
 def load_report(path: str | Path) -> dict:
@@ -39,15 +57,43 @@ def load_report(path: str | Path) -> dict:
     if schema != SCHEMA:
         raise InputError(f"{path} has schema {schema!r}, but this edgesmlp reads {SCHEMA!r}: regenerate the report "
                          "with this version (edgesmlp bench), or check it with the edgesmlp that wrote it")
+    _check_structure(report, path)
     return report
+
+
+def _number(value) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def _check_structure(report: dict, path: Path) -> None:
+    rows = report.get("results")
+    if not isinstance(rows, list):
+        raise InputError(f"{path}: 'results' is {type(rows).__name__}, not a list of rows; regenerate the report")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise InputError(f"{path}: results[{i}] is {type(row).__name__}, not a row; regenerate the report")
+        for key, kind in ROW_KEYS.items():
+            if not isinstance(row.get(key), kind):
+                raise InputError(f"{path}: results[{i}] has no {key!r} string; regenerate the report")
+        for key in NUMBER_KEYS:
+            if not _number(row.get(key)) or (row.get(key) is not None and not math.isfinite(row[key])):
+                raise InputError(f"{path}: results[{i}] {key!r} is {row.get(key)!r}, not a finite number or null")
 
 
 def _key(row: dict) -> str:
     return f"{row['target']}/{row['precision']}"
 
 
+def _float_row(rows: list[dict], target: str) -> dict | None:
+    """What an INT8 row is compared with, as bench does: its own target's float row, else the first float row."""
+    floats = [r for r in rows if r["precision"] in FLOAT_PRECISIONS and r["status"] == "ok"]
+    return next((r for r in floats if r["target"] == target), floats[0] if floats else None)
+
+
 def check_report(report: dict, baseline: dict | None = None, max_drop: float = 0.5,
-                 max_latency_regression: float = 0.15) -> GateOutcome:
+                 max_latency_regression: float | None = None, allow_empty: bool = False) -> GateOutcome:
+    """Every INT8 row within ``max_drop`` top-1 points of its own target's float row, recomputed here."""
+    max_drop = check_threshold(max_drop, "--max-drop")
     out = GateOutcome()
     rows = report["results"]
     for row in rows:
@@ -55,34 +101,61 @@ def check_report(report: dict, baseline: dict | None = None, max_drop: float = 0
             out.violations.append(f"{_key(row)} failed: {row.get('note') or 'no reason given'}")
         elif row["status"] == "skipped":
             out.notes.append(f"{row['target']} skipped: {row.get('note')}")
-    for row in (r for r in rows if r["status"] == "ok" and r["precision"] == "int8"):
-        out.checked += 1
-        if row.get("drop_top1") is None:
-            agreement = row.get("agreement")
-            out.notes.append(f"{_key(row)}: no labels, so no top-1 drop; agreement with FP32 {agreement:.2f}%"
-                             if agreement is not None else f"{_key(row)}: no accuracy to check")
-            continue
-        if row["drop_top1"] > max_drop:
-            out.violations.append(f"{_key(row)} top-1 {row['top1']:.2f}% is {row['drop_top1']:.2f} points below its "
-                                  f"FP32 (allowed {max_drop:g})")
+    for row in (r for r in rows if r["status"] == "ok" and r["precision"].startswith("int8")):
+        _check_int8(out, row, _float_row(rows, row["target"]), max_drop)
     if baseline is not None:
         _against_baseline(out, rows, baseline["results"], max_drop, max_latency_regression)
+    if out.checked == 0 and not allow_empty:
+        out.violations.append("nothing was compared: the report has no INT8 row with a float row to compare it "
+                              "with (pass --allow-empty if that is expected)")
     return out
 
 
-def _against_baseline(out: GateOutcome, rows, base_rows, max_drop: float, max_regression: float) -> None:
+def _check_int8(out: GateOutcome, row: dict, base: dict | None, max_drop: float) -> None:
+    if base is None:
+        out.violations.append(f"{_key(row)} has no float row to compare with: re-run bench with an FP32 row "
+                              "(its own target's, or torch)")
+        return
+    if row["top1"] is None or base["top1"] is None:
+        agreement = row.get("agreement")
+        if agreement is None:
+            out.violations.append(f"{_key(row)} has neither top-1 nor agreement: the report cannot be gated")
+            return
+        out.notes.append(f"{_key(row)}: no labels, so no top-1 drop; agreement with FP32 {agreement:.2f}%")
+        out.passes.append(f"{_key(row)} agreement {agreement:.2f}% (no labels: top-1 drop not computable)")
+        return
+    drop = base["top1"] - row["top1"]
+    against = "its FP32" if base["target"] == row["target"] else f"{_key(base)}"
+    if drop > max_drop:
+        out.violations.append(f"{_key(row)} top-1 {row['top1']:.2f}% is {drop:.2f} points below {against} "
+                              f"(allowed {max_drop:g})")
+    else:
+        out.passes.append(f"{_key(row)} drop {drop:.2f} <= {max_drop:g} points (margin {max_drop - drop:.2f})")
+
+
+def _against_baseline(out: GateOutcome, rows, base_rows, max_drop: float, max_regression: float | None) -> None:
+    if max_regression is not None:
+        max_regression = check_threshold(max_regression, "--max-latency-regression")
     current = {_key(r): r for r in rows if r["status"] == "ok"}
     before = {_key(r): r for r in base_rows if r["status"] == "ok"}
     for key in sorted(current.keys() & before.keys()):
         now, was = current[key], before[key]
-        out.checked += 1
-        if now.get("top1") is not None and was.get("top1") is not None and was["top1"] - now["top1"] > max_drop:
-            out.violations.append(f"{key} top-1 {now['top1']:.2f}% is {was['top1'] - now['top1']:.2f} points below "
-                                  f"the baseline's {was['top1']:.2f}% (allowed {max_drop:g})")
+        if now.get("top1") is not None and was.get("top1") is not None:
+            fall = was["top1"] - now["top1"]
+            if fall > max_drop:
+                out.violations.append(f"{key} top-1 {now['top1']:.2f}% is {fall:.2f} points below the baseline's "
+                                      f"{was['top1']:.2f}% (allowed {max_drop:g})")
+            else:
+                out.passes.append(f"{key} top-1 vs baseline {-fall:+.2f} points (margin {max_drop - fall:.2f})")
         p50, base_p50 = now.get("latency_ms_p50"), was.get("latency_ms_p50")
-        if p50 is not None and base_p50 and p50 > base_p50 * (1 + max_regression):
-            out.violations.append(f"{key} latency p50 {p50:.3g} ms is {100 * (p50 / base_p50 - 1):.0f}% above the "
-                                  f"baseline's {base_p50:.3g} ms (allowed {100 * max_regression:.0f}%)")
+        if max_regression is None or p50 is None or not base_p50:
+            continue
+        rise = p50 / base_p50 - 1
+        if rise > max_regression:
+            out.violations.append(f"{key} latency p50 {p50:.3g} ms is {100 * rise:.0f}% above the baseline's "
+                                  f"{base_p50:.3g} ms (allowed {100 * max_regression:.0f}%)")
+        else:
+            out.passes.append(f"{key} latency p50 vs baseline {100 * rise:+.0f}% (allowed {100 * max_regression:.0f}%)")
     for key in sorted(current.keys() - before.keys()):
         out.notes.append(f"{key}: not in the baseline, not compared")
     for key in sorted(before.keys() - current.keys()):
