@@ -1,16 +1,22 @@
-"""Write every artifact to a temporary sibling and rename it into place, so an interrupted or
-failed run never leaves a half-written file or folder where the user expects a result."""
+"""Write every artifact to a temporary sibling and rename it into place, so an interrupted or failed
+run never leaves a half-written file or folder where the user expects a result.
+
+An output folder is reserved before any work by an exclusively created lock file beside it
+(``.NAME.lock``, holding the writer's PID), so two runs never write the same folder. A lock, or a
+``.NAME.partial-PID`` folder, left by a killed run (its PID gone) is removed by the next run that
+reserves the same name, and said so.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from edgesmlp.errors import InputError, OutputExistsError
+from edgesmlp.errors import InputError, OutputBusyError, OutputExistsError
 
 
 def _remove(path: Path) -> None:
@@ -23,6 +29,139 @@ def _remove(path: Path) -> None:
 def _check_parent(path: Path) -> None:
     if not path.parent.exists():
         raise InputError(f"cannot write {path}: folder {path.parent} does not exist; create it first")
+
+
+def check_writable(path: Path) -> None:
+    """Refuse, before any work, an output under a file, or where nothing can be written."""
+    if path.exists() and not path.is_dir():
+        raise InputError(f"cannot write into {path}: it is a file, not a folder; choose another -o")
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(f"cannot write {path}: {ancestor} is a file, not a folder; choose another -o")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write {path}: no write permission in {ancestor}; choose another -o")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def _pid_of(path: Path) -> int | None:
+    """The PID in a lock file, or at the end of a ``.NAME.partial-PID`` / ``.NAME.old-PID`` name."""
+    try:
+        text = path.read_text().strip() if path.is_file() and path.suffix == ".lock" else path.name.rsplit("-", 1)[1]
+        return int(text)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def sweep_stale(path: Path) -> list[Path]:
+    """Remove what killed runs left beside ``path`` (their PID is gone); return what was removed."""
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    for leftover in path.parent.glob(f".{path.name}.*"):
+        pid = _pid_of(leftover)
+        if leftover.name.endswith((".lock",)) or ".partial-" in leftover.name or ".old-" in leftover.name:
+            if pid is not None and pid != os.getpid() and not _alive(pid):
+                _remove(leftover)
+                removed.append(leftover)
+    return removed
+
+
+def _try_lock(path: Path) -> Path | None:
+    """Create ``.NAME.lock`` exclusively; None when a live run holds it."""
+    lock = path.with_name(f".{path.name}.lock")
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            owner = _pid_of(lock)
+            if owner is not None and owner != os.getpid() and _alive(owner):
+                return None
+            lock.unlink(missing_ok=True)  # a dead run's, or unreadable: take it over
+            continue
+        except OSError as e:
+            raise InputError(f"cannot write {path}: {e.strerror or type(e).__name__} in {path.parent}; "
+                             "choose another -o") from None
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return lock
+    return None
+
+
+def _made_parents(path: Path) -> list[Path]:
+    """Create ``path``'s missing parent folders; return them, deepest first, for cleanup on failure."""
+    missing = []
+    parent = path.parent
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        _remove_empty(missing)
+        raise InputError(f"cannot write {path}: {e.strerror or type(e).__name__} creating {e.filename or path.parent}; "
+                         "choose another -o") from None
+    return missing
+
+
+@contextmanager
+def reserved_dir(candidates: Callable[[int], Path], force: bool = False, explicit: bool = True,
+                 log: Callable[[str], None] = lambda _: None) -> Iterator[tuple[Path, Path]]:
+    """Reserve an output folder; yield it and a temporary folder that becomes it when the block succeeds.
+
+    ``candidates(n)`` names the n-th choice. With ``explicit`` only the first is tried: an existing one is
+    replaced only with ``force`` (the old one survives until the new one is complete), and one another
+    run is writing is refused. Otherwise the first that neither exists nor is being written is taken.
+    A failure or an interrupt removes everything the run created, parent folders included.
+    """
+    n = 0
+    while True:
+        path = Path(candidates(n))
+        check_writable(path)
+        taken = path.exists() and not (explicit and force)
+        if taken and explicit:
+            raise OutputExistsError(f"{path} exists: pass --force to replace it, or choose another -o")
+        if not taken:
+            made = _made_parents(path)
+            for stale in sweep_stale(path):
+                log(f"removed {stale}, left behind by a run that was killed")
+            lock = _try_lock(path)
+            if lock is not None and not (path.exists() and not (explicit and force)):
+                break
+            if lock is not None:
+                lock.unlink(missing_ok=True)
+            _remove_empty(made)
+            if explicit:
+                raise OutputBusyError(f"{path} is being written by another edgesmlp run: wait for it to finish, "
+                                      "or choose another -o")
+        n += 1
+    done = False
+    try:
+        with atomic_dir(path, force=force) as tmp:
+            yield path, tmp
+        done = True
+    finally:
+        lock.unlink(missing_ok=True)
+        if not done:
+            _remove_empty(made)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:  # deepest first
+        try:
+            folder.rmdir()
+        except OSError:
+            break
 
 
 @contextmanager
@@ -45,7 +184,10 @@ def atomic_file(path: str | os.PathLike, force: bool = True) -> Iterator[Path]:
 
 @contextmanager
 def atomic_dir(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
-    """Yield an empty temporary folder; on success it takes the place of ``path``."""
+    """Yield an empty temporary folder; on success it takes the place of ``path``.
+
+    Without ``force`` an existing ``path`` is never replaced, even one that appeared while the block ran.
+    """
     path = Path(path)
     _check_parent(path)
     if path.exists() and not force:
@@ -57,6 +199,9 @@ def atomic_dir(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     try:
         yield tmp
         if path.exists():
+            if not force:
+                raise OutputExistsError(f"{path} appeared while this run was writing it: nothing was replaced; "
+                                        "choose another -o")
             os.replace(path, old)
         os.replace(tmp, path)
     finally:

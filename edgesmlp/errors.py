@@ -28,8 +28,16 @@ class DataError(InputError):
     """Calibration or evaluation images are missing, empty or inconsistent."""
 
 
+class ImageTooLarge(ValueError):
+    """An image over the pixel cap: skipped and counted like an unreadable one, never fatal on its own."""
+
+
 class OutputExistsError(InputError):
     """An output path exists and --force was not given."""
+
+
+class OutputBusyError(InputError):
+    """Another edgesmlp run holds the output folder's lock."""
 
 
 class MissingDependencyError(EdgesmlpError):
@@ -62,3 +70,7 @@ class RuntimeFailure(EdgesmlpError):
 
 class EngineBuildError(RuntimeFailure):
     """TensorRT could not parse the ONNX, or build or load an engine from it."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that every cleanup runs as it does for Ctrl-C."""

@@ -58,11 +58,11 @@ def write_imagefolders(root, force: bool = False) -> dict[str, int]:
     """Write every split as ``root/<split>/<label>/<index>.png``, atomically."""
     from pathlib import Path
 
-    from edgesmlp.artifacts import atomic_dir
+    from edgesmlp.artifacts import reserved_dir
 
     root = Path(root)
     counts = {}
-    with atomic_dir(root, force=force) as tmp:
+    with reserved_dir(lambda n: root, force=force) as (_, tmp):
         for split in SPLITS:
             for i, (image, label) in zip(split_indices(split), load_split(split)):
                 folder = tmp / split / str(label)

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgesmlp import targets
-from edgesmlp.artifacts import atomic_dir
+from edgesmlp.artifacts import reserved_dir
 from edgesmlp.calibration.preprocess import Preprocess
 from edgesmlp.calibration.sources import open_images
 from edgesmlp.errors import EdgesmlpError, InputError
 from edgesmlp.jobs.evaluate import Evaluation, evaluate_runners, measure_variant
-from edgesmlp.jobs.inputs import check_default_fits, output_folder
+from edgesmlp.jobs.inputs import check_default_fits, check_output, output_candidates
 from edgesmlp.jobs.report import VERSIONED, Result, build_report, model_info, write_report
 from edgesmlp.jobs.spec import BenchRequest
 from edgesmlp.targets.base import Build, Log, Target
@@ -54,13 +54,14 @@ def _config(request: BenchRequest, target: Target):
 
 def run_bench(request: BenchRequest, log: Log = print) -> BenchOutcome:
     names = resolve_targets(request.targets)
-    directory = output_folder(request.output, DEFAULT_OUTPUT, request.force)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_dir(directory, force=request.force) as tmp:
-        if request.from_dir is None:
+    candidates = output_candidates(request.output, DEFAULT_OUTPUT)
+    check_output(candidates(0), request.output is not None, request.force)
+    outputs = _quantize_outputs(request.from_dir) if request.from_dir is not None else None  # checked before work
+    with reserved_dir(candidates, request.force, explicit=request.output is not None, log=log) as (directory, tmp):
+        if outputs is None:
             builds, rows, model, preprocess, val_set = _build_all(names, request, tmp / "artifacts", log)
         else:
-            builds, rows, model, preprocess, val_set = _load_all(names, request, log)
+            builds, rows, model, preprocess, val_set = _load_all(names, request, *outputs, log)
         measured, evaluation = _measure(builds, val_set, preprocess, request, log)
         results = rows + measured
         order = {name: i for i, name in enumerate(names)}
@@ -87,14 +88,15 @@ def _build_all(names, request: BenchRequest, folder: Path, log: Log):
     """Quantize for every available target, then load each target's artifacts back, as they ship."""
     from edgesmlp.checkpoint import load_checkpoint
     from edgesmlp.deploy import to_deploy
-    from edgesmlp.jobs.inputs import load_calibration, open_validation, resolve_preprocess
+    from edgesmlp.jobs.inputs import check_sources, load_calibration, open_validation, resolve_preprocess
     from edgesmlp.jobs.quantize import checkpoint_info
     from edgesmlp.targets.base import Job
 
     ckpt = load_checkpoint(request.weights, variant=request.variant, ema=request.ema)
     preprocess = resolve_preprocess(ckpt, request.preprocess)
-    _, calib = load_calibration(ckpt, preprocess, request.calibration)
+    check_sources(ckpt, request.calibration, request.val)
     val_set = open_validation(ckpt, request.val)
+    _, calib = load_calibration(ckpt, preprocess, request.calibration)
     model = to_deploy(ckpt.model) if request.form.value == "deploy" else ckpt.model
     builds, rows = {}, []
     for name in names:
@@ -127,9 +129,15 @@ def _built_then_loaded(target: Target, job, folder: Path, log: Log) -> Build:
     return loaded
 
 
-def _load_all(names, request: BenchRequest, log: Log):
+def _load_all(names, request: BenchRequest, folders: dict[str, Path], manifest: dict, log: Log):
     """Each target loads what an earlier `quantize` wrote; no checkpoint is loaded unless a target needs it."""
-    folders, manifest = _quantize_outputs(request.from_dir)
+    weights = manifest["weights"]
+    model = model_info(weights["path"], weights.get("bundled", False), weights["sha256"], weights["taken"],
+                       manifest["model"], _variant_name(manifest["model"]))
+    preprocess = Preprocess(**{**manifest["preprocess"], **{k: v for k, v in vars(request.preprocess).items()
+                                                            if v is not None}})
+    check_default_fits(weights.get("bundled", False), request.val, "--val", Path(weights["path"]).name)
+    val_set = open_images(request.val, "val", manifest["model"]["num_classes"])
     builds, rows = {}, []
     for name in names:
         target = targets.get(name)
@@ -142,13 +150,6 @@ def _load_all(names, request: BenchRequest, log: Log):
             builds[name] = target.load(folder, _config(request, target), request.run, log)
         except Exception as e:  # noqa: BLE001
             rows.append(_failed_row(name, e, log))
-    weights = manifest["weights"]
-    model = model_info(weights["path"], weights.get("bundled", False), weights["sha256"], weights["taken"],
-                       manifest["model"], _variant_name(manifest["model"]))
-    preprocess = Preprocess(**{**manifest["preprocess"], **{k: v for k, v in vars(request.preprocess).items()
-                                                            if v is not None}})
-    check_default_fits(weights.get("bundled", False), request.val, "--val", Path(weights["path"]).name)
-    val_set = open_images(request.val, "val", manifest["model"]["num_classes"])
     return builds, rows, model, preprocess, val_set
 
 

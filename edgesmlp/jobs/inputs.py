@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edgesmlp.artifacts import check_writable
 from edgesmlp.calibration.preprocess import Preprocess
 from edgesmlp.calibration.sources import ImageSet, LoadedImages, load_tensors, open_images
 from edgesmlp.errors import ConfigError, DataError, OutputExistsError
@@ -36,6 +38,12 @@ def check_default_fits(bundled: bool, spec: Path | None, option: str, weights_na
                         f"fit only the bundled model; give an image folder, ImageFolder tree or list file")
 
 
+def check_sources(ckpt: Checkpoint, calibration: Calibration, val: Path | None) -> None:
+    """Refuse, before any image is opened, the bundled images for weights they do not fit."""
+    check_default_fits(ckpt.bundled, calibration.images, "--calib", ckpt.path.name)
+    check_default_fits(ckpt.bundled, val, "--val", ckpt.path.name)
+
+
 def load_calibration(ckpt: Checkpoint, preprocess: Preprocess, calibration: Calibration) -> tuple[ImageSet, LoadedImages]:
     """The calibration sample, preprocessed in memory (hundreds of images); unreadable files skipped and counted."""
     check_default_fits(ckpt.bundled, calibration.images, "--calib", ckpt.path.name)
@@ -49,19 +57,19 @@ def open_validation(ckpt: Checkpoint, val: Path | None) -> ImageSet:
     return open_images(val, "val", ckpt.config.num_classes)
 
 
-def output_folder(explicit: Path | None, default: Path, force: bool, inside: str | None = None) -> Path:
-    """Where a job writes: ``explicit`` (refused if it exists, unless ``force``), or the first free
-    ``default``, ``default-2``, ... With ``inside``, the folder is ``<root>/<inside>``."""
+def output_candidates(explicit: Path | None, default: Path, inside: str | None = None) -> Callable[[int], Path]:
+    """The n-th folder a job may write: ``explicit`` (only that one), or ``default``, ``default-2``, ...
+    With ``inside``, the folder is ``<root>/<inside>`` (quantize writes ``OUT/<target>``)."""
 
-    def leaf(root: Path) -> Path:
+    def candidate(n: int) -> Path:
+        root = explicit if explicit is not None else (default if n == 0 else Path(f"{default}-{n + 1}"))
         return root / inside if inside else root
 
-    if explicit is not None:
-        if leaf(explicit).exists() and not force:
-            raise OutputExistsError(f"{leaf(explicit)} exists: pass --force to replace it, or choose another -o")
-        return leaf(explicit)
-    n, root = 1, default
-    while leaf(root).exists():
-        n += 1
-        root = Path(f"{default}-{n}")
-    return leaf(root)
+    return candidate
+
+
+def check_output(path: Path, explicit: bool, force: bool) -> None:
+    """Refuse, before any work, an explicit output that exists (without --force) or cannot be written."""
+    check_writable(path)
+    if explicit and path.exists() and not force:
+        raise OutputExistsError(f"{path} exists: pass --force to replace it, or choose another -o")

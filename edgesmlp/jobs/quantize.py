@@ -7,16 +7,20 @@ when the whole job, evaluation and report included, has succeeded.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edgesmlp import targets
-from edgesmlp.artifacts import atomic_dir
+from edgesmlp.artifacts import reserved_dir
 from edgesmlp.errors import ConfigError
 from edgesmlp.jobs.evaluate import Evaluation, evaluate_runners, measure_variant
-from edgesmlp.jobs.inputs import load_calibration, open_validation, output_folder, resolve_preprocess
+from edgesmlp.jobs.inputs import (check_output, check_sources, load_calibration, open_validation,
+                                  output_candidates, resolve_preprocess)
 from edgesmlp.jobs.report import VERSIONED, Result, build_report, model_info, write_report
 from edgesmlp.jobs.spec import QuantizeRequest
 from edgesmlp.targets.base import Build, Job, Log
@@ -45,20 +49,23 @@ def run_quantize(request: QuantizeRequest, log: Log = print) -> QuantizeOutcome:
                           f"not a {type(config).__name__}")
     target.check(config, request.form.value, qat=request.qat is not None)
     rank = _rank(request)
-    target_dir = (output_folder(request.output, DEFAULT_OUTPUT, request.force, inside=target.name) if rank == 0
-                  else Path(tempfile.mkdtemp()) / target.name)
+    candidates = output_candidates(request.output, DEFAULT_OUTPUT, target.name)
+    if rank == 0:
+        check_output(candidates(0), request.output is not None, request.force)
     ckpt = load_checkpoint(request.weights, variant=request.variant, ema=request.ema)
     preprocess = resolve_preprocess(ckpt, request.preprocess)
-    calib_set, calib = load_calibration(ckpt, preprocess, request.calibration)
+    check_sources(ckpt, request.calibration, request.val)
     val_set = open_validation(ckpt, request.val)
+    calib_set, calib = load_calibration(ckpt, preprocess, request.calibration)
     if calib.skipped:
         key, reason = calib.skipped[0]
         log(f"warning: skipped {len(calib.skipped)} unreadable calibration image(s), e.g. {key}: {reason}")
-    qat = _prepare_qat(request, ckpt, target.name, target_dir) if request.qat is not None else None
-    model = to_deploy(ckpt.model) if request.form.value == "deploy" else ckpt.model
-    job = Job(ckpt, model, request.form.value, preprocess, calib.x, config, request.run, qat)
-    target_dir.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_dir(target_dir, force=request.force) as tmp:
+    output = (reserved_dir(candidates, request.force, explicit=request.output is not None, log=log) if rank == 0
+              else _scratch(target.name))
+    with output as (target_dir, tmp):
+        qat = _prepare_qat(request, ckpt, target.name, target_dir) if request.qat is not None else None
+        model = to_deploy(ckpt.model) if request.form.value == "deploy" else ckpt.model
+        job = Job(ckpt, model, request.form.value, preprocess, calib.x, config, request.run, qat)
         build = target.build(job, tmp, log)
         if rank > 0:  # under torchrun only rank 0 evaluates and ships
             return QuantizeOutcome(target_dir, {})
@@ -80,6 +87,17 @@ def run_quantize(request: QuantizeRequest, log: Log = print) -> QuantizeOutcome:
     if qat is not None:
         qat.checkpoint.unlink(missing_ok=True)  # the job finished: nothing left to resume
     return QuantizeOutcome(target_dir, report)
+
+
+@contextmanager
+def _scratch(name: str) -> Iterator[tuple[Path, Path]]:
+    """A throwaway output for torchrun ranks other than 0 (rank 0 ships)."""
+    root = Path(tempfile.mkdtemp())
+    try:
+        (root / name).mkdir()
+        yield root / name, root / name
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _rank(request: QuantizeRequest) -> int:
