@@ -50,6 +50,8 @@ def load_checkpoint(path: str | Path | None = None, variant: str | None = None, 
     is_bundled = path is None
     path = bundled.weights_path() if path is None else Path(path)
     _check_file(path)
+    if path.suffix != ".safetensors":
+        _check_zip_crcs(path)
     raw, file_meta = _read_safetensors(path) if path.suffix == ".safetensors" else (_read_torch(path), {})
     state, weights = _select_state_dict(raw, path, ema)
     state = clean_state_dict(state)
@@ -94,6 +96,27 @@ def _check_file(path: Path) -> None:
         raise CheckpointError(f"{path} is empty (0 bytes): the download or copy did not finish; fetch it again")
 
 
+def _brief(text: str, limit: int = 120) -> str:
+    """The first line of a library's message, cut to ``limit`` characters."""
+    first = text.splitlines()[0] if text else ""
+    return first if len(first) <= limit else first[: limit - 3] + "..."
+
+
+def _check_zip_crcs(path: Path) -> None:
+    """A PyTorch checkpoint is a zip: verify every member's CRC-32, which torch.load does not."""
+    if not zipfile.is_zipfile(path):
+        return  # a legacy (pre-1.6) pickle file, or not a checkpoint at all: the reader says which
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        raise CheckpointError(f"{path} is truncated or corrupt ({_brief(str(e)) or type(e).__name__}); "
+                              "fetch the file again") from None
+    if bad is not None:
+        raise CheckpointError(f"{path} is corrupt: {bad} fails its CRC-32 check (the bytes changed after it was "
+                              "written); fetch the file again")
+
+
 def _read_torch(path: Path) -> object:
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
@@ -108,17 +131,17 @@ def _read_torch(path: Path) -> object:
                 "tensors and plain data - re-save just the weights (torch.save(model.state_dict(), ...) or safetensors)"
             ) from None
         detail = re.search(r"WeightsUnpickler error: \s*(.+)", text)
-        reason = detail.group(1).strip() if detail else text.splitlines()[0]
+        reason = _brief(detail.group(1).strip() if detail else text)
         raise CheckpointError(
             f"{path} is not a PyTorch checkpoint or is corrupt ({reason}); give a .pth/.pt/.safetensors weights file"
         ) from None
     except (EOFError, zipfile.BadZipFile) as e:
         raise CheckpointError(f"{path} is truncated or corrupt ({type(e).__name__}); fetch the file again") from None
     except RuntimeError as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        first = _brief(str(e)) or type(e).__name__
         raise CheckpointError(f"{path} is truncated or not a PyTorch checkpoint ({first}); fetch the file again") from None
     except Exception as e:  # noqa: BLE001 - any other reader failure is a bad file, said in one line
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        first = _brief(str(e)) or type(e).__name__
         raise CheckpointError(
             f"{path} is not a PyTorch checkpoint or is corrupt ({type(e).__name__}: {first}); "
             "give a .pth/.pt/.safetensors weights file"
@@ -132,7 +155,7 @@ def _read_safetensors(path: Path) -> tuple[dict, dict]:
         with safe_open(str(path), framework="pt") as f:
             return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
     except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        first = _brief(str(e)) or type(e).__name__
         raise CheckpointError(f"{path} is not a readable safetensors file ({first}); fetch it again") from None
 
 

@@ -44,12 +44,17 @@ class Preprocess:
     def channels(self) -> int:
         return len(self.mean)
 
+    @property
+    def resize_side(self) -> int:
+        """The shorter side images are resized to before the centre crop."""
+        return math.floor(self.image_size / self.crop_pct)
+
     def __call__(self, image: Image.Image) -> np.ndarray:
         """A float32 (C, H, W) array."""
         image = to_model_mode(image, self.channels)
         size = self.image_size
         if image.size != (size, size) or self.crop_pct != 1.0:
-            scale = math.floor(size / self.crop_pct)
+            scale = self.resize_side
             w, h = image.size
             if w <= h:
                 new = (scale, max(scale, round(h * scale / w)))

@@ -1,12 +1,16 @@
 """Where images come from: an ImageFolder tree, a flat folder, a path[,label] list, or the bundled digits.
 
-Decoding is Pillow's. Unreadable files are skipped and counted, never fatal, unless none is left.
+Decoding is Pillow's. Unreadable files are skipped and counted, never fatal, unless none is left; so
+are decompression bombs and images over MAX_PIXELS (their memory would dwarf the model's). Large JPEGs
+are decoded at a reduced size (``Image.draft``) no smaller than the resize needs. File names and list
+files may hold any bytes: paths keep them (surrogate escapes), messages show them readably.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,8 +18,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from edgesmlp.errors import DataError
+from edgesmlp.errors import DataError, ImageTooLarge
 
+MAX_PIXELS = 64_000_000  # per image; Pillow itself refuses only beyond about 179 million
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 LIST_EXTENSIONS = (".txt", ".csv", ".lst")
 
@@ -29,12 +34,25 @@ class ImageItem:
     path: Path | None = None
     image: Image.Image | None = field(default=None, compare=False, repr=False)
 
-    def open(self) -> Image.Image:
+    def open(self, min_side: int | None = None) -> Image.Image:
+        """The decoded image; a JPEG at the smallest reduced size whose sides are at least ``min_side``."""
         if self.image is not None:
             return self.image
-        with Image.open(self.path) as img:
-            img.load()
-            return img
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # MAX_PIXELS is checked below
+            with Image.open(self.path) as img:
+                if img.width * img.height > MAX_PIXELS:
+                    raise ImageTooLarge(f"{img.width}x{img.height} pixels, over the {MAX_PIXELS // 10**6}-megapixel "
+                                        "cap: downscale it")
+                if min_side and img.format == "JPEG":
+                    img.draft(img.mode, (min_side, min_side))
+                img.load()
+                return img
+
+
+def display(text: str) -> str:
+    """A path or name as it can be printed, whatever bytes it holds (undecodable ones as \\xNN)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 @dataclass(frozen=True)
@@ -60,7 +78,7 @@ class ImageSet:
     def fingerprint(self) -> str:
         """SHA-256 of the ordered list of image keys and labels: names the exact set used."""
         text = "\n".join(f"{item.key},{'' if item.label is None else item.label}" for item in self.items)
-        return hashlib.sha256(text.encode()).hexdigest()
+        return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 @dataclass
@@ -105,17 +123,17 @@ def _from_folder(root: Path, num_classes: int | None) -> ImageSet:
         classes = [d.name for d in with_images]
         mapping = _class_indices(root, classes, num_classes)
         items = tuple(
-            ImageItem(str(p), mapping[d.name], path=p)
+            ImageItem(display(str(p)), mapping[d.name], path=p)
             for d in with_images
             for p in sorted(d.rglob("*"))
             if _is_image(p)
         )
-        return ImageSet(items, str(root), "imagefolder", tuple(classes))
-    flat = tuple(ImageItem(str(p), None, path=p) for p in sorted(root.iterdir()) if _is_image(p))
+        return ImageSet(items, display(str(root)), "imagefolder", tuple(display(c) for c in classes))
+    flat = tuple(ImageItem(display(str(p)), None, path=p) for p in sorted(root.iterdir()) if _is_image(p))
     if not flat:
-        raise DataError(f"{root} holds no images ({', '.join(IMAGE_EXTENSIONS[:5])}, ...): point at a folder of "
-                        "images or an ImageFolder tree (one sub-folder per class)")
-    return ImageSet(flat, str(root), "flat")
+        raise DataError(f"{display(str(root))} holds no images ({', '.join(IMAGE_EXTENSIONS[:5])}, ...): point at a "
+                        "folder of images or an ImageFolder tree (one sub-folder per class)")
+    return ImageSet(flat, display(str(root)), "flat")
 
 
 def _class_indices(root: Path, classes: list[str], num_classes: int | None) -> dict[str, int]:
@@ -136,7 +154,11 @@ def _class_indices(root: Path, classes: list[str], num_classes: int | None) -> d
 
 def _from_list(path: Path, num_classes: int | None) -> ImageSet:
     items = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    try:
+        text = path.read_bytes().decode("utf-8", "surrogateescape")  # names in any bytes, as the file system has them
+    except OSError as e:
+        raise DataError(f"{path}: cannot read the list ({e.strerror or type(e).__name__}); check its permissions") from None
+    for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#") or (number == 1 and line.lower().startswith("path")):
             continue
@@ -145,25 +167,31 @@ def _from_list(path: Path, num_classes: int | None) -> ImageSet:
         label = None
         if label_text:
             if not label_text.lstrip("-").isdigit():
-                raise DataError(f"{path}:{number}: label {label_text!r} is not an integer class index")
+                raise DataError(f"{path}:{number}: label {display(label_text)!r} is not an integer class index")
             label = int(label_text)
             if label < 0 or (num_classes is not None and label >= num_classes):
                 raise DataError(f"{path}:{number}: label {label} is outside the model's classes 0..{num_classes - 1}")
-        items.append(ImageItem(str(image_path), label, path=image_path))
+        items.append(ImageItem(display(str(image_path)), label, path=image_path))
     if not items:
         raise DataError(f"{path} lists no images: write one 'path[,label]' per line")
+    if not any(item.path.is_file() for item in items):
+        raise DataError(f"{path}: none of its {len(items)} listed files exists (the first is {items[0].key}); "
+                        "relative paths are read from the list's own folder")
     return ImageSet(tuple(items), str(path), "list")
 
 
-DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError)  # what Pillow raises on bad files
+# What Pillow raises on bad files (and our own cap, ImageTooLarge, a ValueError).
+DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
 def decode(item: ImageItem, preprocess: Callable[[Image.Image], np.ndarray], skipped: list) -> np.ndarray | None:
     """The preprocessed image, or None with ``(key, reason)`` appended to ``skipped`` when it cannot be read."""
+    side = getattr(preprocess, "resize_side", None)
     try:
-        return preprocess(item.open())
+        return preprocess(item.open(side))
     except DECODE_ERRORS as e:
-        skipped.append((item.key, str(e).splitlines()[0] if str(e) else type(e).__name__))
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        skipped.append((item.key, display(reason)[:160]))
         return None
 
 
