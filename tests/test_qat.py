@@ -48,8 +48,30 @@ def test_qat_matches_ptq_artifacts_and_accuracy(tmp_path, target):
         assert lint_qdq(folder / "model_int8_qdq.onnx") == []
 
 
+def test_openvino_qat_compiles_nothing_beside_a_stale_extension_lock(tmp_path):
+    """NNCF's PyTorch QAT builds a C++ extension at first use and, beside a lock a killed build left, waits and
+    fails (ExtensionLoaderTimeoutException); edgesmlp's OpenVINO QAT builds nothing: it succeeds beside such a
+    lock and leaves the extension cache as it found it. OpenVINO's and NNCF's telemetry stay unloaded."""
+    cache = tmp_path / "torch_extensions"
+    (cache / "quantized_functions_cpu").mkdir(parents=True)
+    (cache / "quantized_functions_cpu" / "lock").write_text("")
+    code = ("import sys; from edgesmlp.__main__ import main; sys.argv = ['edgesmlp', 'quantize', '--method', 'qat', "
+            f"'--epochs', '1', '--calib-size', '32', '-o', {str(tmp_path / 'out')!r}]\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    print('telemetry', sys.modules.get('openvino_telemetry'))\n"
+            "    print('exit', e.code)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "TORCH_EXTENSIONS_DIR": str(cache)})
+    tail = result.stdout.strip().splitlines()[-2:]
+    assert tail == ["telemetry None", "exit 0"], result.stdout[-2000:] + result.stderr[-2000:]
+    folder = tmp_path / "out" / "openvino"
+    assert "FakeQuantize" in (folder / "model.xml").read_text()  # INT8 in the IR, not fake quantization in float
+    assert (folder / "model.bin").stat().st_size * 2.5 < (folder / "model_fp32.bin").stat().st_size  # INT8 weights
+    assert [p.relative_to(cache).as_posix() for p in cache.rglob("*")] == ["quantized_functions_cpu",
+                                                                          "quantized_functions_cpu/lock"]
+
+
 def test_qat_recovers_what_ptq_loses(tmp_path):
-    """One calibration image wrecks OpenVINO PTQ's ranges; QAT's trainable ranges recover."""
+    """One calibration image wrecks OpenVINO PTQ's ranges; QAT's trained ranges recover."""
     outcome = run_quantize(QuantizeRequest(target="openvino", output=tmp_path, run=RunSettings(latency_iters=3),
                                            calibration=Calibration(size=1, seed=3), qat=QATConfig(epochs=2)),
                            log=lambda _: None)
@@ -67,7 +89,8 @@ def test_interrupted_run_resumes(tmp_path, monkeypatch):
         return real_epoch(*args, **kwargs)
 
     monkeypatch.setattr(qat_module, "_epoch", interrupted)
-    request = QuantizeRequest(target="jetson", output=tmp_path, run=RunSettings(latency_iters=3), qat=QATConfig(epochs=2))
+    request = QuantizeRequest(target="jetson", output=tmp_path, run=RunSettings(latency_iters=3),
+                              qat=QATConfig(epochs=2))
     with pytest.raises(KeyboardInterrupt):
         run_quantize(request, log=lambda _: None)
     assert not (tmp_path / "jetson").exists()  # no half artifact
@@ -86,7 +109,8 @@ def test_resume_from_another_target_is_refused(tmp_path, monkeypatch):
     def stop(*args, **kwargs):
         raise KeyboardInterrupt
 
-    request = QuantizeRequest(target="jetson", output=tmp_path, run=RunSettings(latency_iters=3), qat=QATConfig(epochs=2))
+    request = QuantizeRequest(target="jetson", output=tmp_path, run=RunSettings(latency_iters=3),
+                              qat=QATConfig(epochs=2))
     real_epoch = qat_module._epoch
     calls = {"n": 0}
 
@@ -146,7 +170,8 @@ def test_out_of_memory_suggests_a_smaller_batch(tmp_path):
 
     with pytest.raises(InputError, match="out of memory at --batch-size 64: try --batch-size 32"):
         job = QATJob(open_images(None, "train"), QATConfig(batch_size=64), tmp_path / "qat.pt", ())
-        qat_module.fine_tune(Exhausted(), torch.nn.Identity(), job, Preprocess(32, 1.0, mean=(0.5,) * 3, std=(0.5,) * 3))
+        preprocess = Preprocess(32, 1.0, mean=(0.5,) * 3, std=(0.5,) * 3)
+        qat_module.fine_tune(Exhausted(), torch.nn.Identity(), job, preprocess)
 
 
 def test_own_weights_need_training_images(tmp_path, small_model):

@@ -78,6 +78,11 @@ class QuantizeRequest(JobSpec):
     output: Path | None = None  # None: edgesmlp-out, or the next free edgesmlp-out-N
     force: bool = False
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.qat is not None and self.form is not Form.deploy:
+            raise ConfigError("--method qat trains the deploy form: drop --form reference")
+
 
 @dataclass(frozen=True)
 class BenchRequest(JobSpec):

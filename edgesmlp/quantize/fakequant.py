@@ -2,13 +2,16 @@
 
 Placement mirrors ``qdq.plan_qdq``: every Conv/MatMul/Gemm input, one shared range for each
 Concat's inputs, the residual input of each Add, weights per channel on the output axis. Activation
-ranges are calibrated once by the same histogram methods and then held fixed; weights train through
-straight-through fake quantization.
+ranges are calibrated once by the same histogram methods; weights train through straight-through
+fake quantization. Ranges are then held fixed (the TensorRT export recalibrates and must reproduce
+them), or, with ``learn_ranges``, trained too (LSQ's gradient on the log of each range), for targets
+that take the fake-quantized graph itself (OpenVINO converts its fake-quantize ops to FakeQuantize).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +27,7 @@ class ActQuant(nn.Module):
     def __init__(self, bins: int = 2048):
         super().__init__()
         self.register_buffer("amax", torch.tensor(0.0))
+        self.log_amax: nn.Parameter | None = None  # set by learn(): the trained range
         self.mode = "off"  # off, max, hist, quant
         self.bins = bins
         self.hist = torch.zeros(bins, dtype=torch.float64)
@@ -35,13 +39,24 @@ class ActQuant(nn.Module):
         elif self.mode == "hist" and self.seen > 0:
             self.hist += torch.histc(x.detach().abs().double(), self.bins, 0.0, self.seen)
         elif self.mode == "quant":
-            scale = float(self.amax.clamp_min(1e-8)) / QMAX
-            return torch.fake_quantize_per_tensor_affine(x, scale, 0, -128, 127)
+            if self.log_amax is not None and self.training:
+                scale = self.log_amax.exp() / QMAX
+                q = torch.clamp(x / scale, -QMAX - 1, QMAX)
+                return (q + (q.round() - q).detach()) * scale  # straight through round; LSQ's gradient on scale
+            return torch.fake_quantize_per_tensor_affine(x, self.scale(), 0, -QMAX - 1, QMAX)
         return x
+
+    def scale(self) -> float:
+        amax = float(self.log_amax.exp()) if self.log_amax is not None else float(self.amax.clamp_min(1e-8))
+        return amax / QMAX
 
     def finish(self, method: CalibMethod, percentile: float, keep_full_range: bool = False) -> None:
         amax = self.seen if keep_full_range else amax_from_histogram(self.hist.numpy(), self.seen, method, percentile)
         self.amax.fill_(amax)
+
+    def learn(self) -> None:
+        """Train this range from here on, starting from the calibrated one."""
+        self.log_amax = nn.Parameter(torch.tensor(math.log(max(float(self.amax), 1e-8))))
 
 
 def quant_weight(w: torch.Tensor, axis: int) -> torch.Tensor:
@@ -63,8 +78,9 @@ class BlockQuant(nn.Module):
 class QATDeploySMLPNet(nn.Module):
     """Wraps (a copy of) a :class:`DeploySMLPNet`; ``.model`` holds the weights being trained."""
 
-    def __init__(self, deploy: DeploySMLPNet):
+    def __init__(self, deploy: DeploySMLPNet, learn_ranges: bool = False):
         super().__init__()
+        self.learn_ranges = learn_ranges
         self.model = copy.deepcopy(deploy)
         self.stem_in = nn.ModuleList(ActQuant() for _ in deploy.stems)
         self.blocks = nn.ModuleList(BlockQuant() for _ in deploy.token_mix)
@@ -109,4 +125,6 @@ class QATDeploySMLPNet(nn.Module):
         for q in self.quantizers():
             q.finish(CalibMethod(method), percentile, keep_full_range=q is self.stem_in[0])  # the image input
             q.mode = "quant"
+            if self.learn_ranges:
+                q.learn()
         self.quantize_weights = True

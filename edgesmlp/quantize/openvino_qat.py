@@ -1,32 +1,31 @@
-"""Quantization-aware training for OpenVINO: NNCF's PyTorch quantizers (trainable ranges) on the shipped
-form, fine-tuned by distillation, then converted to an OpenVINO INT8 model."""
+"""Quantization-aware training for OpenVINO, with no code compiled at run time.
+
+The student is the deploy form with edgesmlp's own fake quantization (``QATDeploySMLPNet``): weights per
+channel, activations per tensor at the Q/DQ placement, ranges calibrated on the calibration images
+and then trained with the weights (``learn_ranges``). Its fake-quantize ops convert to OpenVINO
+FakeQuantize nodes, which OpenVINO's CPU plugin executes in INT8, and ``save_model`` stores the
+quantized weights as INT8. (NNCF's PyTorch QAT compiles a C++ extension on first use, which can time
+out on a loaded machine and then stays locked; this path needs none.)
+"""
 
 from __future__ import annotations
-
-import contextlib
-import copy
-import sys
 
 import numpy as np
 import torch
 
 from edgesmlp.export import to_openvino
-from edgesmlp.quantize.openvino_ptq import OpenVINOPTQConfig, Preset, require_nncf
+from edgesmlp.quantize.calibrate import CalibMethod
+from edgesmlp.quantize.fakequant import QATDeploySMLPNet
 from edgesmlp.quantize.qat import QATJob, fine_tune
 
+INIT_METHOD, INIT_PERCENTILE = CalibMethod.percentile, 99.99  # where the trained ranges start
 
-def quantize_aware_training(model: torch.nn.Module, teacher: torch.nn.Module, calibration: np.ndarray,
-                            config: OpenVINOPTQConfig, job: QATJob, preprocess, in_chans: int, image_size: int,
-                            log) -> tuple[object, dict]:
-    """Return (the fine-tuned INT8 ov.Model, the training summary)."""
-    nncf = require_nncf()
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
 
-    calib = torch.from_numpy(calibration)
-    preset = nncf.QuantizationPreset.PERFORMANCE if config.preset is Preset.performance else nncf.QuantizationPreset.MIXED
-    with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars: keep stdout for results
-        student = nncf.quantize(copy.deepcopy(model), nncf.Dataset([calib[i : i + 1] for i in range(len(calib))]),
-                                preset=preset, subset_size=len(calib),
-                                advanced_parameters=AdvancedQuantizationParameters(disable_bias_correction=True))
+def quantize_aware_training(model: torch.nn.Module, teacher: torch.nn.Module, calibration: np.ndarray, job: QATJob,
+                            preprocess, log) -> tuple[object, dict]:
+    """Return (the fine-tuned INT8 ov.Model, the training summary) for the deploy form ``model``."""
+    student = QATDeploySMLPNet(model, learn_ranges=True)
+    student.calibrate(torch.from_numpy(calibration), INIT_METHOD, INIT_PERCENTILE)
     summary = fine_tune(student, teacher, job, preprocess, log)
-    return to_openvino(student.eval(), in_chans, image_size), summary
+    c = student.model.config
+    return to_openvino(student.eval(), c.in_chans, c.image_size), summary

@@ -35,13 +35,20 @@ class QATConfig:
     weight_decay: float = 0.01
     temperature: float = 2.0
     label_weight: float = 0.5  # weight of cross-entropy against KD, when labels exist
+    range_lr: float = 3e-3  # learning rate of trained activation ranges (log scale), where a target trains them
     seed: int = 0
     train: Path | None = None  # training images; None: the bundled digits train split
     resume: bool = False  # continue from the checkpoint an interrupted run left
 
     def __post_init__(self) -> None:
-        if self.epochs <= 0 or self.batch_size <= 0 or self.lr <= 0:
-            raise ConfigError("--epochs, --batch-size and --lr must be positive")
+        if self.epochs <= 0 or self.batch_size <= 0:
+            raise ConfigError(f"--epochs and --batch-size must be positive, got {self.epochs} and {self.batch_size}")
+        for name in ("lr", "weight_decay", "temperature", "label_weight", "range_lr"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0) or (name in ("lr", "temperature") and value == 0):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a finite positive number, got {value}")
+        if self.label_weight > 1:
+            raise ConfigError(f"label_weight must be in [0, 1], got {self.label_weight}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -66,9 +73,16 @@ def prepare_qat(config: QATConfig, bundled: bool, num_classes: int, identity: di
         raise DataError("--method qat needs --train images for your own weights (an ImageFolder tree, a folder or a "
                         "list file); the bundled digits fit only the bundled model")
     job = QATJob(open_images(config.train, "train", num_classes), config, checkpoint, tuple(sorted(identity.items())))
+    _check_one_batch(job.images, config, distributed()[1])
     if config.resume:
         load_resumable(checkpoint, dict(job.identity))
     return job
+
+
+def _check_one_batch(images: ImageSet, config: QATConfig, world: int) -> None:
+    if len(images.items) < config.batch_size * world:
+        raise DataError(f"{images.origin} has {len(images.items)} training images, fewer than one batch of "
+                        f"{config.batch_size}{f' x {world} processes' if world > 1 else ''}: lower --batch-size")
 
 
 def model_identity(weights_sha256: str, target: str, form: str, model_config: dict) -> dict[str, str]:
@@ -117,15 +131,9 @@ def weights_digest(model: torch.nn.Module) -> str:
 
 def fine_tune(student, teacher, job: QATJob, preprocess, log=print) -> dict:
     """Train ``student`` in place, distilling ``teacher``; return a summary of the run."""
-    return _fine_tune(student, teacher, job.images, preprocess, job.config, job.checkpoint, dict(job.identity), log)
-
-
-def _fine_tune(student, teacher, images, preprocess, config: QATConfig, checkpoint: Path | None, identity: dict,
-               log=print) -> dict:
+    images, config, checkpoint, identity = job.images, job.config, job.checkpoint, dict(job.identity)
     rank, world = distributed()
-    if len(images.items) < config.batch_size * world:
-        raise DataError(f"{images.origin} has {len(images.items)} training images, fewer than one batch of "
-                        f"{config.batch_size}{f' x {world} processes' if world > 1 else ''}: lower --batch-size")
+    _check_one_batch(images, config, world)
     labelled = images.labelled
     if not labelled:
         log(f"{images.origin} has no labels: fine-tuning by distillation from the FP32 model only")
@@ -136,7 +144,7 @@ def _fine_tune(student, teacher, images, preprocess, config: QATConfig, checkpoi
                                          drop_last=True, collate_fn=_collate,
                                          generator=torch.Generator().manual_seed(config.seed))
     model = torch.nn.parallel.DistributedDataParallel(student) if world > 1 else student
-    optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(_parameter_groups(student, config), lr=config.lr, weight_decay=config.weight_decay)
     total = config.epochs * len(loader)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     start_epoch = _resume(checkpoint, identity, student, optimizer, schedule) if config.resume else 0
@@ -154,6 +162,16 @@ def _fine_tune(student, teacher, images, preprocess, config: QATConfig, checkpoi
     log(f"rank {rank}/{world} final weights sha256 {digest}")
     return {"epochs": config.epochs, "resumed_from_epoch": start_epoch, "losses": history, "world_size": world,
             "labelled": labelled, "weights_sha256": digest}
+
+
+def _parameter_groups(student: torch.nn.Module, config: QATConfig) -> list[dict]:
+    """Weights at ``lr``; trained activation ranges (``log_amax``) at ``range_lr``, without weight decay."""
+    ranges = [p for name, p in student.named_parameters() if name.endswith("log_amax")]
+    weights = [p for name, p in student.named_parameters() if not name.endswith("log_amax")]
+    groups = [{"params": weights}]
+    if ranges:
+        groups.append({"params": ranges, "lr": config.range_lr, "weight_decay": 0.0})
+    return groups
 
 
 def _epoch(model, teacher, loader, optimizer, schedule, config: QATConfig, labelled: bool, epoch: int, log) -> float:
@@ -181,7 +199,10 @@ def _epoch(model, teacher, loader, optimizer, schedule, config: QATConfig, label
             losses.append(loss.item())
             last = time.perf_counter() - step
             advance(f"loss {losses[-1]:.4f}  {last:.2f} s/step")
-    mean = sum(losses) / max(1, len(losses))
+    if not losses:
+        raise DataError(f"no training batch could be read in epoch {epoch + 1}: every image in it was unreadable "
+                        "(see the skipped images); check the --train images")
+    mean = sum(losses) / len(losses)
     log(f"QAT epoch {epoch + 1}/{config.epochs}: loss {mean:.4f}, {last:.2f} s/step, "
         f"{time.perf_counter() - started:.0f} s")
     return mean
@@ -214,7 +235,10 @@ def load_resumable(path: Path | None, identity: dict) -> dict:
     except Exception as e:  # noqa: BLE001 - a damaged checkpoint is the user's to remove
         raise InputError(f"--resume: {path} is unreadable ({type(e).__name__}); delete it and start fresh") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise InputError(f"--resume: {path} is not an edgesmlp QAT checkpoint")
+        raise InputError(f"--resume: {path} is not an edgesmlp QAT checkpoint; delete it and start fresh")
+    if not isinstance(state.get("identity"), dict) or not isinstance(state.get("epoch"), int) or not all(
+            isinstance(state.get(k), dict) for k in ("model", "optimizer", "schedule")):
+        raise InputError(f"--resume: {path} is damaged (entries missing); delete it and start fresh")
     for key, value in identity.items():
         if state["identity"].get(key) != value:
             raise InputError(f"--resume: {path} was made for another {key} ({state['identity'].get(key)!r}, this run "

@@ -34,9 +34,9 @@ class OpenVINOTarget(Target):
 
         require_openvino()
         check_request(config, deploy_form=form == "deploy")
-        if qat and (config.ignored or config.smooth_quant is not None):
-            raise ConfigError("--ignore and --smooth-quant name OpenVINO-graph settings; --method qat quantizes the "
-                              "PyTorch graph: drop them for QAT")
+        if qat and (config.ignored or config.smooth_quant is not None or config.preset.value != "performance"):
+            raise ConfigError("--ignore, --smooth-quant and --preset are NNCF post-training settings; --method qat "
+                              "trains edgesmlp's own symmetric quantizers: drop them for QAT")
 
     def available(self) -> str | None:
         try:
@@ -68,8 +68,8 @@ class OpenVINOTarget(Target):
             variants.append(Variant("int8-ptq", RUNTIME, _runner(int8, job.run), ir_size_mb(folder / ".ptq.xml"),
                                     seconds, note="PTQ, for comparison"))
             start = time.perf_counter()
-            int8, manifest["qat"] = quantize_aware_training(job.model, job.ckpt.model, job.calibration, config,
-                                                            job.qat, job.preprocess, c.in_chans, c.image_size, log)
+            int8, manifest["qat"] = quantize_aware_training(job.model, job.ckpt.model, job.calibration, job.qat,
+                                                            job.preprocess, log)
             seconds = time.perf_counter() - start
         save_ir(int8, folder / ARTIFACTS["int8"])
         save_ir(fp32, folder / ARTIFACTS["fp32"])
