@@ -1,0 +1,400 @@
+"""The fault catalogue: bad inputs, signals and races through the real CLI.
+
+Each case asserts the exit code (2 bad input or usage, 1 only for a gate that found a violation, 3 anything
+else, 130 Ctrl-C, 143 SIGTERM), one line on stderr, no "Traceback", and nothing left behind: the working
+folder holds exactly what it held before (plus what a successful run wrote). Data stays small
+(``--calib-size 16``); the cases that quantize for real or send signals are marked slow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from edgesmlp.cli import app
+
+ROOT = Path(__file__).parent.parent
+runner = CliRunner()
+
+
+# --- inputs the cases use, made once ---------------------------------------------------------------------
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that claims ``width`` x ``height`` pixels in 70 bytes: a decompression bomb's calling card."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def good_images(folder: Path, n: int = 20) -> Path:
+    from edgesmlp.calibration.digits import load_split
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (image, _) in enumerate(load_split("calib")[:n]):
+        image.save(folder / f"{i}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("inputs")
+    f = {}
+    from tests.conftest import SMALL, randomize_norms
+    from edgesmlp.model import sMLPNet
+
+    model = randomize_norms(sMLPNet(SMALL))
+    torch.save(model.state_dict(), root / "small.pth")
+    f["weights"] = root / "small.pth"
+    data = (root / "small.pth").read_bytes()
+    with zipfile.ZipFile(root / "small.pth") as z:  # damage one tensor's bytes in place: CRC must catch it
+        info = next(i for i in z.infolist() if "/data/" in i.filename and i.file_size > 64)
+    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26: info.header_offset + 30])
+    offset = info.header_offset + 30 + name_len + extra_len + 8
+    damaged = bytearray(data)
+    damaged[offset:offset + 8] = bytes(b ^ 0xFF for b in damaged[offset:offset + 8])
+    (root / "crc.pth").write_bytes(bytes(damaged))
+    f["crc"] = root / "crc.pth"
+    (root / "truncated.pth").write_bytes(data[: len(data) // 3])
+    f["truncated"] = root / "truncated.pth"
+    (root / "empty.pth").write_bytes(b"")
+    f["empty"] = root / "empty.pth"
+    (root / "garbage.pth").write_bytes(os.urandom(2048))
+    f["garbage"] = root / "garbage.pth"
+    state = model.state_dict()
+    state["mlp_head.0.bias"][0] = float("nan")
+    torch.save(state, root / "nan.pth")
+    f["nan"] = root / "nan.pth"
+    torch.save({"fc.weight": torch.ones(2, 2)}, root / "resnet.pth")
+    f["foreign"] = root / "resnet.pth"
+    f["images"] = good_images(root / "images")
+    corrupt = root / "corrupt"
+    corrupt.mkdir()
+    for i in range(5):
+        (corrupt / f"{i}.png").write_bytes(b"not a png at all")
+    f["corrupt"] = corrupt
+    (root / "noimages").mkdir()
+    (root / "noimages" / "readme.txt").write_text("nothing here")
+    f["noimages"] = root / "noimages"
+    (root / "missing.txt").write_text("gone/a.png,1\ngone/b.png,2\n")
+    f["missing_list"] = root / "missing.txt"
+    (root / "a_file.txt").write_text("I am a file")
+    f["a_file"] = root / "a_file.txt"
+    (root / "bad.json").write_bytes(b"\xff\xfe not utf-8")
+    f["bad_json"] = root / "bad.json"
+    (root / "nomanifest").mkdir()
+    f["nomanifest"] = root / "nomanifest"
+    (root / "badmanifest" / "openvino").mkdir(parents=True)
+    (root / "badmanifest" / "openvino" / "manifest.json").write_text('{"weights": 3}')
+    f["badmanifest"] = root / "badmanifest"
+    return f
+
+
+def report(*rows) -> dict:
+    return {"schema": "edgesmlp.report/1", "results": [
+        {"target": t, "precision": p, "status": "ok", "top1": top1, "agreement": 100.0, "latency_ms_p50": 1.0,
+         "drop_top1": drop, "note": ""} for t, p, top1, drop in rows]}
+
+
+REPORTS = {
+    "good": report(("openvino", "fp32", 99.0, 0.0), ("openvino", "int8", 98.9, 0.1)),
+    "lost49": report(("openvino", "fp32", 99.0, 0.0), ("openvino", "int8", 50.0, 49.0)),
+    "empty": {"schema": "edgesmlp.report/1", "results": []},
+    "fp32_only": report(("openvino", "fp32", 99.0, 0.0), ("onnxruntime", "fp32", 99.0, 0.0)),
+    "stale_drop": report(("openvino", "fp32", 99.0, 0.0), ("openvino", "int8", 90.0, 0.0)),
+    "int8_alone": report(("openvino", "int8", 99.0, 0.0)),
+    "not_list": {"schema": "edgesmlp.report/1", "results": {"a": 1}},
+    "row_missing_keys": {"schema": "edgesmlp.report/1", "results": [{"target": "openvino"}]},
+    "top1_string": report(("openvino", "fp32", "99", 0.0)),
+    "a_list": [1, 2, 3],
+    "unlabelled": report(("jetson", "fp32", None, None), ("jetson", "int8", None, None)),
+}
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reports")
+    out = {}
+    for name, data in REPORTS.items():
+        (root / f"{name}.json").write_text(json.dumps(data))
+        out[name] = root / f"{name}.json"
+    nan = json.dumps(REPORTS["good"]).replace("98.9", "NaN")
+    (root / "nan.json").write_text(nan)
+    out["nan"] = root / "nan.json"
+    return out
+
+
+def listing(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+def assert_one_line(result, code: int, fragment: str, stream: str = "stderr", after_work: bool = False) -> None:
+    """Exit ``code``; on stderr one line, "error: ..." (with ``after_work``, progress lines may come first)."""
+    text = result.stderr if stream == "stderr" else result.stdout
+    assert result.exit_code == code, (result.exit_code, result.output)
+    assert "Traceback" not in result.output
+    if stream == "stderr":
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith("error: ")]
+        assert len(errors) == 1 and errors[0] == lines[-1] and (after_work or len(lines) == 1), result.stderr
+    assert fragment in text, text
+
+
+# --- the gate: it recomputes, validates, and refuses what it cannot judge ------------------------------
+
+GATE = [
+    ("nan-threshold", lambda r: ["check", r["lost49"], "--max-drop", "nan"], 2, "--max-drop must be a finite"),
+    ("negative-threshold", lambda r: ["check", r["good"], "--max-drop", "-1"], 2, "--max-drop must be a finite"),
+    ("inf-threshold", lambda r: ["check", r["good"], "--max-drop", "inf"], 2, "--max-drop must be a finite"),
+    ("nan-latency-threshold", lambda r: ["check", r["good"], "--max-latency-regression", "nan"], 2,
+     "--max-latency-regression must be"),
+    ("lost-49-points", lambda r: ["check", r["lost49"]], 1, "FAIL: openvino/int8 top-1 50.00%"),
+    ("empty-results", lambda r: ["check", r["empty"]], 1, "FAIL: nothing was compared"),
+    ("fp32-rows-only", lambda r: ["check", r["fp32_only"]], 1, "FAIL: nothing was compared"),
+    ("stored-drop-is-stale", lambda r: ["check", r["stale_drop"]], 1, "is 9.00 points below its FP32"),
+    ("int8-without-its-fp32", lambda r: ["check", r["int8_alone"]], 1, "has no float row to compare with"),
+    ("results-not-a-list", lambda r: ["check", r["not_list"]], 2, "'results' is dict, not a list"),
+    ("row-missing-keys", lambda r: ["check", r["row_missing_keys"]], 2, "results[0] has no 'precision'"),
+    ("top1-a-string", lambda r: ["check", r["top1_string"]], 2, "'top1' is '99', not a finite number"),
+    ("top1-nan", lambda r: ["check", r["nan"]], 2, "'top1' is nan"),
+    ("report-a-list", lambda r: ["check", r["a_list"]], 2, "has schema None"),
+    ("report-not-utf8", lambda r: ["check", r["good"].parent / "missing.json"], 2, "no such report"),
+    ("baseline-malformed", lambda r: ["check", r["good"], "--baseline", r["not_list"]], 2, "not a list of rows"),
+]
+
+
+@pytest.mark.parametrize("name, args, code, fragment", GATE, ids=[g[0] for g in GATE])
+def test_gate_faults(reports, name, args, code, fragment):
+    result = runner.invoke(app, [str(a) for a in args(reports)])
+    assert_one_line(result, code, fragment, "stdout" if code == 1 else "stderr")
+
+
+def test_gate_allow_empty_and_success_lines(reports):
+    assert runner.invoke(app, ["check", str(reports["empty"]), "--allow-empty"]).exit_code == 0
+    good = runner.invoke(app, ["check", str(reports["good"])])
+    assert good.exit_code == 0 and "ok: openvino/int8 drop 0.10 <= 0.5 points (margin 0.40)" in good.stdout
+    unlabelled = runner.invoke(app, ["check", str(reports["unlabelled"])])
+    assert unlabelled.exit_code == 0 and "no labels" in unlabelled.stdout
+
+
+# --- bad options and inputs: refused in one line, before any work, leaving nothing ----------------------
+
+def W(f):
+    return ["--weights", f]
+
+
+CASES = [
+    ("threads-negative", lambda f: ["quantize", "--threads", "-3"], "--threads must be 0"),
+    ("bench-threads-negative", lambda f: ["bench", "--threads", "-3"], "--threads must be 0"),
+    ("threads-not-a-number", lambda f: ["quantize", "--threads", "abc"], "Invalid value for '--threads'"),
+    ("unknown-option", lambda f: ["quantize", "--colour", "red"], "No such option: --colour"),
+    ("unknown-command", lambda f: ["quantise"], "No such command 'quantise'"),
+    ("mean-nan", lambda f: ["quantize", "--mean", "nan,nan,nan"], "--mean values must be finite"),
+    ("mean-words", lambda f: ["quantize", "--mean", "a,b,c"], "--mean takes comma-separated numbers"),
+    ("mean-two-values", lambda f: ["quantize", "--mean", "0.5,0.5"], "--mean and --std need the same number of values"),
+    ("std-zero", lambda f: ["quantize", "--std", "0,0,0"], "every std must be positive"),
+    ("crop-zero", lambda f: ["quantize", "--crop-pct", "0"], "--crop-pct must be in (0, 1]"),
+    ("crop-over-one", lambda f: ["quantize", "--crop-pct", "1.5"], "--crop-pct must be in (0, 1]"),
+    ("interpolation", lambda f: ["quantize", "--interpolation", "cubic"], "--interpolation 'cubic' unknown"),
+    ("image-size", lambda f: ["quantize", "--image-size", "33"], "multiple of 32"),
+    ("calib-size-zero", lambda f: ["quantize", "--calib-size", "0"], "--calib-size must be positive"),
+    ("calib-size-negative", lambda f: ["quantize", "--calib-size", "-5"], "--calib-size must be positive"),
+    ("method", lambda f: ["quantize", "--method", "sgd"], "--method 'sgd' unknown"),
+    ("lr-nan", lambda f: ["quantize", "--method", "qat", "--lr", "nan"], "--lr must be a finite positive"),
+    ("lr-negative", lambda f: ["quantize", "--method", "qat", "--lr", "-1"], "--lr must be a finite positive"),
+    ("epochs-zero", lambda f: ["quantize", "--method", "qat", "--epochs", "0"], "--epochs and --batch-size"),
+    ("batch-larger-than-train", lambda f: ["quantize", "--method", "qat", "--batch-size", "5000"],
+     "997 training images, fewer than one batch of 5000"),
+    ("percentile", lambda f: ["quantize", "--target", "jetson", "--percentile", "10"], "--percentile must be"),
+    ("calib-method", lambda f: ["quantize", "--target", "jetson", "--calib-method", "guess"],
+     "--calib-method 'guess' unknown"),
+    ("preset", lambda f: ["quantize", "--preset", "fastest"], "--preset 'fastest' unknown"),
+    ("bias-correction", lambda f: ["quantize", "--bias-correction", "fast"], "--form reference"),
+    ("target-unknown", lambda f: ["quantize", "--target", "tpu"], "unknown target 'tpu'"),
+    ("target-ships-nothing", lambda f: ["quantize", "--target", "torch"], "nothing to quantize"),
+    ("bench-target-unknown", lambda f: ["bench", "-t", "openvino,tpu"], "unknown target 'tpu'"),
+    ("output-is-a-file", lambda f: ["quantize", "-o", f["a_file"]], "is a file, not a folder"),
+    ("output-unwritable", lambda f: ["quantize", "-o", "/proc/edgesmlp-out"], "cannot write /proc/edgesmlp-out"),
+    ("bench-output-is-a-file", lambda f: ["bench", "-o", f["a_file"]], "is a file, not a folder"),
+    ("bench-output-unwritable", lambda f: ["bench", "-o", "/proc/edgesmlp-bench"], "cannot write"),
+    ("digits-output-unwritable", lambda f: ["data", "digits", "/proc/edgesmlp-digits"], "cannot write"),
+    ("digits-under-a-file", lambda f: ["data", "digits", f["a_file"] / "d"], "is a file, not a folder"),
+    ("weights-missing", lambda f: ["quantize", *W(f["images"] / "nope.pth")], "no such file"),
+    ("weights-folder", lambda f: ["quantize", *W(f["images"])], "is a folder"),
+    ("weights-empty", lambda f: ["quantize", *W(f["empty"])], "is empty (0 bytes)"),
+    ("weights-garbage", lambda f: ["quantize", *W(f["garbage"])], "not a PyTorch checkpoint"),
+    ("weights-crc", lambda f: ["quantize", *W(f["crc"]), "--calib", f["images"], "--val", f["images"]],
+     "fails its CRC-32 check"),
+    ("weights-truncated", lambda f: ["quantize", *W(f["truncated"])], "truncated"),
+    ("weights-nan", lambda f: ["quantize", *W(f["nan"])], "NaN or Inf"),
+    ("weights-foreign", lambda f: ["quantize", *W(f["foreign"])], "not an sMLPNet checkpoint"),
+    ("own-weights-need-images", lambda f: ["quantize", *W(f["weights"])], "--calib is required with your own"),
+    ("calib-missing", lambda f: ["quantize", "--calib", f["images"] / "nope"], "no such file or folder"),
+    ("calib-no-images", lambda f: ["quantize", "--calib", f["noimages"]], "holds no images"),
+    ("calib-all-corrupt", lambda f: ["quantize", "--calib", f["corrupt"]], "none of its 5 images could be read"),
+    ("calib-not-a-list", lambda f: ["quantize", "--calib", f["bad_json"]], "not an image list"),
+    ("val-list-all-missing", lambda f: ["quantize", "--val", f["missing_list"]], "none of its 2 listed files exists"),
+    ("val-classes-mismatch", lambda f: ["quantize", "--val", f["images"].parent], "class folders but the model"),
+    ("bench-from-missing", lambda f: ["bench", "--from", f["images"] / "nope"], "no such folder"),
+    ("bench-from-no-manifest", lambda f: ["bench", "--from", f["nomanifest"]], "holds no quantize output"),
+    ("bench-from-bad-manifest", lambda f: ["bench", "--from", f["badmanifest"]], "is not an edgesmlp manifest"),
+    ("lint-missing", lambda f: ["lint-qdq", f["images"] / "nope.onnx"], "no such file"),
+    ("lint-not-onnx", lambda f: ["lint-qdq", f["garbage"]], "is not a readable ONNX model"),
+    ("export-image-size", lambda f: ["export", "-o", f["images"].parent / "m.onnx", "--image-size", "64"],
+     "trained at 32x32"),
+    ("inspect-variant", lambda f: ["inspect", "--variant", "smlpnet_q"], "unknown variant"),
+    ("resume-missing", lambda f: ["quantize", "--target", "jetson", "--method", "qat", "--resume"], "no checkpoint"),
+    ("qat-train-corrupt", lambda f: ["quantize", "--method", "qat", "--train", f["corrupt"], "--batch-size", "2",
+                                     "--calib-size", "16"], "no training batch could be read"),
+]
+
+
+AFTER_WORK = {"qat-train-corrupt"}  # found only by decoding the training images, while training
+
+
+@pytest.mark.parametrize("name, args, fragment", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_and_leaves_nothing(files, tmp_path, monkeypatch, name, args, fragment):
+    monkeypatch.chdir(tmp_path)
+    before = listing(tmp_path)
+    result = runner.invoke(app, [str(a) for a in args(files)])
+    assert_one_line(result, 2, fragment, after_work=name in AFTER_WORK)
+    assert listing(tmp_path) == before
+
+
+def test_existing_outputs_are_refused_and_kept(files, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for command, folder in ((["quantize", "-o", "q"], tmp_path / "q" / "openvino"), (["bench", "-o", "b"], tmp_path / "b"),
+                            (["data", "digits", "d"], tmp_path / "d"), (["export", "-o", "m.onnx"], None)):
+        target = folder or tmp_path / "m.onnx"
+        if folder:
+            folder.mkdir(parents=True)
+            (folder / "keep.txt").write_text("keep")
+        else:
+            target.write_text("keep")
+        assert_one_line(runner.invoke(app, command), 2, "--force")
+        assert (folder / "keep.txt" if folder else target).read_text() == "keep"
+
+
+def test_a_bug_is_one_line_with_a_traceback_file(tmp_path, monkeypatch):
+    from edgesmlp import targets
+
+    monkeypatch.setitem(targets.REGISTRY, "buggy", "tests.buggy_target")
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["quantize", "--target", "buggy", "--calib-size", "16"])
+    assert_one_line(result, 3, "unexpected ZeroDivisionError: division by zero (full traceback in ")
+    log = Path(result.stderr.split("full traceback in ")[1].split(";")[0].split(" ")[0].rstrip(")"))
+    assert "ZeroDivisionError" in log.read_text() and "Traceback" in log.read_text()
+    assert listing(tmp_path) == set()  # nothing left: no edgesmlp-out, no partial, no lock
+
+
+# --- real runs with hostile images: skipped and counted, never fatal, never a traceback ------------------
+
+@pytest.mark.slow
+def test_hostile_images_are_skipped_and_counted(files, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    calib = good_images(tmp_path / "calib", 16)
+    (calib / "bomb.png").write_bytes(png_header(20000, 20000))  # 400 MP in 70 bytes: Pillow's bomb
+    (calib / "huge.png").write_bytes(png_header(12000, 12000))  # 144 MP: under Pillow's limit, over our cap
+    os.rename(calib / "3.png", calib.as_posix().encode() + b"/caf\xe9-\xff.png")  # not UTF-8
+    listed = tmp_path / "list.csv"
+    listed.write_bytes(b"calib/caf\xe9-\xff.png\ncalib/1.png\n")  # a Latin-1 byte in a list file
+    result = runner.invoke(app, ["quantize", "--calib", str(calib), "--calib-size", "100", "-o", "out"])
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    assert "skipped 2 unreadable calibration image(s)" in result.stderr
+    manifest = json.loads((tmp_path / "out" / "openvino" / "manifest.json").read_text())
+    assert manifest["calibration"]["images"] == 16  # every good one, the non-UTF-8 name included
+    listed_run = runner.invoke(app, ["quantize", "--calib", str(listed), "--calib-size", "16", "-o", "out2"])
+    assert listed_run.exit_code == 0 and "Traceback" not in listed_run.output, listed_run.output
+
+
+@pytest.mark.slow
+def test_qat_resume_checkpoint_that_is_damaged(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out").mkdir()
+    torch.save({"format": "edgesmlp.qat/1", "identity": "x"}, tmp_path / "out" / "jetson.qat-checkpoint.pt")
+    result = runner.invoke(app, ["quantize", "--target", "jetson", "--method", "qat", "--resume", "-o", "out",
+                                 "--calib-size", "16"])
+    assert_one_line(result, 2, "is damaged (entries missing)")
+    (tmp_path / "out" / "jetson.qat-checkpoint.pt").write_bytes(b"garbage")
+    result = runner.invoke(app, ["quantize", "--target", "jetson", "--method", "qat", "--resume", "-o", "out",
+                                 "--calib-size", "16"])
+    assert_one_line(result, 2, "is unreadable")
+
+
+# --- signals and races, through the installed command ----------------------------------------------------
+
+def edgesmlp(*args, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "edgesmlp", *map(str, args)], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def wait_for(folder: Path, pattern: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not list(folder.glob(pattern)):
+        assert time.monotonic() < deadline, f"{pattern} never appeared in {folder}"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_a_signal_mid_run_leaves_nothing(tmp_path, sig, code, word):
+    run = edgesmlp("quantize", "--calib-size", "16", cwd=tmp_path)
+    wait_for(tmp_path / "edgesmlp-out", ".openvino.partial-*")
+    run.send_signal(sig)
+    _, err = run.communicate(timeout=120)
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith(("quantizing", "Statistics"))]
+    assert run.returncode == code and lines[-1].startswith(f"error: {word}") and "Traceback" not in err, err
+    assert listing(tmp_path) == set()
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_starting_up(tmp_path):
+    run = edgesmlp("quantize", cwd=tmp_path)
+    time.sleep(0.3)  # still importing
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 130 and "Traceback" not in err, err
+    assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1
+    assert listing(tmp_path) == set()
+
+
+@pytest.mark.slow
+def test_a_killed_run_is_cleaned_up_by_the_next(tmp_path):
+    run = edgesmlp("quantize", "--calib-size", "16", "-o", "out", cwd=tmp_path)
+    wait_for(tmp_path / "out", ".openvino.partial-*")
+    run.kill()
+    run.wait()
+    assert list((tmp_path / "out").glob(".openvino.*"))  # SIGKILL cannot clean up: its leftovers are there
+    again = edgesmlp("quantize", "--calib-size", "16", "-o", "out", cwd=tmp_path)
+    _, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert f"removed {Path('out') / ('.openvino.partial-' + str(run.pid))}" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["openvino"]
+
+
+@pytest.mark.slow
+def test_two_runs_in_one_folder_both_keep_their_output(tmp_path):
+    runs = [edgesmlp("quantize", "--calib-size", "16", cwd=tmp_path) for _ in range(2)]
+    outputs = [run.communicate(timeout=300) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    written = sorted(line.split(":")[0] for out, _ in outputs for line in out.splitlines() if line.startswith("wrote "))
+    assert written == ["wrote edgesmlp-out-2/openvino/", "wrote edgesmlp-out/openvino/"]
+    for folder in ("edgesmlp-out", "edgesmlp-out-2"):
+        assert (tmp_path / folder / "openvino" / "model.xml").is_file()
+    assert not [p for p in tmp_path.rglob(".*")]  # no lock, no partial
