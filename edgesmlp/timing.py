@@ -16,6 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 
+UNSTABLE_IQR = 0.25
+
+
 @dataclass(frozen=True)
 class Timing:
     samples_ms: tuple[float, ...]
@@ -24,10 +27,23 @@ class Timing:
     def p50(self) -> float:
         return statistics.median(self.samples_ms)
 
+    def quantile(self, q: float) -> float:
+        ordered = sorted(self.samples_ms)
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
     @property
     def p90(self) -> float:
-        ordered = sorted(self.samples_ms)
-        return ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
+        return self.quantile(0.9)
+
+    @property
+    def iqr(self) -> float:
+        """p75 - p25: how much the middle half of the samples spread, the measurement's noise."""
+        return self.quantile(0.75) - self.quantile(0.25)
+
+    @property
+    def unstable(self) -> bool:
+        """Too noisy to compare: the middle half spreads over a quarter of the median."""
+        return self.iqr > UNSTABLE_IQR * self.p50
 
 
 def time_calls(fn: Callable[[], object], iters: int) -> list[float]:

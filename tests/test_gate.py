@@ -60,7 +60,7 @@ def test_baseline_with_different_targets_compares_the_common_ones():
 def test_baseline_regressions():
     base = report(row("openvino", "fp32", 99.0), row("openvino", "int8", 99.0, 1.0))
     now = report(row("openvino", "fp32", 99.0), row("openvino", "int8", 98.6, 1.3))
-    out = check_report(now, base, max_drop=0.3, max_latency_regression=0.15)
+    out = check_report(now, base, max_drop=0.3, max_latency_regression=0.15, latency="absolute")
     assert any("below the baseline's 99.00%" in v for v in out.violations)
     assert any("latency p50 1.3 ms is 30% above the baseline's 1 ms (allowed 15%)" in v for v in out.violations)
 
@@ -99,7 +99,25 @@ def test_gate_fails_on_calibration_with_blank_images(tmp_path, target):
     for i in range(20):
         Image.new("RGB", (32, 32)).save(blank / f"{i}.png")
     result = runner.invoke(app, ["quantize", "--target", target, "--calib", str(blank), "-o", str(tmp_path / "q")])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1 and f"FAIL: {target}/int8 top-1" in result.stdout, result.output  # its own floor
     check = runner.invoke(app, ["check", str(tmp_path / "q" / target), "--max-drop", "0.5"])
     assert check.exit_code == 1, check.output
     assert f"FAIL: {target}/int8 top-1" in check.stdout
+
+
+def test_latency_gate_compares_speedups_by_default_and_absolute_beyond_noise():
+    def with_speed(r, speedup, p50, iqr):
+        return {**r, "speedup": speedup, "latency_ms_p50": p50, "latency_ms_iqr": iqr, "latency_unstable": False}
+
+    base = report(row("openvino", "fp32"), row("openvino", "int8", 98.9))
+    now = report(row("openvino", "fp32"), row("openvino", "int8", 98.9))
+    base["results"][1] = with_speed(base["results"][1], 2.0, 10.0, 0.5)
+    now["results"][1] = with_speed(now["results"][1], 1.9, 30.0, 0.5)  # a 3x slower runner, same speedup
+    assert check_report(now, base, max_latency_regression=0.2).passed
+    slower = check_report(now, base, max_latency_regression=0.2, latency="absolute")
+    assert any("latency p50 30 ms is 200% above" in v for v in slower.violations)
+    now["results"][1] = with_speed(now["results"][1], 1.2, 10.0, 0.5)  # INT8 lost its edge
+    lost = check_report(now, base, max_latency_regression=0.2)
+    assert any("speedup over float 1.20x is 40% below the baseline's 2.00x" in v for v in lost.violations)
+    now["results"][1] = with_speed(now["results"][1], 2.0, 10.4, 3.0)  # +4%, inside a 3 ms noise
+    assert check_report(now, base, max_latency_regression=0.01, latency="absolute").passed

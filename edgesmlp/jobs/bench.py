@@ -18,8 +18,8 @@ from edgesmlp import targets
 from edgesmlp.artifacts import reserved_dir
 from edgesmlp.calibration.preprocess import Preprocess
 from edgesmlp.calibration.sources import open_images
-from edgesmlp.errors import EdgesmlpError, InputError
-from edgesmlp.jobs.evaluate import Evaluation, evaluate_runners, measure_variant
+from edgesmlp.errors import InputError, reason
+from edgesmlp.jobs.evaluate import Evaluation, evaluate_runners, measure_target
 from edgesmlp.jobs.inputs import check_default_fits, check_output, output_candidates
 from edgesmlp.jobs.report import VERSIONED, Result, build_report, model_info, write_report
 from edgesmlp.jobs.spec import BenchRequest
@@ -71,6 +71,7 @@ def run_bench(request: BenchRequest, log: Log = print) -> BenchOutcome:
                               {**machine_info(), "threads": request.run.cpu_threads}, library_versions(*VERSIONED),
                               [n for b in builds.values() for n in b.notes])
         report["kind"] = "bench"
+        report["budget"] = {"max_drop": request.max_drop}
         report["reference"] = next(iter(builds), None)
         write_report(tmp, report)
         from edgesmlp.jobs.report_html import write_html
@@ -80,8 +81,8 @@ def run_bench(request: BenchRequest, log: Log = print) -> BenchOutcome:
 
 
 def _failed_row(name: str, e: Exception, log: Log) -> Result:
-    log(f"{name} failed: {_reason(e)}")
-    return Result(target=name, precision="-", status="failed", note=_reason(e))
+    log(f"{name} failed: {reason(e)}")
+    return Result(target=name, precision="-", status="failed", note=reason(e))
 
 
 def _build_all(names, request: BenchRequest, folder: Path, log: Log):
@@ -119,13 +120,13 @@ def _build_all(names, request: BenchRequest, folder: Path, log: Log):
 
 
 def _built_then_loaded(target: Target, job, folder: Path, log: Log) -> Build:
-    """``build`` into ``folder``, then ``load`` it back, keeping the quantize time ``build`` measured."""
+    """``build`` into ``folder``, then ``load`` it back, keeping the quantize time ``build`` measured. The notes are
+    ``load``'s, so a report reads the same whether bench built the artifacts or read them with --from."""
     built = target.build(job, folder, log)
     loaded = target.load(folder, job.config, job.run, log)
     seconds = {v.precision: v.quantize_seconds for v in built.variants}
     for v in loaded.variants:
         v.quantize_seconds = v.quantize_seconds if v.quantize_seconds is not None else seconds.get(v.precision)
-    loaded.notes = list(dict.fromkeys(built.notes + loaded.notes))
     return loaded
 
 
@@ -183,11 +184,6 @@ def _read_manifest(folder: Path) -> dict:
                          "re-run `edgesmlp quantize`") from None
 
 
-def _reason(e: Exception) -> str:
-    text = str(e).splitlines()[0] if str(e) else ""
-    return text if isinstance(e, EdgesmlpError) else f"{type(e).__name__}: {text}"
-
-
 def _measure(builds: dict[str, Build], val_set, preprocess: Preprocess, request: BenchRequest,
              log: Log) -> tuple[list[Result], Evaluation | None]:
     runners, variants = {}, {}
@@ -199,16 +195,16 @@ def _measure(builds: dict[str, Build], val_set, preprocess: Preprocess, request:
         return [], None
     evaluation = evaluate_runners(runners, val_set, preprocess, request.run.eval_batch)
     results = []
-    for key, (target, v) in variants.items():
-        failure = evaluation.failures.get(key)
-        if failure is None:
-            try:
-                results.append(measure_variant(target, v, evaluation.accuracy[key], evaluation.sample, request.run, log))
-                continue
-            except Exception as e:  # noqa: BLE001 - a runtime failing while timed fails its row only
-                failure = _reason(e)
-        results.append(Result(target=target, precision=v.precision, runtime=v.runtime, status="failed",
-                              note=failure, size_mb=v.size_mb, quantize_seconds=v.quantize_seconds))
+    for target, build in builds.items():
+        ok = [v for v in build.variants if f"{target}/{v.precision}" not in evaluation.failures]
+        accuracy = {v.precision: evaluation.accuracy[f"{target}/{v.precision}"] for v in ok}
+        rows, failures = measure_target(target, ok, accuracy, evaluation.sample, request.run, log)
+        failures.update({v.precision: evaluation.failures[f"{target}/{v.precision}"] for v in build.variants
+                         if v not in ok})
+        results += rows
+        results += [Result(target=target, precision=v.precision, runtime=v.runtime, status="failed",
+                           note=failures[v.precision], size_mb=v.size_mb, quantize_seconds=v.quantize_seconds)
+                    for v in build.variants if v.precision in failures]
     return results, evaluation
 
 

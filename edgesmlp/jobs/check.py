@@ -91,7 +91,8 @@ def _float_row(rows: list[dict], target: str) -> dict | None:
 
 
 def check_report(report: dict, baseline: dict | None = None, max_drop: float = 0.5,
-                 max_latency_regression: float | None = None, allow_empty: bool = False) -> GateOutcome:
+                 max_latency_regression: float | None = None, allow_empty: bool = False,
+                 latency: str = "speedup") -> GateOutcome:
     """Every INT8 row within ``max_drop`` top-1 points of its own target's float row, recomputed here."""
     max_drop = check_threshold(max_drop, "--max-drop")
     out = GateOutcome()
@@ -104,7 +105,7 @@ def check_report(report: dict, baseline: dict | None = None, max_drop: float = 0
     for row in (r for r in rows if r["status"] == "ok" and r["precision"].startswith("int8")):
         _check_int8(out, row, _float_row(rows, row["target"]), max_drop)
     if baseline is not None:
-        _against_baseline(out, rows, baseline["results"], max_drop, max_latency_regression)
+        _against_baseline(out, rows, baseline["results"], max_drop, max_latency_regression, latency)
     if out.checked == 0 and not allow_empty:
         out.violations.append("nothing was compared: the report has no INT8 row with a float row to compare it "
                               "with (pass --allow-empty if that is expected)")
@@ -133,9 +134,16 @@ def _check_int8(out: GateOutcome, row: dict, base: dict | None, max_drop: float)
         out.passes.append(f"{_key(row)} drop {drop:.2f} <= {max_drop:g} points (margin {max_drop - drop:.2f})")
 
 
-def _against_baseline(out: GateOutcome, rows, base_rows, max_drop: float, max_regression: float | None) -> None:
-    if max_regression is not None:
-        max_regression = check_threshold(max_regression, "--max-latency-regression")
+LATENCY_MODES = ("speedup", "absolute", "off")
+
+
+def _against_baseline(out: GateOutcome, rows, base_rows, max_drop: float, max_regression: float | None,
+                      latency: str = "speedup") -> None:
+    """Top-1 against the baseline's; latency as the INT8 speedup over float within each run (robust to a
+    slower runner), or, asked for, absolute p50 beyond the noise both runs measured."""
+    if latency not in LATENCY_MODES:
+        raise ConfigError(f"--latency {latency!r} unknown: use {', '.join(LATENCY_MODES)}")
+    max_regression = None if max_regression is None else check_threshold(max_regression, "--max-latency-regression")
     current = {_key(r): r for r in rows if r["status"] == "ok"}
     before = {_key(r): r for r in base_rows if r["status"] == "ok"}
     for key in sorted(current.keys() & before.keys()):
@@ -146,17 +154,42 @@ def _against_baseline(out: GateOutcome, rows, base_rows, max_drop: float, max_re
                 out.violations.append(f"{key} top-1 {now['top1']:.2f}% is {fall:.2f} points below the baseline's "
                                       f"{was['top1']:.2f}% (allowed {max_drop:g})")
             else:
-                out.passes.append(f"{key} top-1 vs baseline {-fall:+.2f} points (margin {max_drop - fall:.2f})")
-        p50, base_p50 = now.get("latency_ms_p50"), was.get("latency_ms_p50")
-        if max_regression is None or p50 is None or not base_p50:
-            continue
-        rise = p50 / base_p50 - 1
-        if rise > max_regression:
-            out.violations.append(f"{key} latency p50 {p50:.3g} ms is {100 * rise:.0f}% above the baseline's "
-                                  f"{base_p50:.3g} ms (allowed {100 * max_regression:.0f}%)")
-        else:
-            out.passes.append(f"{key} latency p50 vs baseline {100 * rise:+.0f}% (allowed {100 * max_regression:.0f}%)")
+                out.passes.append(f"{key} top-1 vs baseline {0.0 - fall:+.2f} points (margin {max_drop - fall:.2f})")
+        if max_regression is not None and latency == "speedup":
+            _speedup(out, key, now, was, max_regression)
+        elif max_regression is not None and latency == "absolute":
+            _absolute(out, key, now, was, max_regression)
     for key in sorted(current.keys() - before.keys()):
         out.notes.append(f"{key}: not in the baseline, not compared")
     for key in sorted(before.keys() - current.keys()):
         out.notes.append(f"{key}: in the baseline only, not compared")
+
+
+def _speedup(out: GateOutcome, key: str, now: dict, was: dict, max_loss: float) -> None:
+    if now.get("precision") in FLOAT_PRECISIONS or not now.get("speedup") or not was.get("speedup"):
+        return
+    loss = 1 - now["speedup"] / was["speedup"]
+    if loss > max_loss:
+        out.violations.append(f"{key} speedup over float {now['speedup']:.2f}x is {100 * loss:.0f}% below the "
+                              f"baseline's {was['speedup']:.2f}x (allowed {100 * max_loss:.0f}%)")
+    else:
+        out.passes.append(f"{key} speedup {now['speedup']:.2f}x vs baseline {was['speedup']:.2f}x "
+                          f"(allowed loss {100 * max_loss:.0f}%)")
+
+
+def _absolute(out: GateOutcome, key: str, now: dict, was: dict, max_rise: float) -> None:
+    p50, base_p50 = now.get("latency_ms_p50"), was.get("latency_ms_p50")
+    if p50 is None or not base_p50:
+        return
+    if now.get("latency_unstable") or was.get("latency_unstable"):
+        out.notes.append(f"{key}: latency not compared, the measurement is unstable (IQR over 25% of p50)")
+        return
+    noise = (now.get("latency_ms_iqr") or 0.0) + (was.get("latency_ms_iqr") or 0.0)
+    rise = p50 / base_p50 - 1
+    if rise > max_rise and p50 - base_p50 > noise:
+        out.violations.append(f"{key} latency p50 {p50:.3g} ms is {100 * rise:.0f}% above the baseline's "
+                              f"{base_p50:.3g} ms (allowed {100 * max_rise:.0f}%)"
+                              + (f"; the measured noise is {noise:.2g} ms" if noise else ""))
+    else:
+        out.passes.append(f"{key} latency p50 vs baseline {100 * rise:+.0f}% (allowed {100 * max_rise:.0f}% beyond "
+                          f"{noise:.2g} ms noise)")

@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import statistics
+
 import numpy as np
 
+from edgesmlp.errors import reason
 from edgesmlp.jobs.report import Result
 from edgesmlp.progress import progress_bar
 from edgesmlp.runtimes.base import Runner
@@ -78,23 +81,6 @@ def score(logits: np.ndarray, labels: np.ndarray | None, reference: np.ndarray) 
     return _Tally().add(logits, reference, labels).accuracy(labels is not None)
 
 
-@dataclass(frozen=True)
-class Latency:
-    batch1: Timing
-    throughput_batch: int
-    throughput_ips: float
-
-
-def measure_latency(run1: Runner, run_n: Runner, sample: np.ndarray, batch: int, iters: int = 50,
-                    warmup: int = 5) -> Latency:
-    """p50/p90 at batch 1 and images per second at ``batch``, after warm-up; each runner times itself."""
-    one = np.ascontiguousarray(sample[:1])
-    many = np.ascontiguousarray(np.resize(sample, (batch, *sample.shape[1:])))
-    single = Timing(tuple(run1.time_ms(one, iters, warmup)))
-    batched = Timing(tuple(run_n.time_ms(many, max(5, iters // batch), max(1, warmup // 2))))
-    return Latency(single, batch, batch / (batched.p50 / 1e3))
-
-
 def stream_batches(images, preprocess, batch: int, skipped: list) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """Decode and preprocess ``images`` (an ImageSet) ``batch`` at a time; unreadable files go to ``skipped``."""
     from edgesmlp.calibration.sources import decode
@@ -162,15 +148,72 @@ def evaluate_runners(runners: dict[str, Runner], images, preprocess, batch: int)
     return Evaluation(accuracy, labelled, count, skipped, sample, failures)
 
 
-def measure_variant(target: str, v: Variant, acc: Accuracy, sample: np.ndarray, run: RunSettings, log) -> Result:
-    """One report row: the variant's accuracy, then its latency at batch 1 and throughput at the run's batch."""
-    log(f"timing {target} {v.precision.upper()} ({v.runtime})")
-    batch = run.throughput_batch
-    latency = measure_latency(v.make_runner(1), v.make_runner(batch), sample, batch, run.latency_iters)
-    return Result(
-        target=target, precision=v.precision, runtime=v.runtime, note=v.note, top1=acc.top1, top5=acc.top5,
-        agreement=acc.agreement, cosine=acc.cosine, latency_ms_p50=latency.batch1.p50,
-        latency_ms_p90=latency.batch1.p90, throughput_ips=latency.throughput_ips,
-        throughput_batch=latency.throughput_batch, size_mb=v.size_mb, quantize_seconds=v.quantize_seconds,
-        images=acc.count, latency_samples_ms=[round(t, 4) for t in latency.batch1.samples_ms],
-    )
+ROUNDS = 5  # interleaved rounds per target: rows of one target are timed turn by turn, so drift hits all alike
+FLOAT_PRECISIONS = ("fp32", "fp16")
+
+
+def measure_target(target: str, variants: list[Variant], accuracy: dict, sample: np.ndarray, run: RunSettings,
+                   log) -> tuple[list[Result], dict[str, str]]:
+    """Rows for one target's variants: accuracy, batch-1 latency in interleaved rounds, throughput.
+
+    Each variant is timed for ``run.latency_seconds`` at batch 1, split over ``ROUNDS`` rounds that visit the
+    variants in turn, so a slower moment of a shared machine lands on every row; the speedup of a row over
+    its target's float row is the median over rounds of their per-round ratio. Returns the rows and, for
+    variants whose runtime failed while timed, the reason.
+    """
+    one = np.ascontiguousarray(sample[:1])
+    many = np.ascontiguousarray(np.resize(sample, (run.throughput_batch, *sample.shape[1:])))
+    log(f"timing {target}: {', '.join(v.precision for v in variants)} ({run.latency_seconds:g} s each)")
+    runners, failures = {}, {}
+    for v in variants:
+        try:
+            runners[v.precision] = v.make_runner(1)
+            runners[v.precision].time_ms(one, 0, 5)  # warm-up
+        except Exception as e:  # noqa: BLE001 - one runtime failing fails its row only
+            failures[v.precision] = reason(e)
+    samples: dict[str, list[float]] = {k: [] for k in runners}
+    rounds: list[dict[str, float]] = []
+    per_round_min = max(1, -(-run.latency_iters // ROUNDS))
+    for i in range(ROUNDS):
+        keys = [k for k in runners if k not in failures]
+        medians = {}
+        for k in keys[i % max(1, len(keys)):] + keys[: i % max(1, len(keys))]:
+            try:
+                got = runners[k].time_for(one, run.latency_seconds / ROUNDS, per_round_min)
+            except Exception as e:  # noqa: BLE001
+                failures[k] = reason(e)
+                continue
+            samples[k] += got
+            medians[k] = statistics.median(got)
+        rounds.append(medians)
+    float_key = next((k for k in samples if k in FLOAT_PRECISIONS and k not in failures), None)
+    results = []
+    for v in variants:
+        if v.precision in failures:
+            continue
+        timing = Timing(tuple(samples[v.precision]))
+        try:
+            throughput = _throughput(v, many, run)
+        except Exception as e:  # noqa: BLE001
+            failures[v.precision] = reason(e)
+            continue
+        acc = accuracy[v.precision]
+        ratios = [r[float_key] / r[v.precision] for r in rounds if float_key in r and v.precision in r]
+        results.append(Result(
+            target=target, precision=v.precision, runtime=v.runtime, note=v.note, top1=acc.top1, top5=acc.top5,
+            agreement=acc.agreement, cosine=acc.cosine, latency_ms_p50=timing.p50, latency_ms_p90=timing.p90,
+            latency_ms_iqr=timing.iqr, latency_unstable=timing.unstable,
+            speedup=statistics.median(ratios) if ratios else None, throughput_ips=throughput,
+            throughput_batch=run.throughput_batch, size_mb=v.size_mb, quantize_seconds=v.quantize_seconds,
+            images=acc.count, latency_samples_ms=[round(t, 4) for t in timing.samples_ms],
+        ))
+    return results, failures
+
+
+def _throughput(v: Variant, many: np.ndarray, run: RunSettings) -> float:
+    runner = v.make_runner(len(many))
+    runner.time_ms(many, 0, 2)
+    batched = Timing(tuple(runner.time_for(many, run.latency_seconds / 2, 3)))
+    return len(many) / (batched.p50 / 1e3)
+
+

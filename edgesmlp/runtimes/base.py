@@ -31,6 +31,14 @@ class Runner(ABC):
             samples.append((time.perf_counter() - start) * 1e3)
         return samples
 
+    def time_for(self, x: np.ndarray, seconds: float, min_iters: int = 3, max_iters: int = 100_000) -> list[float]:
+        """Milliseconds per call for a wall-clock budget (as benchmark_app -t does), at least ``min_iters``."""
+        samples: list[float] = []
+        start = time.perf_counter()
+        while len(samples) < min_iters or (time.perf_counter() - start < seconds and len(samples) < max_iters):
+            samples += self.time_ms(x, 1, 0)
+        return samples
+
 
 class FunctionRunner(Runner):
     """Any ``f(x) -> logits`` as a runner (PyTorch eager, tests)."""

@@ -8,6 +8,7 @@ runnable variants from a folder ``build`` wrote, where the artifacts run (``benc
 
 from __future__ import annotations
 
+import math
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -61,11 +62,14 @@ class RunSettings:
     threads: int = 0  # CPU threads for every runtime; 0: one per core (os.cpu_count())
     eval_batch: int = 16
     throughput_batch: int = 8
-    latency_iters: int = 50
+    latency_seconds: float = 1.0  # batch-1 timing budget per row, as benchmark_app -t
+    latency_iters: int = 20  # at least this many batch-1 samples per row, whatever the budget
 
     def __post_init__(self) -> None:
         if self.threads < 0:
             raise ConfigError(f"--threads must be 0 (one per core) or a positive count, got {self.threads}")
+        if not (math.isfinite(self.latency_seconds) and self.latency_seconds >= 0):
+            raise ConfigError(f"--latency-seconds must be a finite number of 0 or more, got {self.latency_seconds}")
         for name in ("eval_batch", "throughput_batch", "latency_iters"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
