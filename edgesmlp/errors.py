@@ -74,3 +74,9 @@ class EngineBuildError(RuntimeFailure):
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread so that every cleanup runs as it does for Ctrl-C."""
+
+
+def reason(e: BaseException) -> str:
+    """An exception as one line for a report row: our own messages as they are, others with their type."""
+    text = str(e).splitlines()[0] if str(e) else ""
+    return text if isinstance(e, EdgesmlpError) else f"{type(e).__name__}: {text}"

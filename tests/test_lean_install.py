@@ -52,7 +52,7 @@ def test_device_flow_on_the_lean_install(lean_venv, cudart_standin, tmp_path):
     assert absent.stdout.strip() == "[]", absent.stdout + absent.stderr
     bundle = tmp_path / "q" / "jetson"
     bench = run("bench", "--target", "jetson", "--from", bundle, "--val", tmp_path / "digits" / "val",
-                "-o", tmp_path / "b", "--latency-iters", "3")
+                "-o", tmp_path / "b", "--latency-seconds", "0", "--latency-iters", "3")
     assert bench.returncode == 0, bench.stdout + bench.stderr
     rows = {f"{r['target']}/{r['precision']}": r for r in json.loads((tmp_path / "b" / "report.json").read_text())["results"]}
     assert rows["jetson/int8"]["runtime"] == "TensorRT GPU" and rows["jetson/int8"]["agreement"] >= 99.0

@@ -34,7 +34,7 @@ def rows(report):
 
 @pytest.mark.parametrize("target", ["openvino", "jetson"])
 def test_qat_matches_ptq_artifacts_and_accuracy(tmp_path, target):
-    outcome = run_quantize(QuantizeRequest(target=target, output=tmp_path, run=RunSettings(latency_iters=3),
+    outcome = run_quantize(QuantizeRequest(target=target, output=tmp_path, run=RunSettings(latency_seconds=0, latency_iters=3),
                                            qat=QATConfig(epochs=1)), log=lambda _: None)
     folder = tmp_path / target
     assert {p.name for p in folder.iterdir()} == PTQ_FILES[target]  # exactly what PTQ ships
@@ -72,7 +72,7 @@ def test_openvino_qat_compiles_nothing_beside_a_stale_extension_lock(tmp_path):
 
 def test_qat_recovers_what_ptq_loses(tmp_path):
     """One calibration image wrecks OpenVINO PTQ's ranges; QAT's trained ranges recover."""
-    outcome = run_quantize(QuantizeRequest(target="openvino", output=tmp_path, run=RunSettings(latency_iters=3),
+    outcome = run_quantize(QuantizeRequest(target="openvino", output=tmp_path, run=RunSettings(latency_seconds=0, latency_iters=3),
                                            calibration=Calibration(size=1, seed=3), qat=QATConfig(epochs=2)),
                            log=lambda _: None)
     r = rows(outcome.report)
@@ -89,7 +89,7 @@ def test_interrupted_run_resumes(tmp_path, monkeypatch):
         return real_epoch(*args, **kwargs)
 
     monkeypatch.setattr(qat_module, "_epoch", interrupted)
-    request = QuantizeRequest(target="jetson", output=tmp_path, run=RunSettings(latency_iters=3),
+    request = QuantizeRequest(target="jetson", output=tmp_path, run=RunSettings(latency_seconds=0, latency_iters=3),
                               qat=QATConfig(epochs=2))
     with pytest.raises(KeyboardInterrupt):
         run_quantize(request, log=lambda _: None)
@@ -109,7 +109,7 @@ def test_resume_from_another_target_is_refused(tmp_path, monkeypatch):
     def stop(*args, **kwargs):
         raise KeyboardInterrupt
 
-    request = QuantizeRequest(target="jetson", output=tmp_path, run=RunSettings(latency_iters=3),
+    request = QuantizeRequest(target="jetson", output=tmp_path, run=RunSettings(latency_seconds=0, latency_iters=3),
                               qat=QATConfig(epochs=2))
     real_epoch = qat_module._epoch
     calls = {"n": 0}
@@ -138,7 +138,7 @@ def test_unlabelled_training_folder_distils_only(tmp_path):
     for i, (image, _) in enumerate(load_split("train")[:96]):
         image.save(train / f"{i}.png")
     lines = []
-    outcome = run_quantize(QuantizeRequest(target="jetson", output=tmp_path / "o", run=RunSettings(latency_iters=3),
+    outcome = run_quantize(QuantizeRequest(target="jetson", output=tmp_path / "o", run=RunSettings(latency_seconds=0, latency_iters=3),
                                            qat=QATConfig(epochs=1, train=train)), log=lines.append)
     assert any("no labels: fine-tuning by distillation" in line for line in lines)
     assert not json.loads((outcome.directory / "manifest.json").read_text())["qat"]["labelled"]

@@ -1,6 +1,7 @@
 """End to end with the real OpenVINO and NNCF on the bundled model and its data."""
 
 import json
+import re
 import sys
 
 
@@ -22,7 +23,7 @@ REQUIRED = ("target", "precision", "top1", "top5", "latency_ms_p50", "latency_ms
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("q")
-    outcome = run_quantize(QuantizeRequest(output=out, run=RunSettings(latency_iters=10)), log=lambda _: None)
+    outcome = run_quantize(QuantizeRequest(output=out, run=RunSettings(latency_seconds=0, latency_iters=10)), log=lambda _: None)
     return outcome
 
 
@@ -80,7 +81,7 @@ def test_cli_no_arguments_and_real_imagefolder(digits_tree, tmp_path, monkeypatc
     result = runner.invoke(app, ["quantize", "--calib", str(digits_tree / "calib"), "--val", str(digits_tree / "val"),
                                  "--calib-size", "100"])
     assert result.exit_code == 0, result.output
-    assert "| openvino | int8 | OpenVINO CPU | ok |" in result.stdout
+    assert re.search(r"^openvino +int8 +\d", result.stdout, re.M)
     assert (tmp_path / "edgesmlp-out" / "openvino" / "model.xml").is_file()
     report = json.loads((tmp_path / "edgesmlp-out" / "openvino" / "report.json").read_text())
     assert results(report)["int8"]["agreement"] >= 98.0
@@ -97,7 +98,7 @@ def test_unlabelled_validation_folder(digits_tree, tmp_path):
     flat.mkdir()
     for p in sorted((digits_tree / "val" / "3").glob("*.png"))[:20]:
         (flat / p.name).write_bytes(p.read_bytes())
-    outcome = run_quantize(QuantizeRequest(val=flat, output=tmp_path / "o", run=RunSettings(latency_iters=5),
+    outcome = run_quantize(QuantizeRequest(val=flat, output=tmp_path / "o", run=RunSettings(latency_seconds=0, latency_iters=5),
                                            calibration=Calibration(size=50)), log=lambda _: None)
     r = results(outcome.report)["int8"]
     assert r["top1"] is None and r["agreement"] is not None
@@ -112,7 +113,7 @@ def test_failure_mid_write_leaves_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pipeline, "write_report", boom)
     with pytest.raises(RuntimeError, match="disk full"):
-        run_quantize(QuantizeRequest(output=tmp_path / "o", run=RunSettings(latency_iters=2),
+        run_quantize(QuantizeRequest(output=tmp_path / "o", run=RunSettings(latency_seconds=0, latency_iters=2),
                                      calibration=Calibration(size=20)), log=lambda _: None)
     assert not (tmp_path / "o" / "openvino").exists()
     assert not (tmp_path / "o").exists()  # the run created it, and took it away again: nothing hidden is left

@@ -7,6 +7,7 @@ Schema ``edgesmlp.report/1``: ``{"schema", "created", "model", "data", "machine"
 from __future__ import annotations
 
 import json
+import textwrap
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +30,9 @@ class Result:
     cosine: float | None = None
     latency_ms_p50: float | None = None
     latency_ms_p90: float | None = None
+    latency_ms_iqr: float | None = None  # p75 - p25 of the batch-1 samples: the measured noise
+    latency_unstable: bool | None = None  # the noise is too large for this p50 to be compared
+    speedup: float | None = None  # the target's float row's p50 over this row's, from interleaved rounds
     throughput_ips: float | None = None
     throughput_batch: int | None = None
     size_mb: float | None = None
@@ -57,22 +61,85 @@ def build_report(results: list[Result], model: dict, data: dict, machine: dict, 
     }
 
 
-def _fmt(value, digits: int = 2, suffix: str = "") -> str:
-    return "-" if value is None else f"{value:.{digits}f}{suffix}"
+@dataclass(frozen=True)
+class Column:
+    """One report column: its JSON key, the header people read (with the unit), what it means, and how
+    many decimals it shows. ``short`` is its header in the compact terminal table (None: --wide only)."""
+
+    key: str
+    header: str
+    legend: str
+    digits: int | None = None  # None: text
+    short: str | None = None
+
+
+COLUMNS = (
+    Column("target", "target", "where the model runs: the edgesmlp target", short="target"),
+    Column("precision", "precision", "fp32/fp16: float; int8: quantized; int8-ptq: post-training beside a QAT int8",
+           short="prec"),
+    Column("runtime", "runtime", "what executed the row on this machine"),
+    Column("status", "status", "ok, skipped (not available here, with the reason) or failed (with the reason)"),
+    Column("top1", "top-1 (%)", "images whose top class is their label", 2, "top-1%"),
+    Column("top5", "top-5 (%)", "images whose label is among the five top classes", 2),
+    Column("drop_top1", "drop (points)", "the target's float top-1 minus this row's: positive means accuracy lost", 2,
+           "drop"),
+    Column("agreement", "agreement (%)", "images whose top class equals the first row's (the reference)", 2,
+           "agree%"),
+    Column("cosine", "logit cosine", "mean cosine similarity of the logits with the first row's", 5),
+    Column("latency_ms_p50", "latency p50 (ms)", "median time for one image at batch 1; ~ marks an unstable "
+           "measurement (IQR over 25% of p50)", 2, "p50 ms"),
+    Column("latency_ms_iqr", "IQR (ms)", "p75 minus p25 of the batch-1 times: the noise of this measurement", 2),
+    Column("latency_ms_p90", "p90 (ms)", "90th-percentile time for one image at batch 1", 2),
+    Column("speedup", "speedup vs float (x)", "the target's float p50 over this row's, timed in interleaved rounds "
+           "in the same run", 2, "speedup"),
+    Column("throughput_ips", "throughput (img/s)", "images per second at the throughput batch", 0, "img/s"),
+    Column("size_mb", "size (MB)", "the artifact's size on disk", 2, "MB"),
+    Column("quantize_seconds", "quantize (s)", "calibration and quantization time (engine build time on the device)",
+           1),
+)
+
+
+def cell(row: dict, column: Column) -> str:
+    value = row.get(column.key)
+    if value is None:
+        return "-"
+    if column.digits is None:
+        return str(value)
+    text = f"{value:,.{column.digits}f}" if column.key == "throughput_ips" else f"{value:.{column.digits}f}"
+    return text + ("~" if column.key == "latency_ms_p50" and row.get("latency_unstable") else "")
+
+
+def render_terminal(results: list[dict], wide: bool = False) -> str:
+    """An aligned table for the terminal: the compact columns (under 80 characters), or all with ``wide``."""
+    columns = [c for c in COLUMNS if wide or c.short]
+    ok = [r for r in results if r["status"] == "ok"]
+    headers = [c.header if wide else c.short for c in columns]
+    body = [[cell(r, c) for c in columns] for r in ok]
+    widths = [max(len(h), *(len(line[i]) for line in body)) if body else len(h) for i, h in enumerate(headers)]
+
+    def line(values):
+        return "  ".join(v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(values, widths))).rstrip()
+
+    lines = [line(headers)] + [line(values) for values in body]
+    for r in results:
+        if r["status"] != "ok":
+            precision = "" if r["precision"] == "-" else f" ({r['precision']})"
+            lines.append(textwrap.fill(f"{r['target']}: {r['status']}{precision} - {r['note']}", 80,
+                                       subsequent_indent="  ", break_on_hyphens=False))
+    return "\n".join(lines)
 
 
 def render_table(results: list[dict]) -> str:
-    header = ("| target | precision | runtime | status | size MB | top-1 % | top-5 % | drop | agree % | cosine "
-              "| p50 ms | p90 ms | img/s | prep s |")
-    lines = [header, "|" + " --- |" * (header.count("|") - 1)]
+    """Every column as a Markdown table, with the headers people read."""
+    lines = ["| " + " | ".join(c.header for c in COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
     for r in results:
-        lines.append(
-            f"| {r['target']} | {r['precision']} | {r.get('runtime') or '-'} | {r['status']} | {_fmt(r['size_mb'])} | "
-            f"{_fmt(r['top1'])} | {_fmt(r['top5'])} | {_fmt(r['drop_top1'])} | {_fmt(r['agreement'])} | "
-            f"{_fmt(r['cosine'], 5)} | {_fmt(r['latency_ms_p50'])} | {_fmt(r['latency_ms_p90'])} | "
-            f"{_fmt(r['throughput_ips'], 1)} | {_fmt(r.get('quantize_seconds'), 1)} |"
-        )
+        if r["status"] == "ok":
+            lines.append("| " + " | ".join(cell(r, c) for c in COLUMNS) + " |")
     return "\n".join(lines)
+
+
+def legend() -> list[str]:
+    return [f"- **{c.header}**: {c.legend}" for c in COLUMNS]
 
 
 def render_markdown(report: dict) -> str:
@@ -92,8 +159,10 @@ def render_markdown(report: dict) -> str:
         "",
     ]
     failed = [r for r in report["results"] if r["status"] != "ok"]
-    lines += [f"- {r['target']} {r['precision']}: {r['status']} - {r['note']}" for r in failed]
+    lines += [f"- {r['target']}{'' if r['precision'] == '-' else ' ' + r['precision']}: {r['status']} - {r['note']}"
+              for r in failed]
     lines += [f"- {note}" for note in report.get("notes", [])]
+    lines += ["", "Columns:", "", *legend()]
     return "\n".join(lines) + "\n"
 
 

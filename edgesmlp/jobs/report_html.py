@@ -1,7 +1,8 @@
-"""A self-contained report.html: the results table, accuracy-versus-latency, and latency distributions.
+"""A self-contained report.html: the results table with the columns people read, what each column means,
+and three charts (accuracy versus latency with the drop budget, throughput and size, latency spread).
 
 Plots are drawn with matplotlib's Agg backend and embedded as base64 PNGs, so the file can be
-mailed or attached to a CI run as it is.
+mailed or attached to a CI run as it is. Without matplotlib (the lean device install) the page says so.
 """
 
 from __future__ import annotations
@@ -12,96 +13,161 @@ import importlib.util
 import io
 from pathlib import Path
 
+from edgesmlp.jobs.report import COLUMNS, cell
 
-def _png(fig) -> str:
+MARKERS = {"int8": "o", "int8-ptq": "v", "fp16": "^", "fp32": "s"}
+TABLE_COLUMNS = [c for c in COLUMNS if c.key not in ("status",)]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(plt, fig) -> str:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    try:
+        fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def plot_accuracy_latency(rows: list[dict]) -> str:
-    import matplotlib
+def _plain_log_axis(axis) -> None:
+    """Log-scale ticks written as plain numbers (0.4, 1, 2), not powers of ten."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
 
+
+def _label(r: dict) -> str:
+    return f"{r['target']} {r['precision']}"
+
+
+def plot_accuracy_latency(rows: list[dict], max_drop: float | None) -> str:
+    """Accuracy against latency; the band is the drop budget under the float row's accuracy."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     colours = {t: f"C{i}" for i, t in enumerate(dict.fromkeys(r["target"] for r in rows))}
-    markers = {"int8": "o", "fp16": "^", "fp32": "s"}
-    for r in rows:
-        y = r["top1"] if r["top1"] is not None else r["agreement"]
-        ax.scatter(r["latency_ms_p50"], y, marker=markers.get(r["precision"], "D"), s=70, alpha=0.85,
-                   color=colours[r["target"]], label=f"{r['target']} {r['precision']}")
-    ax.legend(fontsize=8, loc="best")
-    ax.set_xscale("log")
     labelled = all(r["top1"] is not None for r in rows)
+    key = "top1" if labelled else "agreement"
+    for r in rows:
+        ax.scatter(r["latency_ms_p50"], r[key], marker=MARKERS.get(r["precision"], "D"), s=70, alpha=0.85,
+                   color=colours[r["target"]], label=_label(r))
+    reference = next((r[key] for r in rows if r["precision"] in ("fp32", "fp16")), rows[0][key])
+    budget = max_drop if max_drop is not None else 1.0
+    if max_drop is not None:
+        ax.axhspan(reference - max_drop, reference, color="green", alpha=0.08,
+                   label=f"within the {max_drop:g}-point drop budget")
+        ax.axhline(reference - max_drop, color="green", linestyle="--", linewidth=0.8)
+    values = [r[key] for r in rows]
+    low = min(min(values), reference - budget) - budget / 2
+    high = max(max(values), reference) + budget / 2
+    ax.set_ylim(low, min(high, 100.5) if labelled or key == "agreement" else high)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_xscale("log")
+    _plain_log_axis(ax.xaxis)
     ax.set_xlabel("latency p50, batch 1 (ms, log scale)")
-    ax.set_ylabel("top-1 (%)" if labelled else "top-1 agreement with the reference (%)")
+    ax.set_ylabel("top-1 (%)" if labelled else "top-1 agreement with the first row (%)")
     ax.set_title("Accuracy versus latency")
     ax.grid(alpha=0.3)
-    try:
-        return _png(fig)
-    finally:
-        plt.close(fig)
+    return _png(plt, fig)
+
+
+def plot_throughput_size(rows: list[dict]) -> str:
+    """Throughput per row, each bar labelled with the artifact's size."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 0.6 + 0.42 * len(rows)))
+    names = [_label(r) for r in rows]
+    values = [r["throughput_ips"] or 0.0 for r in rows]
+    bars = ax.barh(names, values, color=[f"C{i % 10}" for i in range(len(rows))], alpha=0.8)
+    for bar, r in zip(bars, rows):
+        size = "" if r.get("size_mb") is None else f"  {r['size_mb']:.2f} MB"
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {bar.get_width():,.0f} img/s{size}",
+                va="center", fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(values + [1.0]) * 1.45)
+    batch = next((r["throughput_batch"] for r in rows if r.get("throughput_batch")), None)
+    ax.set_xlabel(f"throughput at batch {batch} (images per second); label: artifact size")
+    ax.set_title("Throughput and size")
+    ax.grid(alpha=0.3, axis="x")
+    return _png(plt, fig)
 
 
 def plot_latency_distributions(rows: list[dict]) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 0.5 + 0.45 * len(rows)))
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 0.6 + 0.42 * len(rows)))
     ax.boxplot([r["latency_samples_ms"] for r in rows], orientation="horizontal", showfliers=True)
-    ax.set_yticks(range(1, len(rows) + 1), [f"{r['target']} {r['precision']}" for r in rows])
+    ax.set_yticks(range(1, len(rows) + 1), [_label(r) for r in rows])
+    ax.invert_yaxis()
     ax.set_xscale("log")
-    ax.set_xlabel("latency per image, batch 1 (ms, log scale)")
-    ax.set_title("Latency distributions")
+    _plain_log_axis(ax.xaxis)
+    ax.set_xlabel("latency per image, batch 1 (ms, log scale); box: p25 to p75")
+    ax.set_title("Latency spread")
     ax.grid(alpha=0.3, axis="x")
-    try:
-        return _png(fig)
-    finally:
-        plt.close(fig)
+    return _png(plt, fig)
 
 
-def _cell(value, digits=2) -> str:
-    return "-" if value is None else (f"{value:.{digits}f}" if isinstance(value, float) else html.escape(str(value)))
+def _figures(rows: list[dict], max_drop: float | None) -> str:
+    timed = [r for r in rows if r["status"] == "ok" and r.get("latency_samples_ms")]
+    if not timed:
+        return ""
+    if importlib.util.find_spec("matplotlib") is None:
+        return "<p>Plots need matplotlib, which is not installed here: pip install 'edgesmlp[workstation]'.</p>"
+    images = [("accuracy versus latency", plot_accuracy_latency(timed, max_drop)),
+              ("throughput and size", plot_throughput_size(timed)),
+              ("latency spread", plot_latency_distributions(timed))]
+    return "".join(f"<img alt='{alt}' src='data:image/png;base64,{data}'>" for alt, data in images)
+
+
+def _table(rows: list[dict]) -> str:
+    head = "".join(f"<th title='{html.escape(c.legend)}'>{html.escape(c.header)}</th>" for c in TABLE_COLUMNS)
+    body = []
+    for r in rows:
+        if r["status"] == "ok":
+            cells = "".join(f"<td>{html.escape(cell(r, c))}</td>" for c in TABLE_COLUMNS)
+            body.append(f"<tr>{cells}</tr>")
+        else:  # one readable line for a row that did not run, whatever its reason's length
+            what = html.escape(r["target"] + ("" if r["precision"] == "-" else f" {r['precision']}"))
+            body.append(f"<tr class='{html.escape(r['status'])}'><td>{what}</td>"
+                        f"<td colspan='{len(TABLE_COLUMNS) - 1}'><b>{html.escape(r['status'])}</b>: "
+                        f"{html.escape(r.get('note') or '')}</td></tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1280px;color:#222}
+table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}
+th{background:#f0f0f0;vertical-align:bottom}td:first-child,td:nth-child(2),td:nth-child(3),th:first-child,th:nth-child(2),th:nth-child(3){text-align:left}
+tr.failed td{background:#fdd;text-align:left}tr.skipped td{color:#666;text-align:left}
+img{margin:1em 1em 0 0;max-width:46%;vertical-align:top}dl{font-size:13px;columns:2}dt{font-weight:600}
+dd{margin:0 0 .4em 0;color:#444}.meta{color:#555;font-size:14px}"""
 
 
 def render_html(report: dict) -> str:
     rows = report["results"]
-    timed = [r for r in rows if r["status"] == "ok" and r.get("latency_samples_ms")]
-    columns = [("target", 0), ("precision", 0), ("runtime", 0), ("status", 0), ("size_mb", 2), ("top1", 2),
-               ("top5", 2), ("drop_top1", 2), ("agreement", 2), ("cosine", 5), ("latency_ms_p50", 2),
-               ("latency_ms_p90", 2), ("throughput_ips", 1), ("quantize_seconds", 1), ("note", 0)]
-    head = "".join(f"<th>{name}</th>" for name, _ in columns)
-    body = "".join(
-        f"<tr class='{html.escape(r['status'])}'>" + "".join(f"<td>{_cell(r.get(n), d)}</td>" for n, d in columns)
-        + "</tr>" for r in rows
-    )
-    figures = ""
-    if timed and importlib.util.find_spec("matplotlib") is None:
-        figures = "<p>Plots need matplotlib, which is not installed here: pip install 'edgesmlp[workstation]'.</p>"
-    elif timed:
-        figures = (f"<img alt='accuracy versus latency' src='data:image/png;base64,{plot_accuracy_latency(timed)}'>"
-                   f"<img alt='latency distributions' src='data:image/png;base64,"
-                   f"{plot_latency_distributions(timed)}'>")
-    m, machine = report["model"], report["machine"]
+    m, machine, data = report["model"], report["machine"], report["data"]
+    max_drop = (report.get("budget") or {}).get("max_drop")
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in report.get("notes", []))
+    legend = "".join(f"<dt>{html.escape(c.header)}</dt><dd>{html.escape(c.legend)}</dd>" for c in TABLE_COLUMNS)
     versions = ", ".join(f"{k} {v}" for k, v in report.get("versions", {}).items())
     return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>edgesmlp report</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;font-size:13px}}
-td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}th{{background:#eee}}
-tr.failed td{{background:#fdd}}tr.skipped td{{color:#888}}img{{margin:1em 1em 0 0;max-width:48%}}</style></head>
+<html><head><meta charset="utf-8"><title>edgesmlp report</title><style>{STYLE}</style></head>
 <body><h1>edgesmlp report</h1>
-<p>{html.escape(report['created'])} &middot; model {html.escape(str(m.get('path')))} ({html.escape(str(m.get('variant')))},
-{m.get('image_size')}px, {m.get('num_classes')} classes) &middot; {html.escape(str(report['data'].get('val')))}
-&middot; {html.escape(str(machine.get('cpu')))}, {machine.get('cores')} cores</p>
-<table><tr>{head}</tr>{body}</table>
-<div>{figures}</div>
-<ul>{notes}</ul>
-<p style="color:#666;font-size:12px">{html.escape(versions)} &middot; schema {html.escape(report['schema'])}</p>
+<p class="meta">{html.escape(report['created'])} &middot; model {html.escape(str(m.get('path')))}
+({html.escape(str(m.get('variant')))}, {m.get('image_size')}px, {m.get('num_classes')} classes) &middot;
+validation {html.escape(str(data.get('val')))} ({data.get('val_images')} images) &middot;
+{html.escape(str(machine.get('cpu')))}, {machine.get('cores')} cores, {machine.get('threads')} threads</p>
+{_table(rows)}
+<div>{_figures(rows, max_drop)}</div>
+<h2>Notes</h2><ul>{notes}</ul>
+<h2>Columns</h2><dl>{legend}</dl>
+<p class="meta">{html.escape(versions)} &middot; schema {html.escape(report['schema'])}</p>
 </body></html>
 """
 

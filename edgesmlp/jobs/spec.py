@@ -62,8 +62,11 @@ class JobSpec:
     preprocess: PreprocessOverrides = PreprocessOverrides()
     form: Form = Form.deploy
     run: RunSettings = RunSettings()
+    max_drop: float = 1.0  # the accuracy floor, in top-1 points an INT8 row may lose against its float row
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.max_drop) and self.max_drop >= 0):
+            raise ConfigError(f"--max-drop must be a finite number of 0 or more, got {self.max_drop}")
         try:
             object.__setattr__(self, "form", Form(self.form))
         except ValueError:

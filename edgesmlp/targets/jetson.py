@@ -143,7 +143,7 @@ class JetsonTarget(Target):
                     tmp.write_bytes(engine)
             variants.append(Variant(precision, "TensorRT GPU", lambda batch, e=engine: EngineRunner(e, trt),
                                     len(engine) / 1e6, seconds, note=f"TensorRT {trt.__version__}"))
-        return Build(variants, [f"TensorRT {trt.__version__} engines in {folder}; latency from CUDA events."])
+        return Build(variants, [f"TensorRT {trt.__version__} engines, built on this device; latency from CUDA events."])
 
 
 TARGET = JetsonTarget()

@@ -87,7 +87,7 @@ class OpenVINOTarget(Target):
             if not xml.is_file():
                 raise InputError(f"{folder} has no {xml.name}: point --from at a `quantize --target openvino` output")
             variants.append(Variant(precision, RUNTIME, _runner(read_ir(xml), run), ir_size_mb(xml)))
-        return Build(variants, [f"OpenVINO IRs loaded from {folder}.", PRECISION_NOTE])
+        return Build(variants, [PRECISION_NOTE])
 
 
 TARGET = OpenVINOTarget()
