@@ -20,9 +20,9 @@ import torch
 
 from edgesmlp.artifacts import atomic_file, sha256_file
 from edgesmlp.calibration.preprocess import Preprocess
-from edgesmlp.config import PATCH_SIZE, SIZE_MULTIPLE, VARIANTS, ModelConfig
+from edgesmlp.config import PATCH_SIZE, SIZE_MULTIPLE, VARIANTS, Branches, Fusion, ModelConfig
 from edgesmlp.errors import CheckpointError, ConfigError
-from edgesmlp.model import sMLPNet
+from edgesmlp.model import block_layers, sMLPNet
 
 PREFIXES = ("module.", "_orig_mod.")
 EMBED_KEY = "to_patch_embedding.0.0.weight"
@@ -56,7 +56,7 @@ def load_checkpoint(path: str | Path | None = None, variant: str | None = None, 
     state, weights = _select_state_dict(raw, path, ema)
     state = clean_state_dict(state)
     _check_tensors(state, path)
-    config = infer_config(state, path)
+    config = infer_config(state, path, variant)
     if variant is not None:
         check_variant(state, variant, config, path)
     model = sMLPNet(config)
@@ -198,8 +198,14 @@ def _check_tensors(state: dict, path: Path) -> None:
             )
 
 
-def infer_config(state: dict, path: Path | str = "weights") -> ModelConfig:
-    """Read dim, depths, alpha, classes, input channels and input size off the tensor shapes."""
+def infer_config(state: dict, path: Path | str = "weights", variant: str | None = None) -> ModelConfig:
+    """Read the architecture off the keys and tensor shapes: dim, depths, alpha, classes, input channels and
+    size, and the paper's ablation choices (which blocks exist, the fusion, the branches).
+
+    Where shapes cannot tell two designs apart (two joined branches: parallel without the identity, or
+    sequential with it; a plain sum of branches), ``variant`` decides, else the official design is taken
+    when it fits and an ambiguity that remains is refused.
+    """
     if EMBED_KEY not in state:
         sample = ", ".join(list(state)[:4])
         raise CheckpointError(f"{path} is not an sMLPNet checkpoint: no '{EMBED_KEY}' (its keys start {sample})")
@@ -208,30 +214,89 @@ def infer_config(state: dict, path: Path | str = "weights") -> ModelConfig:
         raise CheckpointError(f"{path}: '{EMBED_KEY}' has shape {list(embed.shape)}, not an sMLPNet 4x4 patch embedding")
     dim, in_chans = int(embed.shape[0]), int(embed.shape[1])
     stages = sum(f"to_patch_embedding.{i}.0.weight" in state for i in range(8))
-    blocks = sorted(int(m.group(1)) for k in state if (m := re.fullmatch(r"token_mix\.(\d+)\.1\.fuse\.weight", k)))
+    blocks = sorted(int(m.group(1)) for k in state if (m := re.fullmatch(r"channel_mix\.(\d+)\.2\.net\.0\.weight", k)))
     depths = [0] * max(stages, 1)
-    image_size = None
+    found = _BlockSurvey()
     for k in blocks:
-        channels = int(state[f"token_mix.{k}.1.fuse.weight"].shape[0])
+        fc1 = state[f"channel_mix.{k}.2.net.0.weight"]
+        channels = int(fc1.shape[1])
         stage = (channels // dim).bit_length() - 1
         if channels != dim * 2**stage or stage >= len(depths):
             raise CheckpointError(f"{path}: block {k} has {channels} channels, which fits no stage of dim {dim}")
         depths[stage] += 1
-        grid_key = f"token_mix.{k}.1.proj_h.weight"
-        if image_size is None and grid_key in state:
-            image_size = int(state[grid_key].shape[0]) * PATCH_SIZE * 2**stage
-    alpha_key = "channel_mix.0.2.net.0.weight"
-    alpha = int(state[alpha_key].shape[0]) // int(state[alpha_key].shape[1]) if alpha_key in state else 3
+        found.add(state, k, stage, channels, int(fc1.shape[0]) // channels, path)
     head = state.get("mlp_head.0.weight")
     if head is None:
         raise CheckpointError(f"{path} is not a complete sMLPNet checkpoint: 'mlp_head.0.weight' is missing")
     try:
         return ModelConfig(
-            dim=dim, depths=tuple(depths), alpha=alpha, num_classes=int(head.shape[0]), in_chans=in_chans,
-            image_size=image_size or 224,
+            dim=dim, depths=tuple(depths), alpha=found.alpha or 3, num_classes=int(head.shape[0]), in_chans=in_chans,
+            image_size=found.image_size or 224, **found.design(path, variant),
         )
     except ConfigError as e:
         raise CheckpointError(f"{path}: the weights describe an unusable network ({e})") from None
+
+
+@dataclass
+class _BlockSurvey:
+    """What the blocks of a state dict show, block by block, and whether they agree."""
+
+    alpha: int | None = None
+    image_size: int | None = None
+    dwconv: set = field(default_factory=set)
+    smlp_by_stage: dict = field(default_factory=dict)
+    fusion: set = field(default_factory=set)
+    branch_count: set = field(default_factory=set)
+
+    def add(self, state: dict, k: int, stage: int, channels: int, alpha: int, path) -> None:
+        names = block_layers(k)
+        self.alpha = self.alpha or alpha
+        self.dwconv.add(f"{names['dwconv']}.weight" in state)
+        smlp = f"{names['proj_h']}.weight" in state
+        if self.smlp_by_stage.setdefault(stage, smlp) != smlp:
+            raise CheckpointError(f"{path}: block {k} differs from the other blocks of stage {stage + 1} in having an "
+                                  "sMLP block; edgesmlp takes sMLP per stage, as the paper does")
+        if not smlp:
+            return
+        self.image_size = self.image_size or int(state[f"{names['proj_h']}.weight"].shape[0]) * PATCH_SIZE * 2**stage
+        if f"{names['fuse']}.weight" in state:
+            self.fusion.add(Fusion.fc)
+            self.branch_count.add(int(state[f"{names['fuse']}.weight"].shape[1]) // channels)
+        elif names["branch_weight"] in state:
+            self.fusion.add(Fusion.weighted_sum)
+            self.branch_count.add(int(state[names["branch_weight"]].shape[0]))
+        else:
+            self.fusion.add(Fusion.sum)
+
+    def design(self, path, variant: str | None) -> dict:
+        if len(self.dwconv) > 1:
+            raise CheckpointError(f"{path}: some blocks have the depthwise-conv block and some do not; edgesmlp "
+                                  "takes it in every block or in none")
+        if len(self.fusion) > 1 or len(self.branch_count) > 1:
+            raise CheckpointError(f"{path}: the sMLP blocks join their branches in different ways "
+                                  f"({', '.join(sorted(f.value for f in self.fusion))}); they must all be the same")
+        design = {"dwconv": self.dwconv != {False},
+                  "smlp_stages": tuple(s + 1 for s, on in self.smlp_by_stage.items() if on)}
+        if not self.fusion:
+            return design
+        design["fusion"] = next(iter(self.fusion))
+        readings = [r for r in BRANCH_READINGS if not self.branch_count or r[0] in self.branch_count]
+        if not readings:
+            raise CheckpointError(f"{path}: the sMLP blocks join {next(iter(self.branch_count))} branches; an sMLP "
+                                  "block joins 1, 2 or 3")
+        named = VARIANTS.get(variant or "", {})
+        wanted = (named.get("branches", Branches.parallel), named.get("identity", True))
+        chosen = [r for r in readings if (Branches(r[1]), r[2]) == (Branches(wanted[0]), wanted[1])]
+        if not chosen and variant is None and len(readings) > 1:
+            options = " or ".join(f"{b} branches {'with' if i else 'without'} the identity" for _, b, i in readings)
+            raise CheckpointError(f"{path}: the shapes fit {options}; say which with --variant (e.g. "
+                                  "smlpnet_t_star_no_identity or smlpnet_t_star_sequential)")
+        _, design["branches"], design["identity"] = (chosen or readings)[0]
+        return design
+
+
+# (joined branch count, branches, identity): what an sMLP block's fuse width can mean.
+BRANCH_READINGS = ((3, "parallel", True), (2, "parallel", False), (2, "sequential", True), (1, "sequential", False))
 
 
 def _expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
@@ -240,7 +305,7 @@ def _expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
 
 
 def check_variant(state: dict, variant: str, config: ModelConfig, path: Path | str = "weights") -> None:
-    """Raise naming the first key whose shape differs when the weights are not ``variant``."""
+    """Raise naming the keys that differ when the weights are not ``variant``."""
     if variant not in VARIANTS:
         raise CheckpointError(f"unknown variant {variant!r}: choose one of {', '.join(VARIANTS)}, or omit it")
     wanted = ModelConfig.from_variant(
@@ -248,16 +313,27 @@ def check_variant(state: dict, variant: str, config: ModelConfig, path: Path | s
     )
     if wanted == config:
         return
-    found = config.variant or f"a custom sMLPNet (dim {config.dim}, depths {list(config.depths)}, alpha {config.alpha})"
-    for key, shape in _expected_shapes(wanted).items():
-        if key not in state:
-            raise CheckpointError(f"{path} is not {variant}: key '{key}' is missing (the weights are {found}); drop --variant")
-        if tuple(state[key].shape) != shape:
-            raise CheckpointError(
-                f"{path} is not {variant}: '{key}' is {list(state[key].shape)} in the file but {list(shape)} in "
-                f"{variant} (the weights are {found}); drop --variant"
-            )
-    raise CheckpointError(f"{path} is not {variant}: it has extra blocks (the weights are {found}); drop --variant")
+    found = config.variant or (f"a custom sMLPNet (dim {config.dim}, depths {list(config.depths)}, alpha "
+                               f"{config.alpha})")
+    expected = _expected_shapes(wanted)
+    missing = [k for k in expected if k not in state]
+    extra = [k for k in state if k not in expected]
+    wrong = [k for k in expected if k in state and tuple(state[k].shape) != expected[k]]
+    parts = []
+    if wrong:
+        parts.append(f"'{wrong[0]}' is {list(state[wrong[0]].shape)} in the file but {list(expected[wrong[0]])} in "
+                     f"{variant}")
+    if missing:
+        parts.append(f"{variant} has '{missing[0]}' (and {len(missing) - 1} more keys) that the file lacks")
+    if extra:
+        parts.append(f"the file has '{extra[0]}' (and {len(extra) - 1} more keys) that {variant} lacks")
+    differs = "; ".join(parts) or f"its design differs ({_design_difference(config, wanted)})"
+    raise CheckpointError(f"{path} is not {variant}: {differs} (the weights are {found}); drop --variant")
+
+
+def _design_difference(have: ModelConfig, want: ModelConfig) -> str:
+    return ", ".join(f"{k} {getattr(have, k)} vs {getattr(want, k)}" for k in have.arch()
+                     if have.arch()[k] != want.arch()[k])
 
 
 def _check_keys(model: sMLPNet, state: dict, path: Path) -> None:

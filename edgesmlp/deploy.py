@@ -8,6 +8,10 @@ runs its FFN behind two more permutes. Here the axial mixing is a MatMul on the 
 
 and the channel MLP is LayerNorm over the channel axis then two 1x1 convolutions. INT8 runtimes fuse
 1x1 convolutions far better than transposed MatMuls; that is where the speed comes from.
+
+Every tensor INT8 quantizes passes through a :class:`QuantPoint` (the identity in float): the Q/DQ
+builder finds the same tensors in the exported graph by its placement rules, and QAT swaps these
+points for fake quantizers, so the trained graph is this forward, for every variant.
 """
 
 from __future__ import annotations
@@ -15,11 +19,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgesmlp.config import ModelConfig
+from edgesmlp.config import Branches, Fusion, ModelConfig
 from edgesmlp.fold import ScaleShift, check_equivalent, example_inputs, fold_all
 from edgesmlp.model import HEAD, STEM, block_layers, sMLPNet
 
 DEPLOY_RTOL = 1e-5
+
+
+class QuantPoint(nn.Identity):
+    """A tensor INT8 quantizes (per tensor); the identity until QAT puts a fake quantizer here."""
 
 
 class AxialMix(nn.Module):
@@ -32,8 +40,11 @@ class AxialMix(nn.Module):
         self.weight_h = nn.Parameter(torch.zeros(grid, grid))  # P_w: weight_h @ x mixes along H
         self.bias_h = nn.Parameter(torch.zeros(grid, 1))  # broadcasts on the H axis
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.matmul(x, self.weight_w) + self.bias_w, torch.matmul(self.weight_h, x) + self.bias_h
+    def along_w(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(x, self.weight_w) + self.bias_w
+
+    def along_h(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(self.weight_h, x) + self.bias_h
 
 
 class ChannelLayerNorm(nn.Module):
@@ -50,30 +61,69 @@ class ChannelLayerNorm(nn.Module):
 
 
 class TokenMix(nn.Module):
-    def __init__(self, channels: int, grid: int):
+    """The depthwise-conv block (if present) then the sMLP block (if present), as one residual branch."""
+
+    def __init__(self, channels: int, grid: int, config: ModelConfig, smlp: bool):
         super().__init__()
-        self.pre = ScaleShift(torch.ones(channels), torch.zeros(channels))  # DWConvBlock BN
-        self.dwconv = nn.Conv2d(channels, channels, 3, 1, 1, groups=channels, bias=True)  # + sMLPBlock BN
-        self.mix = AxialMix(grid)
-        self.fuse = nn.Conv2d(3 * channels, channels, 1, bias=False)
+        self.fusion, self.branches, self.identity = config.fusion, config.branches, config.identity
         self.act = nn.GELU()
+        self.pre = self.dwconv = self.mix = self.smlp_pre = self.fuse = None
+        if config.dwconv:
+            self.pre = ScaleShift(torch.ones(channels), torch.zeros(channels))  # DWConvBlock BN
+            self.dw_in = QuantPoint()
+            self.dwconv = nn.Conv2d(channels, channels, 3, 1, 1, groups=channels, bias=True)  # + sMLPBlock BN
+        if smlp:
+            if not config.dwconv:  # nothing to fold the sMLPBlock BN into: it stays a multiply-add
+                self.smlp_pre = ScaleShift(torch.ones(channels), torch.zeros(channels))
+            self.mix_in = QuantPoint()  # the MatMuls' input (and the identity branch into an fc fusion)
+            self.mix = AxialMix(grid)
+            if config.branches is Branches.sequential:
+                self.mid = QuantPoint()  # the W-mixed tensor, input of the H-mixing MatMul
+            if config.fusion is Fusion.fc:
+                self.fuse_in = QuantPoint()  # the mixed branches into the Concat (one scale with mix_in)
+                self.fuse = nn.Conv2d(config.branch_count * channels, channels, 1, bias=False)
+            elif config.fusion is Fusion.weighted_sum:
+                self.register_buffer("branch_weight", torch.ones(config.branch_count, 1, channels, 1, 1))
+        self.residual = QuantPoint()  # the skip input of this branch's Add, quantized where a Conv ends the branch
+
+    @property
+    def ends_in_conv(self) -> bool:
+        """Whether the branch's last op is a Conv (TensorRT fuses the residual Add into it)."""
+        return self.fuse is not None or self.mix is None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = self.act(self.dwconv(self.act(self.pre(x))))
-        along_w, along_h = self.mix(a)
-        return self.fuse(torch.cat([a, along_w, along_h], dim=1))
+        a = x
+        if self.dwconv is not None:
+            a = self.dwconv(self.dw_in(self.act(self.pre(x))))
+        if self.mix is None:
+            return a
+        a = self.act(self.smlp_pre(a) if self.smlp_pre is not None else a)
+        qa = self.mix_in(a)
+        if self.branches is Branches.parallel:
+            mixed = [self.mix.along_w(qa), self.mix.along_h(qa)]
+        else:
+            mixed = [self.mix.along_h(self.mid(self.mix.along_w(qa)))]
+        if self.fuse is not None:
+            return self.fuse(torch.cat([qa] * self.identity + [self.fuse_in(m) for m in mixed], dim=1))
+        parts = [a] * self.identity + mixed
+        if self.fusion is Fusion.weighted_sum:
+            parts = [w * p for w, p in zip(self.branch_weight, parts)]
+        return sum(parts[1:], parts[0])
 
 
 class ChannelMix(nn.Module):
     def __init__(self, channels: int, hidden: int, eps: float):
         super().__init__()
         self.norm = ChannelLayerNorm(eps)
+        self.fc1_in, self.fc2_in, self.residual = QuantPoint(), QuantPoint(), QuantPoint()
         self.fc1 = nn.Conv2d(channels, hidden, 1)
         self.act = nn.GELU()
         self.fc2 = nn.Conv2d(hidden, channels, 1)
 
+    ends_in_conv = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(self.norm(x))))
+        return self.fc2(self.fc2_in(self.act(self.fc1(self.fc1_in(self.norm(x))))))
 
 
 class DeploySMLPNet(nn.Module):
@@ -84,25 +134,53 @@ class DeploySMLPNet(nn.Module):
         self.config = config
         self.depths = config.depths
         self.stems = nn.ModuleList()
+        self.stem_in = nn.ModuleList()
         self.token_mix = nn.ModuleList()
         self.channel_mix = nn.ModuleList()
         for i, (channels, grid) in enumerate(zip(config.channels, config.grids)):
             in_ch, k = (config.in_chans, 4) if i == 0 else (channels // 2, 2)
             self.stems.append(nn.Conv2d(in_ch, channels, k, k, bias=False))
+            self.stem_in.append(QuantPoint())
             for _ in range(config.depths[i]):
-                self.token_mix.append(TokenMix(channels, grid))
+                self.token_mix.append(TokenMix(channels, grid, config, config.has_smlp(i)))
                 self.channel_mix.append(ChannelMix(channels, channels * config.alpha, eps))
+        self.head_in = QuantPoint()
         self.head = nn.Linear(config.channels[-1], config.num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         block = 0
         for i, depth in enumerate(self.depths):
-            x = self.stems[i](x)
+            x = self.stems[i](self.stem_in[i](x))
             for _ in range(depth):
-                x = x + self.token_mix[block](x)
-                x = x + self.channel_mix[block](x)
+                for branch in (self.token_mix[block], self.channel_mix[block]):
+                    x = branch.residual(x) + branch(x)
                 block += 1
-        return self.head(x.mean(dim=(2, 3)))
+        return self.head(self.head_in(x.mean(dim=(2, 3))))
+
+
+def _copy_token_mix(tm: TokenMix, folded: nn.Module, names: dict[str, str]) -> None:
+    layer = folded.get_submodule
+    if tm.dwconv is not None:
+        tm.pre.scale.copy_(layer(names["dw_bn"]).scale)
+        tm.pre.shift.copy_(layer(names["dw_bn"]).shift)
+        tm.dwconv.weight.copy_(layer(names["dwconv"]).weight)
+        conv_bias = layer(names["dwconv"]).bias
+        tm.dwconv.bias.copy_(conv_bias if conv_bias is not None else torch.zeros_like(tm.dwconv.bias))
+    if tm.mix is None:
+        return
+    if tm.smlp_pre is not None:
+        tm.smlp_pre.scale.copy_(layer(names["smlp_bn"]).scale)
+        tm.smlp_pre.shift.copy_(layer(names["smlp_bn"]).shift)
+    # Official proj_h mixes along W (see model.py): out[..., o] = sum_w P[o, w] x[..., w] + b[o].
+    tm.mix.weight_w.copy_(layer(names["proj_h"]).weight[:, :, 0, 0].t())
+    tm.mix.bias_w.copy_(layer(names["proj_h"]).bias)
+    # Official proh_w mixes along H: out[..., o, :] = sum_h P[o, h] x[..., h, :] + b[o].
+    tm.mix.weight_h.copy_(layer(names["proh_w"]).weight[:, :, 0, 0])
+    tm.mix.bias_h.copy_(layer(names["proh_w"]).bias.view(-1, 1))
+    if tm.fuse is not None:
+        tm.fuse.weight.copy_(layer(names["fuse"]).weight)
+    elif tm.fusion is Fusion.weighted_sum:
+        tm.branch_weight.copy_(folded.get_parameter(names["branch_weight"]).view_as(tm.branch_weight))
 
 
 @torch.no_grad()
@@ -117,18 +195,8 @@ def to_deploy(model: sMLPNet, inputs: torch.Tensor | None = None, rtol: float = 
     for i in range(len(deploy.stems)):
         deploy.stems[i].weight.copy_(layer(STEM.format(i=i)).weight)
     for k in range(len(deploy.token_mix)):
-        names, tm, cm = block_layers(k), deploy.token_mix[k], deploy.channel_mix[k]
-        tm.pre.scale.copy_(layer(names["dw_bn"]).scale)
-        tm.pre.shift.copy_(layer(names["dw_bn"]).shift)
-        tm.dwconv.weight.copy_(layer(names["dwconv"]).weight)
-        tm.dwconv.bias.copy_(layer(names["dwconv"]).bias)
-        # Official proj_h mixes along W (see model.py): out[..., o] = sum_w P[o, w] x[..., w] + b[o].
-        tm.mix.weight_w.copy_(layer(names["proj_h"]).weight[:, :, 0, 0].t())
-        tm.mix.bias_w.copy_(layer(names["proj_h"]).bias)
-        # Official proh_w mixes along H: out[..., o, :] = sum_h P[o, h] x[..., h, :] + b[o].
-        tm.mix.weight_h.copy_(layer(names["proh_w"]).weight[:, :, 0, 0])
-        tm.mix.bias_h.copy_(layer(names["proh_w"]).bias.view(-1, 1))
-        tm.fuse.weight.copy_(layer(names["fuse"]).weight)
+        names, cm = block_layers(k), deploy.channel_mix[k]
+        _copy_token_mix(deploy.token_mix[k], folded, names)
         cm.fc1.weight.copy_(layer(names["fc1"]).weight[:, :, None, None])
         cm.fc1.bias.copy_(layer(names["fc1"]).bias)
         cm.fc2.weight.copy_(layer(names["fc2"]).weight[:, :, None, None])

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from edgesmlp.errors import FoldError
-from edgesmlp.model import HEAD, block_layers, sMLPNet
+from edgesmlp.model import HEAD, block_layers, has_layer, sMLPNet
 
 
 @dataclass(frozen=True)
@@ -30,10 +30,15 @@ def fold_plan(model: sMLPNet) -> list[FoldSite]:
     sites = []
     for k in range(len(model.token_mix)):
         layer = block_layers(k)
-        sites.append(FoldSite(layer["dw_bn"], "BatchNorm2d", None,
-                              "precedes a GELU on the residual stream: kept as one per-channel multiply-add"))
-        sites.append(FoldSite(layer["smlp_bn"], "BatchNorm2d", layer["dwconv"],
-                              "folds into the depthwise conv that feeds it (the conv gains a bias)"))
+        if has_layer(model, layer["dw_bn"]):
+            sites.append(FoldSite(layer["dw_bn"], "BatchNorm2d", None,
+                                  "precedes a GELU on the residual stream: kept as one per-channel multiply-add"))
+        if has_layer(model, layer["smlp_bn"]) and has_layer(model, layer["dwconv"]):
+            sites.append(FoldSite(layer["smlp_bn"], "BatchNorm2d", layer["dwconv"],
+                                  "folds into the depthwise conv that feeds it (the conv gains a bias)"))
+        elif has_layer(model, layer["smlp_bn"]):
+            sites.append(FoldSite(layer["smlp_bn"], "BatchNorm2d", None, "no depthwise conv before it (global-only "
+                                  "variant) and a GELU after it: kept as one per-channel multiply-add"))
         sites.append(FoldSite(layer["norm"], "LayerNorm", layer["fc1"],
                               "affine folds into the first FFN Linear; the normalisation itself stays"))
     sites.append(FoldSite(HEAD["norm"], "BatchNorm2d", HEAD["fc"], "folds through the mean pool into the head"))
@@ -83,6 +88,8 @@ def fold_dwconv_bn(model: sMLPNet) -> nn.Module:
     model = copy.deepcopy(model).eval()
     for k in range(len(model.token_mix)):
         layer = block_layers(k)
+        if not (has_layer(model, layer["smlp_bn"]) and has_layer(model, layer["dwconv"])):
+            continue  # a variant without one of the two: the BN (if any) stays a multiply-add
         bn = model.get_submodule(layer["smlp_bn"])
         if isinstance(bn, nn.Identity):
             continue
@@ -129,13 +136,14 @@ def fold_layernorm_affine(model: sMLPNet) -> nn.Module:
 
 @torch.no_grad()
 def keep_dwblock_bn_as_scale_shift(model: sMLPNet) -> nn.Module:
-    """The DWConvBlock's BatchNorm sits before a GELU: make it one per-channel multiply-add."""
+    """The BatchNorms left before a GELU (the DWConvBlock's, and the sMLPBlock's where no depthwise conv
+    precedes it): each becomes one per-channel multiply-add."""
     model = copy.deepcopy(model).eval()
     for k in range(len(model.token_mix)):
-        name = block_layers(k)["dw_bn"]
-        bn = model.get_submodule(name)
-        if isinstance(bn, nn.BatchNorm2d):
-            model.set_submodule(name, ScaleShift(*bn_scale_shift(bn, name)))
+        for role in ("dw_bn", "smlp_bn"):
+            name = block_layers(k)[role]
+            if has_layer(model, name) and isinstance(bn := model.get_submodule(name), nn.BatchNorm2d):
+                model.set_submodule(name, ScaleShift(*bn_scale_shift(bn, name)))
     return model
 
 
@@ -176,7 +184,7 @@ FOLDS = (
     ("sMLPBlock BatchNorm -> depthwise conv", fold_dwconv_bn),
     ("head batch_norm -> mlp_head", fold_head_bn),
     ("LayerNorm affine -> FFN fc1", fold_layernorm_affine),
-    ("DWConvBlock BatchNorm -> per-channel multiply-add", keep_dwblock_bn_as_scale_shift),
+    ("BatchNorm before GELU -> per-channel multiply-add", keep_dwblock_bn_as_scale_shift),
 )
 
 

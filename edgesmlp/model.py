@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgesmlp.config import PATCH_SIZE, ModelConfig
+from edgesmlp.config import PATCH_SIZE, Branches, Fusion, ModelConfig
 
 
 STEM = "to_patch_embedding.{i}.0"
@@ -19,18 +19,35 @@ HEAD = {"norm": "batch_norm", "fc": "mlp_head.0"}
 
 
 def block_layers(k: int) -> dict[str, str]:
-    """Block ``k``'s layers by role, as official module paths: the one description fold, deploy and inspect share."""
+    """Block ``k``'s layers by role, as official module paths: the one description fold, deploy and inspect share.
+
+    A variant without the depthwise-conv block or the sMLP block has ``nn.Identity`` in that slot of
+    ``token_mix[k]``, so every layer that exists keeps its official name (see :func:`has_layer`).
+    """
     return {
         "dw_bn": f"token_mix.{k}.0.conv_merge.BN",  # BN -> GELU -> depthwise conv (cannot fold: a GELU follows)
         "dwconv": f"token_mix.{k}.0.conv_merge.Conv",
         "smlp_bn": f"token_mix.{k}.1.BN",  # folds into the depthwise conv before it
         "proj_h": f"token_mix.{k}.1.proj_h",  # mixes tokens along W (the official permute)
         "proh_w": f"token_mix.{k}.1.proh_w",  # mixes tokens along H
-        "fuse": f"token_mix.{k}.1.fuse",
+        "fuse": f"token_mix.{k}.1.fuse",  # fusion fc only
+        "branch_weight": f"token_mix.{k}.1.branch_weight",  # fusion weighted_sum only (a parameter)
         "norm": f"channel_mix.{k}.1",  # LayerNorm; its affine folds into fc1
         "fc1": f"channel_mix.{k}.2.net.0",
         "fc2": f"channel_mix.{k}.2.net.3",
     }
+
+
+def has_layer(model: nn.Module, path: str) -> bool:
+    """Whether ``path`` names a layer (or parameter) of ``model``: variants leave some out."""
+    try:
+        model.get_submodule(path)
+    except AttributeError:
+        try:
+            model.get_parameter(path)
+        except AttributeError:
+            return False
+    return True
 
 
 class Permute(nn.Module):
@@ -78,20 +95,44 @@ class DWConvBlock(nn.Module):
 
 
 class sMLPBlock(nn.Module):  # noqa: N801 - official name
-    def __init__(self, grid: int, channels: int):
+    """BN -> GELU, then the identity, W-mixing (``proj_h``) and H-mixing (``proh_w``) branches, joined by ``fuse``.
+
+    The official block is parallel with the identity and an fc fusion; the paper's ablations change the
+    fusion (sum, weighted sum), drop the identity, or chain the two mixes (``proh_w`` on ``proj_h``'s output).
+    """
+
+    def __init__(self, grid: int, channels: int, config: ModelConfig | None = None):
         super().__init__()
+        config = config or ModelConfig()
         self.channels = channels
+        self.fusion, self.branches, self.identity = config.fusion, config.branches, config.identity
         self.activation = nn.GELU()
         self.BN = nn.BatchNorm2d(channels)
         self.proj_h = nn.Conv2d(grid, grid, 1)
         self.proh_w = nn.Conv2d(grid, grid, 1)
-        self.fuse = nn.Conv2d(channels * 3, channels, 1, bias=False)
+        if config.fusion is Fusion.fc:
+            self.fuse = nn.Conv2d(channels * config.branch_count, channels, 1, bias=False)
+        elif config.fusion is Fusion.weighted_sum:
+            self.branch_weight = nn.Parameter(torch.ones(config.branch_count, channels))
+
+    def mix_w(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj_h(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+    def mix_h(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proh_w(x.permute(0, 2, 1, 3)).permute(0, 2, 1, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.activation(self.BN(x))
-        x_h = self.proj_h(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        x_w = self.proh_w(x.permute(0, 2, 1, 3)).permute(0, 2, 1, 3)
-        return self.fuse(torch.cat([x, x_h, x_w], dim=1))
+        if self.branches is Branches.parallel:
+            mixed = [self.mix_w(x), self.mix_h(x)]
+        else:
+            mixed = [self.mix_h(self.mix_w(x))]
+        parts = [x] * self.identity + mixed
+        if self.fusion is Fusion.fc:
+            return self.fuse(torch.cat(parts, dim=1))
+        if self.fusion is Fusion.weighted_sum:
+            parts = [w.view(1, -1, 1, 1) * p for w, p in zip(self.branch_weight, parts)]
+        return sum(parts[1:], parts[0])
 
 
 class sMLPNet(nn.Module):  # noqa: N801 - official name
@@ -109,7 +150,10 @@ class sMLPNet(nn.Module):  # noqa: N801 - official name
                 embed = nn.Conv2d(channels // 2, channels, 2, 2, bias=False)
             self.to_patch_embedding.append(nn.Sequential(embed))
             for _ in range(config.depths[i]):
-                self.token_mix.append(nn.Sequential(DWConvBlock(channels), sMLPBlock(grid, channels)))
+                self.token_mix.append(nn.Sequential(  # Identity keeps the official index of what is there
+                    DWConvBlock(channels) if config.dwconv else nn.Identity(),
+                    sMLPBlock(grid, channels, config) if config.has_smlp(i) else nn.Identity(),
+                ))
                 self.channel_mix.append(
                     nn.Sequential(
                         Permute(0, 2, 3, 1),

@@ -35,7 +35,7 @@ def rows(report):
 @pytest.mark.parametrize("target", ["openvino", "jetson"])
 def test_qat_matches_ptq_artifacts_and_accuracy(tmp_path, target):
     outcome = run_quantize(QuantizeRequest(target=target, output=tmp_path, run=RunSettings(latency_seconds=0, latency_iters=3),
-                                           qat=QATConfig(epochs=1)), log=lambda _: None)
+                                           qat=QATConfig(epochs=2)), log=lambda _: None)
     folder = tmp_path / target
     assert {p.name for p in folder.iterdir()} == PTQ_FILES[target]  # exactly what PTQ ships
     assert not list(tmp_path.glob("*.qat-checkpoint.pt"))  # finished: nothing left to resume
@@ -43,7 +43,7 @@ def test_qat_matches_ptq_artifacts_and_accuracy(tmp_path, target):
     assert r["int8"]["top1"] >= r["int8-ptq"]["top1"]  # QAT at least PTQ, side by side
     assert r["int8"]["top1"] >= r["fp32"]["top1"] - 0.2
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["qat"]["epochs"] == 1 and manifest["qat"]["labelled"]
+    assert manifest["qat"]["epochs"] == 2 and manifest["qat"]["labelled"]
     if target == "jetson":
         assert lint_qdq(folder / "model_int8_qdq.onnx") == []
 

@@ -14,10 +14,10 @@ import copy
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
-from edgesmlp.deploy import DeploySMLPNet
+from edgesmlp.deploy import AxialMix, DeploySMLPNet, QuantPoint
 from edgesmlp.quantize.calibrate import QMAX, CalibMethod, amax_from_histogram
 
 
@@ -68,50 +68,80 @@ def quant_weight(w: torch.Tensor, axis: int) -> torch.Tensor:
     return torch.fake_quantize_per_channel_affine(w, scale, zero, axis, -127, 127)
 
 
-class BlockQuant(nn.Module):
-    def __init__(self):
+class WeightQuant(nn.Module):
+    """A parametrization: the weight, fake-quantized per channel on ``axis`` once ``enabled``."""
+
+    def __init__(self, axis: int):
         super().__init__()
-        self.dw_in, self.concat, self.res_token = ActQuant(), ActQuant(), ActQuant()
-        self.fc1_in, self.fc2_in, self.res_channel = ActQuant(), ActQuant(), ActQuant()
+        self.axis = axis
+        self.enabled = False
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return quant_weight(w, self.axis) if self.enabled else w
+
+
+def _weights(deploy: DeploySMLPNet) -> list[tuple[nn.Module, str, int]]:
+    """Every weight the Q/DQ graph quantizes: (module, parameter, output-channel axis)."""
+    found = [(m, "weight", 0) for m in deploy.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    for m in deploy.modules():
+        if isinstance(m, AxialMix):  # x @ weight_w: output axis is the last; weight_h @ x: the first
+            found += [(m, "weight_w", -1), (m, "weight_h", 0)]
+    return found
+
+
+def _place_quantizers(deploy: DeploySMLPNet) -> None:
+    """Put an ActQuant at each QuantPoint the Q/DQ placement quantizes, sharing the Concat's one scale."""
+    for i in range(len(deploy.stem_in)):
+        deploy.stem_in[i] = ActQuant()
+    deploy.head_in = ActQuant()
+    for tm in deploy.token_mix:
+        if tm.dwconv is not None:
+            tm.dw_in = ActQuant()
+        if tm.mix is not None:
+            tm.mix_in = ActQuant()
+            if hasattr(tm, "mid"):
+                tm.mid = ActQuant()
+            if tm.fuse is not None:  # one scale for every Concat input: the identity branch is mix_in itself
+                tm.fuse_in = tm.mix_in if tm.identity else ActQuant()
+        if tm.ends_in_conv:
+            tm.residual = ActQuant()
+    for cm in deploy.channel_mix:
+        cm.fc1_in, cm.fc2_in, cm.residual = ActQuant(), ActQuant(), ActQuant()
 
 
 class QATDeploySMLPNet(nn.Module):
-    """Wraps (a copy of) a :class:`DeploySMLPNet`; ``.model`` holds the weights being trained."""
+    """A copy of a :class:`DeploySMLPNet` with fake quantization at its quantization points (``.model``).
+
+    The forward is the deploy form's own, so every variant trains the graph it ships.
+    """
 
     def __init__(self, deploy: DeploySMLPNet, learn_ranges: bool = False):
         super().__init__()
         self.learn_ranges = learn_ranges
         self.model = copy.deepcopy(deploy)
-        self.stem_in = nn.ModuleList(ActQuant() for _ in deploy.stems)
-        self.blocks = nn.ModuleList(BlockQuant() for _ in deploy.token_mix)
-        self.head_in = ActQuant()
-        self.quantize_weights = False
-
-    def _w(self, w: torch.Tensor, axis: int = 0) -> torch.Tensor:
-        return quant_weight(w, axis) if self.quantize_weights else w
+        _place_quantizers(self.model)
+        self.weight_quantizers = []
+        for module, name, axis in _weights(self.model):
+            quantizer = WeightQuant(axis)
+            parametrize.register_parametrization(module, name, quantizer)
+            self.weight_quantizers.append(quantizer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        m, block = self.model, 0
-        for i, depth in enumerate(m.depths):
-            stem = m.stems[i]
-            x = F.conv2d(self.stem_in[i](x), self._w(stem.weight), None, stem.stride)
-            for _ in range(depth):
-                x = self._block(x, block)
-                block += 1
-        return F.linear(self.head_in(x.mean(dim=(2, 3))), self._w(m.head.weight), m.head.bias)
+        return self.model(x)
 
-    def _block(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        tm, cm, q = self.model.token_mix[k], self.model.channel_mix[k], self.blocks[k]
-        h = F.conv2d(q.dw_in(tm.act(tm.pre(x))), self._w(tm.dwconv.weight), tm.dwconv.bias, 1, 1, 1, tm.dwconv.groups)
-        a = q.concat(tm.act(h))
-        along_w = q.concat(torch.matmul(a, self._w(tm.mix.weight_w, -1)) + tm.mix.bias_w)
-        along_h = q.concat(torch.matmul(self._w(tm.mix.weight_h, 0), a) + tm.mix.bias_h)
-        x = q.res_token(x) + F.conv2d(torch.cat([a, along_w, along_h], 1), self._w(tm.fuse.weight))
-        u = cm.act(F.conv2d(q.fc1_in(cm.norm(x)), self._w(cm.fc1.weight), cm.fc1.bias))
-        return q.res_channel(x) + F.conv2d(q.fc2_in(u), self._w(cm.fc2.weight), cm.fc2.bias)
+    def float_model(self) -> DeploySMLPNet:
+        """The trained weights in a plain deploy form (no fake quantization), for export."""
+        plain = copy.deepcopy(self.model).eval()
+        for module, name, _ in _weights(plain):
+            parametrize.remove_parametrizations(module, name, leave_parametrized=False)
+        for parent in list(plain.modules()):
+            for child_name, child in list(parent._modules.items()):  # every name, a shared quantizer's twice
+                if isinstance(child, ActQuant):
+                    setattr(parent, child_name, QuantPoint())
+        return plain
 
     def quantizers(self) -> list[ActQuant]:
-        return [m for m in self.modules() if isinstance(m, ActQuant)]
+        return list(dict.fromkeys(m for m in self.modules() if isinstance(m, ActQuant)))
 
     @torch.no_grad()
     def calibrate(self, data: torch.Tensor, method: CalibMethod, percentile: float = 99.99, batch: int = 32) -> None:
@@ -123,8 +153,9 @@ class QATDeploySMLPNet(nn.Module):
             for start in range(0, len(data), batch):
                 self(data[start : start + batch])
         for q in self.quantizers():
-            q.finish(CalibMethod(method), percentile, keep_full_range=q is self.stem_in[0])  # the image input
+            q.finish(CalibMethod(method), percentile, keep_full_range=q is self.model.stem_in[0])  # the image input
             q.mode = "quant"
             if self.learn_ranges:
                 q.learn()
-        self.quantize_weights = True
+        for w in self.weight_quantizers:
+            w.enabled = True

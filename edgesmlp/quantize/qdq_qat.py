@@ -25,7 +25,7 @@ def quantize_aware_training(model: torch.nn.Module, teacher: torch.nn.Module, ca
     student = QATDeploySMLPNet(model)
     student.calibrate(torch.from_numpy(calibration), config.method, config.percentile)
     summary = fine_tune(student, teacher, job, preprocess, log)
-    tuned = student.model.eval()
+    tuned = student.float_model()
     c = tuned.config
     export_onnx(tuned, scratch, c.image_size, c.in_chans, dynamic_batch=True, reference=tuned)
     quantize_qdq(scratch, out_path, calibration, config)
