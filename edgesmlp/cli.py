@@ -28,8 +28,9 @@ WeightsOpt = Annotated[
 ]
 VariantOpt = Annotated[
     Optional[str],
-    typer.Option(metavar="NAME", help="Assert the weights are this variant (smlpnet_t, smlpnet_s, smlpnet_b, smlpnet_t_star). "
-                 "Optional: the architecture is read from the tensor shapes."),
+    typer.Option(metavar="NAME", help="Assert the weights are this variant (smlpnet_t, smlpnet_s_sum, ...: "
+                 "`edgesmlp inspect --arch list`). Optional: the architecture is read from the keys and shapes; it "
+                 "decides only where shapes cannot (sequential branches vs no identity)."),
 ]
 EmaOpt = Annotated[bool, typer.Option("--ema", help="Take the checkpoint's model_ema weights instead of model.")]
 LatencySecondsOpt = Annotated[float, typer.Option(metavar="S", help="Batch-1 timing budget per row, in seconds, "
@@ -148,19 +149,35 @@ def inspect(
     weights: Annotated[Optional[Path], typer.Argument(help="Checkpoint to describe. Default: the bundled model.")] = None,
     variant: VariantOpt = None,
     ema: EmaOpt = False,
+    arch: Annotated[Optional[str], typer.Option(metavar="NAME|list", help="Describe a variant of the paper without "
+                                                "weights (config, parameters, MACs at 224); 'list' lists the "
+                                                "family.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
-    """Describe a checkpoint: variant, config, input size, parameters, MACs, foldable norms, metadata.
+    """Describe a checkpoint (variant, config, input size, parameters, MACs, foldable norms, metadata), or with
+    --arch a variant of the paper without weights.
 
     
     Examples:
       edgesmlp inspect
       edgesmlp inspect smlp_s.pth --ema --json
+      edgesmlp inspect --arch list
+      edgesmlp inspect --arch smlpnet_s_sum --json
     """
-    from edgesmlp.jobs.describe import describe, render
+    from edgesmlp.jobs import describe as d
 
-    info = describe(_load(weights, variant, ema))
-    typer.echo(json.dumps(info, indent=2) if as_json else render(info))
+    if arch is not None:
+        if weights is not None:
+            raise ConfigError("--arch describes a variant without weights: drop either WEIGHTS or --arch")
+        if arch == "list":
+            rows = d.list_arches()
+            typer.echo(json.dumps(rows, indent=2) if as_json else d.render_arch_list(rows))
+        else:
+            info = d.describe_arch(arch)
+            typer.echo(json.dumps(info, indent=2) if as_json else d.render_arch(info))
+        return
+    info = d.describe(_load(weights, variant, ema))
+    typer.echo(json.dumps(info, indent=2) if as_json else d.render(info))
 
 
 @app.command()

@@ -84,3 +84,23 @@ def test_reference_export_keeps_the_official_graph(small_model, tmp_path):
     export_onnx(small_model, path, 32)
     ops = collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node)
     assert ops["Transpose"] > 0
+
+
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(
+    fusion=st.sampled_from(["fc", "sum", "weighted_sum"]),
+    smlp_stages=st.sets(st.integers(1, 4)),
+    dwconv=st.booleans(),
+    branches=st.sampled_from(["parallel", "sequential"]),
+    identity=st.booleans(),
+    seed=st.integers(0, 1000),
+)
+def test_random_designs(fusion, smlp_stages, dwconv, branches, identity, seed):
+    """Any mix of the paper's design choices folds into a deploy form with the same logits."""
+    stages = tuple(smlp_stages) if dwconv else (1, 2, 3, 4)
+    config = ModelConfig(dim=6, depths=(1, 1, 1, 1), alpha=2, num_classes=4, image_size=32, fusion=fusion,
+                         smlp_stages=stages, dwconv=dwconv, branches=branches, identity=identity)
+    torch.manual_seed(seed)
+    model = randomize_norms(sMLPNet(config), seed=seed)
+    x = torch.randn(2, 3, 32, 32)
+    assert check_equivalent(model, to_deploy(model, x), x, "deploy") <= 1e-5

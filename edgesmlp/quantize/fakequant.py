@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from edgesmlp.deploy import AxialMix, DeploySMLPNet, QuantPoint
+from edgesmlp.deploy import AxialMix, DeploySMLPNet
 from edgesmlp.quantize.calibrate import QMAX, CalibMethod, amax_from_histogram
 
 
@@ -118,6 +118,7 @@ class QATDeploySMLPNet(nn.Module):
     def __init__(self, deploy: DeploySMLPNet, learn_ranges: bool = False):
         super().__init__()
         self.learn_ranges = learn_ranges
+        self._template = [copy.deepcopy(deploy).eval()]  # a list: not a submodule, not in the state dict
         self.model = copy.deepcopy(deploy)
         _place_quantizers(self.model)
         self.weight_quantizers = []
@@ -130,15 +131,21 @@ class QATDeploySMLPNet(nn.Module):
         return self.model(x)
 
     def float_model(self) -> DeploySMLPNet:
-        """The trained weights in a plain deploy form (no fake quantization), for export."""
-        plain = copy.deepcopy(self.model).eval()
-        for module, name, _ in _weights(plain):
-            parametrize.remove_parametrizations(module, name, leave_parametrized=False)
-        for parent in list(plain.modules()):
-            for child_name, child in list(parent._modules.items()):  # every name, a shared quantizer's twice
-                if isinstance(child, ActQuant):
-                    setattr(parent, child_name, QuantPoint())
-        return plain
+        """The trained weights in a plain deploy form (no fake quantization), for export.
+
+        (Copied by name into a float template: removing parametrizations from a deep copy would strip the
+        weight property from the class the copy shares with the student.)
+        """
+        weights = {}
+        for key, value in self.model.state_dict().items():
+            if ".parametrizations." in key:
+                owner, rest = key.split(".parametrizations.", 1)
+                weights[f"{owner}.{rest.removesuffix('.original')}"] = value
+            elif key.rsplit(".", 1)[-1] not in ("amax", "log_amax"):
+                weights[key] = value
+        plain = copy.deepcopy(self._template[0])
+        plain.load_state_dict(weights, strict=True)
+        return plain.eval()
 
     def quantizers(self) -> list[ActQuant]:
         return list(dict.fromkeys(m for m in self.modules() if isinstance(m, ActQuant)))
