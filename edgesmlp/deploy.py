@@ -76,6 +76,7 @@ class TokenMix(nn.Module):
             if not config.dwconv:  # nothing to fold the sMLPBlock BN into: it stays a multiply-add
                 self.smlp_pre = ScaleShift(torch.ones(channels), torch.zeros(channels))
             self.mix_in = QuantPoint()  # the MatMuls' input (and the identity branch into an fc fusion)
+            self.mix_in_h = QuantPoint()  # the H-mixing MatMul's own input, where a weighted sum scales it apart
             self.mix = AxialMix(grid)
             if config.branches is Branches.sequential:
                 self.mid = QuantPoint()  # the W-mixed tensor, input of the H-mixing MatMul
@@ -98,6 +99,8 @@ class TokenMix(nn.Module):
         if self.mix is None:
             return a
         a = self.act(self.smlp_pre(a) if self.smlp_pre is not None else a)
+        if self.fusion is Fusion.weighted_sum:
+            return self._weighted_sum(a)
         qa = self.mix_in(a)
         if self.branches is Branches.parallel:
             mixed = [self.mix.along_w(qa), self.mix.along_h(qa)]
@@ -105,10 +108,26 @@ class TokenMix(nn.Module):
             mixed = [self.mix.along_h(self.mid(self.mix.along_w(qa)))]
         if self.fuse is not None:
             return self.fuse(torch.cat([qa] * self.identity + [self.fuse_in(m) for m in mixed], dim=1))
-        parts = [a] * self.identity + mixed
-        if self.fusion is Fusion.weighted_sum:
-            parts = [w * p for w, p in zip(self.branch_weight, parts)]
-        return sum(parts[1:], parts[0])
+        return sum(mixed, a) if self.identity else sum(mixed[1:], mixed[0])
+
+    def _weighted_sum(self, a: torch.Tensor) -> torch.Tensor:
+        """sum_j w_j * branch_j, with each mixed branch's per-channel weight moved onto its MatMul input (it
+        commutes with token mixing) and the weighted biases added last: OpenVINO's CPU plugin fails to compile
+        INT8 MatMuls followed by a per-channel multiply or add when the token grid is 1 (data size != OC)."""
+        weights = self.branch_weight
+        w1, *rest = weights[int(self.identity):]
+        if self.branches is Branches.parallel:
+            parts = [torch.matmul(self.mix_in(a * w1), self.mix.weight_w),
+                     torch.matmul(self.mix.weight_h, self.mix_in_h(a * rest[0]))]
+            bias = w1 * self.mix.bias_w + rest[0] * self.mix.bias_h
+        else:  # w1 (P_h (x P_w + b_w) + b_h): the inner bias, carried through P_h, joins the outer one
+            inner = torch.matmul(self.mix_in(a * w1), self.mix.weight_w)
+            parts = [torch.matmul(self.mix.weight_h, self.mid(inner))]
+            carried = self.mix.weight_h.sum(dim=1, keepdim=True) * self.mix.bias_w  # (N, N): P_h @ (1 b_w^T)
+            bias = w1 * (carried + self.mix.bias_h)
+        if self.identity:
+            parts.insert(0, weights[0] * a)
+        return sum(parts[1:], parts[0]) + bias
 
 
 class ChannelMix(nn.Module):

@@ -129,12 +129,22 @@ def test_fold_deploy_export_and_jetson_qdq(name, tmp_path):
     assert np.median(per_image) <= 1e-5 and per_image.max() <= 0.05
 
 
-@pytest.mark.parametrize("name", NAMES)
+# Designs beyond the paper's rows that stress OpenVINO's fusions most: weighted sums with each branch layout.
+WEIGHTED = [dict(fusion="weighted_sum", branches=b, identity=i) for b in ("parallel", "sequential") for i in (True, False)]
+
+
+@pytest.mark.parametrize("name", NAMES + WEIGHTED, ids=NAMES + [f"weighted-{d['branches']}-{d['identity']}"
+                                                               for d in WEIGHTED])
 def test_openvino_int8(name):
     from edgesmlp.quantize.openvino_ptq import OpenVINOPTQConfig, quantize_openvino
     from edgesmlp.runtimes.openvino import OpenVINORunner
 
-    model = small(name)
+    if isinstance(name, dict):
+        torch.manual_seed(0)
+        model = randomize_norms(sMLPNet(ModelConfig(dim=8, depths=(1, 1, 2, 1), num_classes=5, image_size=32,
+                                                    **name)), seed=1)
+    else:
+        model = small(name)
     fp32 = to_openvino(to_deploy(model), 3, 32)
     int8 = quantize_openvino(fp32, calibration(), OpenVINOPTQConfig())
     assert sum(op.get_type_name() == "FakeQuantize" for op in int8.get_ops()) > 0

@@ -99,6 +99,8 @@ def _place_quantizers(deploy: DeploySMLPNet) -> None:
             tm.dw_in = ActQuant()
         if tm.mix is not None:
             tm.mix_in = ActQuant()
+            if tm.fusion.value == "weighted_sum" and tm.branches.value == "parallel":
+                tm.mix_in_h = ActQuant()  # each mixing MatMul reads its own weighted input
             if hasattr(tm, "mid"):
                 tm.mid = ActQuant()
             if tm.fuse is not None:  # one scale for every Concat input: the identity branch is mix_in itself
