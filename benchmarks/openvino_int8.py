@@ -2,11 +2,17 @@
 
     python benchmarks/openvino_int8.py [--rounds 5] [--iters 8] [--threads 2] [--calib 300]
 
-Candidates (batch 1, OpenVINO CPU, INFERENCE_PRECISION_HINT=f32 unless named otherwise):
-  ov_fp32_plain     OpenVINO FP32 of the official graph
-  nncf_int8_plain   NNCF's default INT8 of the official graph (nncf.quantize with defaults)
-  edgesmlp_int8     edgesmlp: folded deploy form, NNCF performance preset, bias correction off
-  torch_fp32        PyTorch eager FP32 of the official module
+Candidates (batch 1, static-batch IRs, OpenVINO CPU, INFERENCE_PRECISION_HINT=f32 unless named otherwise):
+  ov_default_plain      the official graph at OpenVINO's CPU default precision (no hint: bf16 on bf16 CPUs):
+                        what a user gets without edgesmlp
+  ov_fp32_plain         OpenVINO FP32 of the official graph (where a CPU has no bf16, the default is this)
+  ov_default_deploy     the deploy form at the default precision
+  nncf_int8_plain       NNCF's default INT8 of the official graph (nncf.quantize with defaults)
+  edgesmlp_int8         edgesmlp: folded deploy form, NNCF performance preset, bias correction off, as bench
+                        compiles it (f32 hint for the layers left in float)
+  edgesmlp_int8_nohint  the same IR compiled with no hint, as compile_model("model.xml") does
+  edgesmlp_int8_dynamic the same INT8 with a dynamic batch, compiled as it is (what shipped before)
+  torch_fp32            PyTorch eager FP32 of the official module
 Random weights are fine for speed. PTQ time and peak memory for 300 calibration images are measured
 in a fresh child process each. Writes benchmarks/results/openvino_int8.md.
 """
@@ -135,18 +141,32 @@ def main() -> None:
     core = ov.Core()
     x = np.random.default_rng(0).standard_normal((1, 3, SIZE, SIZE)).astype(np.float32)
 
-    def compiled(m):
-        config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": args.threads, "PERFORMANCE_HINT": "LATENCY"}
+    def compiled(m, precision: str | None = "f32"):
+        config = {"INFERENCE_NUM_THREADS": args.threads, "PERFORMANCE_HINT": "LATENCY"}
+        if precision is not None:
+            config["INFERENCE_PRECISION_HINT"] = precision
         request = core.compile_model(m, "CPU", config).create_infer_request()
         return lambda: request.infer({0: x})
 
+    from edgesmlp.deploy import to_deploy
+
+    dynamic_int8 = edgesmlp_int8.clone()
+    dynamic_int8.reshape({dynamic_int8.inputs[0]: [-1, 3, SIZE, SIZE]})
     xt = torch.from_numpy(x)
+    plain = to_openvino(model, 3, SIZE)
     candidates = {
-        "ov_fp32_plain": compiled(to_openvino(model, 3, SIZE)),
+        "ov_default_plain": compiled(plain, None),
+        "ov_fp32_plain": compiled(plain),
+        "ov_default_deploy": compiled(to_openvino(to_deploy(model), 3, SIZE), None),
         "nncf_int8_plain": compiled(nncf_int8),
         "edgesmlp_int8": compiled(edgesmlp_int8),
+        "edgesmlp_int8_nohint": compiled(edgesmlp_int8, None),
+        "edgesmlp_int8_dynamic": compiled(dynamic_int8),
         "torch_fp32": lambda: model(xt),
     }
+    from edgesmlp.runtimes.openvino import resolved_default_precision
+
+    args.default_precision = resolved_default_precision()
     with torch.no_grad():
         timings, per_round = interleaved(candidates, rounds=args.rounds, iters=args.iters)
     rows = []
@@ -162,7 +182,9 @@ def write(rows, ptq, args) -> None:
         "",
         f"`python benchmarks/openvino_int8.py --rounds {args.rounds} --iters {args.iters} --threads {args.threads} "
         f"--calib {args.calib}`. Interleaved rounds in one process; the ratio is the median over rounds of "
-        "candidate/edgesmlp_int8 time (> 1: edgesmlp is faster). OpenVINO runs with INFERENCE_PRECISION_HINT=f32.",
+        "candidate/edgesmlp_int8 time (> 1: edgesmlp is faster). OpenVINO runs with INFERENCE_PRECISION_HINT=f32 "
+        f"except the *_default and *_nohint rows, which get the CPU's default: {args.default_precision} on this CPU. "
+        "Every IR has a static batch of 1 except edgesmlp_int8_dynamic.",
         "",
         "| candidate | p50 ms | p90 ms | edgesmlp_int8 speedup |",
         "| --- | --- | --- | --- |",

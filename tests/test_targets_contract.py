@@ -105,8 +105,28 @@ class TestOnnxRuntimeTarget(TargetContract):
     name, built, loaded = "onnxruntime", {"fp32", "int8"}, {"fp32", "int8"}
 
 
+def _openvino_default() -> set[str]:
+    """The CPU's default-precision row, where it is not f32 (bf16 on bf16 CPUs)."""
+    from edgesmlp.runtimes.openvino import resolved_default_precision
+
+    default = resolved_default_precision()
+    return set() if default == "f32" else {default}
+
+
 class TestOpenVINOTarget(TargetContract):
-    name, built, loaded = "openvino", {"fp32", "int8"}, {"fp32", "int8"}
+    name = "openvino"
+    built = loaded = {"fp32", "int8"} | _openvino_default()
+
+    def test_ships_static_batch_irs_and_times_against_the_default_precision(self, folder):
+        from edgesmlp.runtimes.openvino import read_ir, static_batch
+
+        path, build = folder
+        assert static_batch(read_ir(path / "model.xml")) == 1 and static_batch(read_ir(path / "model_fp32.xml")) == 1
+        references = [v for v in build.variants if v.speed_reference]
+        assert len(references) == 1  # the default precision's row, or fp32 where that is the default
+        assert references[0].precision == (next(iter(_openvino_default())) if _openvino_default() else "fp32")
+        runner = references[0].make_runner(1)
+        assert runner.inference_precision == references[0].precision.replace("fp32", "f32")
 
 
 class TestJetsonTarget(TargetContract):

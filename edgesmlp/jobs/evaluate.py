@@ -158,7 +158,8 @@ def measure_target(target: str, variants: list[Variant], accuracy: dict, sample:
 
     Each variant is timed for ``run.latency_seconds`` at batch 1, split over ``ROUNDS`` rounds that visit the
     variants in turn, so a slower moment of a shared machine lands on every row; the speedup of a row over
-    its target's float row is the median over rounds of their per-round ratio. Returns the rows and, for
+    its target's reference row (the CPU's default precision where the target has one, else its float row) is
+    the median over rounds of their per-round ratio. Returns the rows and, for
     variants whose runtime failed while timed, the reason.
     """
     one = np.ascontiguousarray(sample[:1])
@@ -186,7 +187,9 @@ def measure_target(target: str, variants: list[Variant], accuracy: dict, sample:
             samples[k] += got
             medians[k] = statistics.median(got)
         rounds.append(medians)
-    float_key = next((k for k in samples if k in FLOAT_PRECISIONS and k not in failures), None)
+    references = [v.precision for v in variants if v.speed_reference and v.precision not in failures]
+    float_key = references[0] if references else next(
+        (k for k in samples if k in FLOAT_PRECISIONS and k not in failures), None)
     results = []
     for v in variants:
         if v.precision in failures:

@@ -32,7 +32,7 @@ class Result:
     latency_ms_p90: float | None = None
     latency_ms_iqr: float | None = None  # p75 - p25 of the batch-1 samples: the measured noise
     latency_unstable: bool | None = None  # the noise is too large for this p50 to be compared
-    speedup: float | None = None  # the target's float row's p50 over this row's, from interleaved rounds
+    speedup: float | None = None  # the target's reference row's p50 over this row's, from interleaved rounds
     throughput_ips: float | None = None
     throughput_batch: int | None = None
     size_mb: float | None = None
@@ -75,7 +75,8 @@ class Column:
 
 COLUMNS = (
     Column("target", "target", "where the model runs: the edgesmlp target", short="target"),
-    Column("precision", "precision", "fp32/fp16: float; int8: quantized; int8-ptq: post-training beside a QAT int8",
+    Column("precision", "precision", "fp32/fp16: float; bf16: the CPU's default precision for a float model; int8: "
+           "quantized; int8-ptq: post-training beside a QAT int8",
            short="prec"),
     Column("runtime", "runtime", "what executed the row on this machine"),
     Column("status", "status", "ok, skipped (not available here, with the reason) or failed (with the reason)"),
@@ -90,8 +91,9 @@ COLUMNS = (
            "measurement (IQR over 25% of p50)", 2, "p50 ms"),
     Column("latency_ms_iqr", "IQR (ms)", "p75 minus p25 of the batch-1 times: the noise of this measurement", 2),
     Column("latency_ms_p90", "p90 (ms)", "90th-percentile time for one image at batch 1", 2),
-    Column("speedup", "speedup vs float (x)", "the target's float p50 over this row's, timed in interleaved rounds "
-           "in the same run", 2, "speedup"),
+    Column("speedup", "speedup (x)", "the reference row's p50 over this row's, timed in interleaved rounds in the "
+           "same run; the reference is what users get without edgesmlp: the CPU's default precision where the "
+           "target has one (OpenVINO: bf16 on bf16 CPUs), else the target's float row", 2, "speedup"),
     Column("throughput_ips", "throughput (img/s)", "images per second at the throughput batch", 0, "img/s"),
     Column("size_mb", "size (MB)", "the artifact's size on disk", 2, "MB"),
     Column("quantize_seconds", "quantize (s)", "calibration and quantization time (engine build time on the device)",

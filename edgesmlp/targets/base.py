@@ -103,6 +103,7 @@ class Variant:
     size_mb: float | None = None
     quantize_seconds: float | None = None
     note: str = ""
+    speed_reference: bool = False  # every speedup of the target is over this row (what users get without us)
 
 
 @dataclass
