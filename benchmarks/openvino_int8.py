@@ -45,7 +45,8 @@ def prepare(kind: str, n: int):
     from edgesmlp.export import to_openvino
 
     model = random_smlpnet_t()
-    return to_openvino(to_deploy(model) if kind == "edgesmlp" else model, 3, SIZE), calibration(n)
+    # Dynamic batch, as the openvino target calibrates (it reshapes the result to a static batch of 1).
+    return to_openvino(to_deploy(model) if kind == "edgesmlp" else model, 3, SIZE, batch=-1), calibration(n)
 
 
 def run_ptq(kind: str, ov_model, data, n: int):
@@ -150,8 +151,9 @@ def main() -> None:
 
     from edgesmlp.deploy import to_deploy
 
-    dynamic_int8 = edgesmlp_int8.clone()
-    dynamic_int8.reshape({dynamic_int8.inputs[0]: [-1, 3, SIZE, SIZE]})
+    from edgesmlp.runtimes.openvino import with_batch
+
+    dynamic_int8, edgesmlp_int8, nncf_int8 = edgesmlp_int8, with_batch(edgesmlp_int8, 1), with_batch(nncf_int8, 1)
     xt = torch.from_numpy(x)
     plain = to_openvino(model, 3, SIZE)
     candidates = {

@@ -57,6 +57,16 @@ def static_batch(model) -> int | None:
     return first.get_length() if first.is_static else None
 
 
+def with_batch(model, batch: int):
+    """``model`` itself when its static batch is ``batch``, else a copy reshaped to it (-1: dynamic)."""
+    if static_batch(model) == batch or (batch == -1 and static_batch(model) is None):
+        return model
+    shaped = model.clone()
+    dims = shaped.inputs[0].get_partial_shape()
+    shaped.reshape({shaped.inputs[0]: [batch, *(dims[i].get_length() for i in range(1, len(dims)))]})
+    return shaped
+
+
 class OpenVINORunner(Runner):
     """A compiled model at one static batch size: ``runner(x) -> logits``.
 
@@ -71,10 +81,7 @@ class OpenVINORunner(Runner):
 
     def __init__(self, model, batch: int, threads: int = 0, precision: str | None = "f32"):
         ov = require_openvino()
-        if static_batch(model) != batch:
-            model = model.clone()
-            dims = model.inputs[0].get_partial_shape()
-            model.reshape({model.inputs[0]: [batch, *(dims[i].get_length() for i in range(1, len(dims)))]})
+        model = with_batch(model, batch)
         config = {"PERFORMANCE_HINT": "LATENCY"}
         if precision is not None:
             config["INFERENCE_PRECISION_HINT"] = precision
