@@ -376,11 +376,13 @@ def lint_qdq(
     model: Annotated[Path, typer.Argument(help="A Q/DQ ONNX model (any, not only edgesmlp's).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
 ) -> None:
-    """Check a Q/DQ ONNX against TensorRT's INT8 rules; every finding names its node.
+    """Check a Q/DQ ONNX against TensorRT's INT8 rules; every finding names its node, rule and the TensorRT
+    documentation it comes from.
 
-    Errors (exit 1): uint8 or non-zero zero points, float weights, wrong per-channel axis, per-channel
-    activation scales, Concat inputs with different scales, dangling Q/DQ, Q/DQ feeding ops TensorRT
-    runs in float. Warnings (exit 0): float inputs, per-tensor weights, unfused residual Adds.
+    Errors (exit 1), what TensorRT refuses or would compute differently: uint8 or non-zero zero points,
+    per-channel activation scales, weight scales on the wrong axis, dangling Q/DQ, opset < 13. Warnings
+    (exit 0), what is only slower or stays in float: float weights or inputs, per-tensor weights, Concat
+    inputs on different scales, Q/DQ before an op TensorRT runs in float, unfused residual Adds.
     
 
     
@@ -393,10 +395,12 @@ def lint_qdq(
     findings = run_lint(model)
     errors = sum(f.severity == "error" for f in findings)
     if as_json:
-        typer.echo(json.dumps([vars(f) for f in findings], indent=2))
+        typer.echo(json.dumps([f.to_dict() for f in findings], indent=2))
     else:
         for f in findings:
             typer.echo(str(f))
+        for rule in dict.fromkeys(f.rule for f in findings):
+            typer.echo(f"  {rule}: {next(f.reference for f in findings if f.rule == rule)}")
         typer.echo(f"{model}: {errors} errors, {len(findings) - errors} warnings")
     raise typer.Exit(1 if errors else 0)
 

@@ -1,5 +1,7 @@
 """The rule checker on hand-built graphs, one broken rule each."""
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -184,3 +186,41 @@ def test_onnxruntime_default_quantizer_output_is_flagged(tmp_path):
     quantize_static(str(fp32), str(out), Reader(), quant_format=QuantFormat.QDQ)
     found = {(v.rule, v.node) for v in lint_qdq(out)}
     assert ("zero-point", "x_QuantizeLinear") in found and ("per-tensor-weight", "conv") in found
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.mark.parametrize("form", ["deploy", "reference"])
+def test_modelopt_output_has_no_errors(form):
+    """NVIDIA ModelOpt's ONNX INT8 of the bundled model (scripts/make_modelopt_fixture.py): what TensorRT builds
+    as it is. Its weight quantizers (Q of a float constant, per channel) and its Q/DQ before the norms are
+    deliberate: at most warnings, never errors."""
+    findings = lint_qdq(FIXTURES / f"modelopt_int8_{form}.onnx")
+    assert [str(f) for f in findings if f.severity == "error"] == []
+    assert {f.rule for f in findings} <= {"qdq-before-float-op", "input-not-quantized", "weight-not-quantized"}
+
+
+def test_a_weight_quantizer_may_be_per_channel_and_its_axis_is_still_checked():
+    def model(axis):
+        w = init("w", np.random.default_rng(0).standard_normal((4, 3, 1, 1)))
+        scale, zp = init("ws", np.full(4 if axis == 0 else 3, 0.01)), init("wz", np.zeros(4 if axis == 0 else 3), np.int8)
+        q = helper.make_node("QuantizeLinear", ["w", "ws", "wz"], ["w_q"], name="w_Q", axis=axis)
+        dq = helper.make_node("DequantizeLinear", ["w_q", "ws", "wz"], ["w_dq2"], name="w_DQ2", axis=axis)
+        x_nodes, x_inits = qdq("x")
+        conv = helper.make_node("Conv", ["x_dq", "w_dq2"], ["y"], name="conv")
+        graph = helper.make_graph([*x_nodes, q, dq, conv], "g",
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                                  [*x_inits, w, scale, zp])
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+    assert lint_model(model(0)) == []
+    assert ("weight-axis", "conv") in rules(model(1))
+
+
+def test_every_rule_has_a_severity_and_a_reference():
+    from edgesmlp.quantize.qdq_lint import RULES
+
+    assert {severity for severity, _ in RULES.values()} == {"error", "warning"}
+    assert all("TensorRT" in ref or "ONNX" in ref for _, ref in RULES.values())

@@ -1,7 +1,11 @@
-"""Check any ONNX against TensorRT's explicit-quantization rules; every finding names its node.
+"""Check any ONNX against TensorRT's explicit-quantization rules; every finding names its node and rule.
 
-Errors make TensorRT fail, fall back to float, or compute something else; warnings cost speed or
-accuracy. ``edgesmlp lint-qdq`` exits 1 when there is an error.
+Errors are what TensorRT refuses to build or would compute differently from the graph (uint8 or
+asymmetric Q/DQ, per-channel activation scales, per-channel weight scales on the wrong axis, a
+QuantizeLinear that no DequantizeLinear reads). Warnings are what only costs speed or leaves a layer in
+float (unquantized inputs or weights, per-tensor weights, Concat inputs on different scales, Q/DQ before
+an op TensorRT runs in float, an unfused residual Add): placements vendor tools such as ModelOpt make on
+purpose. ``edgesmlp lint-qdq`` exits 1 when there is an error.
 """
 
 from __future__ import annotations
@@ -23,12 +27,41 @@ INT8_CONSUMERS = {
 }
 
 
+_GUIDE = "TensorRT Developer Guide, Working with Quantized Types"
+# rule -> (severity, where TensorRT's documentation says so)
+RULES = {
+    "unsigned-int8": ("error", f"{_GUIDE}: Quantization Schemes (signed INT8 only)"),
+    "zero-point": ("error", f"{_GUIDE}: Quantization Schemes (symmetric: zero point 0)"),
+    "per-channel-activation": ("error", f"{_GUIDE}: Quantization Schemes (activations per tensor)"),
+    "weight-axis": ("error", f"{_GUIDE}: Quantization Schemes (per-channel on the output-channel axis)"),
+    "dangling-qdq": ("error", f"{_GUIDE}: Q/DQ Interpretation (a Q feeds DQs; a DQ reads a Q or an int8 constant)"),
+    "opset": ("error", "ONNX operators: QuantizeLinear/DequantizeLinear (per-axis from opset 13)"),
+    "weight-not-quantized": ("warning", f"{_GUIDE}: Q/DQ Layer-Placement Recommendations (quantize weighted ops)"),
+    "input-not-quantized": ("warning", f"{_GUIDE}: Q/DQ Layer-Placement Recommendations (quantize all inputs)"),
+    "per-tensor-weight": ("warning", f"{_GUIDE}: Quantization Schemes (per-channel weights keep accuracy)"),
+    "concat-scale": ("warning", f"{_GUIDE}: Q/DQ Layer-Placement Recommendations (one scale avoids requantizing)"),
+    "qdq-before-float-op": ("warning", f"{_GUIDE}: Q/DQ Layer-Placement Recommendations (ops that stay in float)"),
+    "residual-not-quantized": ("warning", f"{_GUIDE}: Q/DQ Layer-Placement Recommendations (residual Add fusion)"),
+}
+
+
 @dataclass(frozen=True)
 class Violation:
-    severity: str  # error or warning
     rule: str
     node: str
     message: str
+
+    @property
+    def severity(self) -> str:  # error or warning, from the rule
+        return RULES[self.rule][0]
+
+    @property
+    def reference(self) -> str:
+        return RULES[self.rule][1]
+
+    def to_dict(self) -> dict:
+        return {"severity": self.severity, "rule": self.rule, "node": self.node, "message": self.message,
+                "reference": self.reference}
 
     def __str__(self) -> str:
         return f"{self.severity:7s} {self.rule:22s} {self.node}: {self.message}"
@@ -67,6 +100,23 @@ class _Graph:
     def produced_by(self, name: str, op: str) -> bool:
         return name in self.producer and self.producer[name].op_type == op
 
+    def is_constant(self, name: str) -> bool:
+        """An initializer, a Constant, or one passed through Cast/Identity (fp16 exports cast their weights)."""
+        while name not in self.inits and name in self.producer and self.producer[name].op_type in ("Cast", "Identity"):
+            name = self.producer[name].input[0]
+        return name in self.inits
+
+    def weight_dq(self, name: str):
+        """The DequantizeLinear that makes input ``name`` an INT8 weight (int8 constant, or Q of a constant), or None."""
+        dq = self.producer.get(name)
+        if dq is None or dq.op_type != "DequantizeLinear":
+            return None
+        source = dq.input[0]
+        if source in self.inits:
+            return dq
+        q = self.producer.get(source)
+        return dq if q is not None and q.op_type == "QuantizeLinear" and self.is_constant(q.input[0]) else None
+
     def scale_of(self, dq_output: str):
         node = self.producer.get(dq_output)
         if node is None or node.op_type != "DequantizeLinear":
@@ -78,32 +128,34 @@ def _check_qdq_node(g: _Graph, n) -> list[Violation]:
     out = []
     zp = g.inits.get(n.input[2]) if len(n.input) > 2 and n.input[2] else None
     if zp is None and not (len(n.input) > 2 and n.input[2]) and n.op_type == "QuantizeLinear":
-        out.append(Violation("error", "unsigned-int8", n.name, "no zero point, so ONNX defaults to uint8; TensorRT "
+        out.append(Violation("unsigned-int8", n.name, "no zero point, so ONNX defaults to uint8; TensorRT "
                              "takes only signed INT8: add an int8 zero point of 0"))
     elif zp is not None:
         if zp.dtype != np.int8:
-            out.append(Violation("error", "unsigned-int8", n.name, f"zero point is {zp.dtype}; TensorRT takes only "
+            out.append(Violation("unsigned-int8", n.name, f"zero point is {zp.dtype}; TensorRT takes only "
                                  "signed int8"))
         if np.any(zp != 0):
-            out.append(Violation("error", "zero-point", n.name, "non-zero zero point; TensorRT's INT8 is symmetric "
+            out.append(Violation("zero-point", n.name, "non-zero zero point; TensorRT's INT8 is symmetric "
                                  "(zero point 0)"))
     if n.op_type == "QuantizeLinear":
         scale = g.inits.get(n.input[1])
-        if scale is not None and scale.size > 1:
-            out.append(Violation("error", "per-channel-activation", n.name, "activation scale is per channel; "
+        # A QuantizeLinear of a constant is a weight quantizer (TensorRT folds Q(W) -> DQ into INT8 weights):
+        # per channel is right there.
+        if scale is not None and scale.size > 1 and not g.is_constant(n.input[0]):
+            out.append(Violation("per-channel-activation", n.name, "activation scale is per channel; "
                                  "TensorRT needs one scale per activation tensor"))
         users = g.consumers.get(n.output[0], [])
         if not users or any(c.op_type != "DequantizeLinear" for c, _ in users):
-            out.append(Violation("error", "dangling-qdq", n.name, "QuantizeLinear must feed DequantizeLinear nodes only"))
+            out.append(Violation("dangling-qdq", n.name, "QuantizeLinear must feed DequantizeLinear nodes only"))
     else:
         source = n.input[0]
         if source not in g.inits and not g.produced_by(source, "QuantizeLinear"):
-            out.append(Violation("error", "dangling-qdq", n.name, "DequantizeLinear reads neither a QuantizeLinear "
+            out.append(Violation("dangling-qdq", n.name, "DequantizeLinear reads neither a QuantizeLinear "
                                  "nor a quantized initializer"))
         if source not in g.inits:
             for consumer, _ in g.consumers.get(n.output[0], []):
                 if consumer.op_type not in INT8_CONSUMERS:
-                    out.append(Violation("error", "qdq-before-float-op", n.name, f"feeds {consumer.op_type} "
+                    out.append(Violation("qdq-before-float-op", n.name, f"feeds {consumer.op_type} "
                                          f"'{consumer.name}', which TensorRT cannot run in INT8; the Q/DQ pair blocks "
                                          "fusion: move it to the input of the next Conv/MatMul"))
     return out
@@ -112,24 +164,37 @@ def _check_qdq_node(g: _Graph, n) -> list[Violation]:
 def _check_weighted(g: _Graph, n) -> list[Violation]:
     out = []
     for i, name in enumerate(n.input[:2]):
-        if name in g.inits and g.inits[name].dtype.kind == "f":
-            out.append(Violation("error", "weight-not-quantized", n.name, f"weight '{name}' is float; give it a "
-                                 "per-channel DequantizeLinear of int8 values"))
-        elif g.produced_by(name, "DequantizeLinear") and g.producer[name].input[0] in g.inits:
-            dq = g.producer[name]
+        dq = g.weight_dq(name)
+        if g.is_constant(name) and (name not in g.inits or g.inits[name].dtype.kind == "f"):
+            out.append(Violation("weight-not-quantized", n.name, f"weight '{name}' is float, so TensorRT runs this "
+                                 f"{n.op_type} in float; give it a per-channel DequantizeLinear of int8 values"))
+        elif dq is not None:
             scale = g.inits.get(dq.input[1])
             axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
-            want = weight_axis(n, i) % g.inits[dq.input[0]].ndim
-            if scale is not None and scale.size == 1 and g.inits[dq.input[0]].shape[want] > 1:
-                out.append(Violation("warning", "per-tensor-weight", n.name, f"weight '{dq.input[0]}' has one "
-                                     "scale; per-channel scales on the output axis keep more accuracy"))
-            elif scale is not None and axis % g.inits[dq.input[0]].ndim != want:
-                out.append(Violation("error", "weight-axis", n.name, f"weight scales run along axis {axis}; the "
+            shape = _weight_shape(g, dq)
+            if scale is None or shape is None:
+                continue
+            want = weight_axis(n, i) % len(shape)
+            if scale.size == 1 and shape[want] > 1:
+                out.append(Violation("per-tensor-weight", n.name, f"weight '{dq.input[0]}' has one scale; "
+                                     "per-channel scales on the output axis keep more accuracy"))
+            elif scale.size > 1 and axis % len(shape) != want:
+                out.append(Violation("weight-axis", n.name, f"weight scales run along axis {axis}; the "
                                      f"output-channel axis of this {n.op_type} input is {want}"))
-        elif name not in g.inits and not g.produced_by(name, "DequantizeLinear"):
-            out.append(Violation("warning", "input-not-quantized", n.name, f"input '{name}' is float, so TensorRT "
+        elif not g.produced_by(name, "DequantizeLinear"):
+            out.append(Violation("input-not-quantized", n.name, f"input '{name}' is float, so TensorRT "
                                  f"runs this {n.op_type} in float"))
     return out
+
+
+def _weight_shape(g: _Graph, dq) -> tuple[int, ...] | None:
+    source = dq.input[0]
+    if source in g.inits:
+        return g.inits[source].shape
+    name = g.producer[source].input[0]  # the Q's constant, through any Cast
+    while name not in g.inits and name in g.producer:
+        name = g.producer[name].input[0]
+    return g.inits[name].shape if name in g.inits else None
 
 
 def _check_concat(g: _Graph, n) -> list[Violation]:
@@ -138,12 +203,12 @@ def _check_concat(g: _Graph, n) -> list[Violation]:
     if not quantized:
         return []
     if len(quantized) != len(scales):
-        return [Violation("error", "concat-scale", n.name, "some inputs are quantized and some are not; quantize "
+        return [Violation("concat-scale", n.name, "some inputs are quantized and some are not; quantize "
                           "all of them with one scale")]
     if any(not np.allclose(s, quantized[0]) for s in quantized[1:]):
         values = ", ".join(f"{float(np.ravel(s)[0]):.4g}" for s in quantized)
-        return [Violation("error", "concat-scale", n.name, f"inputs have different scales ({values}); TensorRT "
-                          "needs one scale for all Concat inputs to run it in INT8")]
+        return [Violation("concat-scale", n.name, f"inputs have different scales ({values}); TensorRT "
+                          "requantizes them to one scale before the Concat: give them one scale")]
     return []
 
 
@@ -154,7 +219,7 @@ def _check_residual(g: _Graph, n) -> list[Violation]:
     if any(fusable) and not all(fusable):
         other = n.input[fusable.index(False)]
         if not g.produced_by(other, "DequantizeLinear"):
-            return [Violation("warning", "residual-not-quantized", n.name, f"residual input '{other}' is float, so "
+            return [Violation("residual-not-quantized", n.name, f"residual input '{other}' is float, so "
                               "TensorRT cannot fuse this Add into the Conv before it")]
     return []
 
@@ -168,7 +233,7 @@ def lint_model(model) -> list[Violation]:
     g = _Graph(model)
     found = []
     if opset < 13:
-        found.append(Violation("error", "opset", "(model)", f"opset {opset}: per-channel Q/DQ needs opset 13 or newer"))
+        found.append(Violation("opset", "(model)", f"opset {opset}: per-channel Q/DQ needs opset 13 or newer"))
     for n in nodes:
         if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
             found += _check_qdq_node(g, n)
