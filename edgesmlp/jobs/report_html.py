@@ -138,11 +138,11 @@ def _table(rows: list[dict]) -> str:
             body.append(f"<tr class='{html.escape(r['status'])}'><td>{what}</td>"
                         f"<td colspan='{len(TABLE_COLUMNS) - 1}'><b>{html.escape(r['status'])}</b>: "
                         f"{html.escape(r.get('note') or '')}</td></tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+    return f"<div class=scroll><table><tr>{head}</tr>{''.join(body)}</table></div>"  # scrolls, never overflows
 
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1280px;color:#222}
-table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}
+.scroll{overflow-x:auto}table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}
 th{background:#f0f0f0;vertical-align:bottom}td:first-child,td:nth-child(2),td:nth-child(3),th:first-child,th:nth-child(2),th:nth-child(3){text-align:left}
 tr.failed td{background:#fdd;text-align:left}tr.skipped td{color:#666;text-align:left}
 img{margin:1em 1em 0 0;max-width:46%;vertical-align:top}dl{font-size:13px;columns:2}dt{font-weight:600}
