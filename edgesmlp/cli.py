@@ -255,7 +255,7 @@ def _finish(report: dict, wrote: str, max_drop: float, wide: bool) -> None:
     from edgesmlp.jobs.report import render_terminal
 
     typer.echo(render_terminal(report["results"], wide))
-    typer.echo(wrote)
+    typer.echo(textwrap.fill(wrote, 80, subsequent_indent="  ", break_on_hyphens=False, break_long_words=False))
     for note in report["notes"]:
         typer.echo(textwrap.fill(f"note: {note}", 80, subsequent_indent="  ", break_on_hyphens=False))
     outcome = check_report(report, max_drop=check_threshold(max_drop, "--max-drop"), allow_empty=True)

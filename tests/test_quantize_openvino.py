@@ -82,6 +82,7 @@ def test_cli_no_arguments_and_real_imagefolder(digits_tree, tmp_path, monkeypatc
                                  "--calib-size", "100"])
     assert result.exit_code == 0, result.output
     assert re.search(r"^openvino +int8 +\d", result.stdout, re.M)
+    assert max(map(len, result.stdout.splitlines())) <= 80  # fits an 80-column terminal
     assert (tmp_path / "edgesmlp-out" / "openvino" / "model.xml").is_file()
     report = json.loads((tmp_path / "edgesmlp-out" / "openvino" / "report.json").read_text())
     assert results(report)["int8"]["agreement"] >= 98.0
