@@ -81,3 +81,13 @@ def device_standins(cudart_standin, monkeypatch):
     cuda.library.cache_clear()
     yield trt
     cuda.library.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def digits_tree(tmp_path_factory):
+    """The bundled digits splits written as ImageFolder trees (train/, calib/, val/), as a user's data looks."""
+    from edgesmlp.calibration.digits import write_imagefolders
+
+    root = tmp_path_factory.mktemp("data") / "digits"
+    write_imagefolders(root)
+    return root

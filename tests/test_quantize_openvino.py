@@ -8,7 +8,6 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from edgesmlp.calibration.digits import write_imagefolders
 from edgesmlp.cli import app
 from edgesmlp.errors import ConfigError
 from edgesmlp.jobs.quantize import run_quantize
@@ -67,13 +66,6 @@ def test_int8_ir_is_really_quantized(default_run):
     types = [op.get_type_name() for op in model.get_ops()]
     assert types.count("FakeQuantize") >= 20
     assert "Transpose" not in types
-
-
-@pytest.fixture(scope="module")
-def digits_tree(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data") / "digits"
-    write_imagefolders(root)
-    return root
 
 
 def test_cli_no_arguments_and_real_imagefolder(digits_tree, tmp_path, monkeypatch):

@@ -186,3 +186,32 @@ def test_inspect_describes_and_lists_the_family():
     assert "fusion weighted_sum" in text and "33.28 M" in text
     wrong = runner.invoke(app, ["inspect", "--arch", "smlpnet_x"])
     assert wrong.exit_code == 2 and "unknown variant" in wrong.output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "target", "method"), [
+    ("smlpnet_s_weighted_sum", "openvino", "ptq"),
+    ("smlpnet_t_star_global_only", "jetson", "ptq"),
+    ("smlpnet_t_star_local_only", "jetson", "qat"),
+])
+def test_a_variant_checkpoint_through_quantize(name, target, method, digits_tree, tmp_path):
+    """The user's path: a checkpoint of an ablation variant, `edgesmlp quantize` for a target, the report."""
+    config = ModelConfig.from_variant(name, dim=8, depths=(1, 1, 2, 1), num_classes=10, image_size=32)
+    torch.manual_seed(0)
+    weights = tmp_path / f"{name}.pth"
+    torch.save({"model": randomize_norms(sMLPNet(config), seed=2).state_dict()}, weights)
+    args = ["quantize", "-t", target, "-w", str(weights), "-o", str(tmp_path / "out"), "--calib-size", "32",
+            "--calib", str(digits_tree / "calib"), "--val", str(digits_tree / "val"),
+            "--latency-seconds", "0", "--max-drop", "100", "--method", method]
+    if method == "qat":
+        args += ["--epochs", "1", "--train", str(digits_tree / "train")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / target / "report.json").read_text())
+    assert report["model"]["config"]["fusion"] == config.fusion.value
+    assert report["model"]["config"]["dwconv"] == config.dwconv
+    rows = {r["precision"]: r for r in report["results"]}
+    assert rows["int8"]["agreement"] is not None and rows["int8"]["cosine"] > 0.9
+    if target == "jetson":
+        assert [str(f) for f in lint_qdq(tmp_path / "out" / "jetson" / "model_int8_qdq.onnx")
+                if f.severity == "error"] == []
