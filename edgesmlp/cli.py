@@ -513,6 +513,51 @@ def check(
     raise typer.Exit(0 if outcome.passed else 1)
 
 
+@app.command()
+@friendly_errors
+def sensitivity(
+    weights: WeightsOpt = None,
+    target: Annotated[str, typer.Option("--target", "-t", metavar="[jetson]", help="The INT8 graph to measure: "
+                                        "jetson (the TensorRT-rule Q/DQ ONNX).")] = "jetson",
+    calib: Annotated[Optional[Path], typer.Option(help="Calibration images (default: the bundled digits calib "
+                                                  "split).")] = None,
+    val: Annotated[Optional[Path], typer.Option(help="Held-out images to score on, never used to calibrate "
+                                                "(default: the bundled digits val split).")] = None,
+    images: Annotated[int, typer.Option(metavar="N", help="Validation images scored per layer.")] = 500,
+    calib_size: Annotated[int, typer.Option(help="Calibration images sampled.")] = 300,
+    calib_method: Annotated[str, typer.Option(metavar="[max|percentile|entropy|mse]", help="Activation range "
+                                              "method, as quantize --target jetson.")] = "percentile",
+    percentile: Annotated[float, typer.Option(help="The percentile for --calib-method percentile.")] = 99.99,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Folder for sensitivity.json and the "
+                                                   "graphs (default: edgesmlp-sensitivity or the next free -N).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace OUTPUT if it exists.")] = False,
+    threads: Annotated[int, typer.Option(help="CPU threads (0: one per core).")] = 0,
+    top: Annotated[int, typer.Option(metavar="N", help="Rows of the ranked table to print.")] = 15,
+    variant: VariantOpt = None,
+    ema: EmaOpt = False,
+) -> None:
+    """Which layers INT8 hurts: each quantized layer left in float in turn, ranked by how much of INT8's
+    divergence from FP32 (logit KL on held-out images) it removes, and the FP32-vs-INT8 cosine at the end
+    of every block, so you see where the error starts.
+
+    \b
+    Examples:
+      edgesmlp sensitivity
+      edgesmlp sensitivity -w smlp_t.pth --calib imagenet/train --val imagenet/val --images 2000
+    """
+    _first_line(f"edgesmlp sensitivity: {weights or 'the bundled digits model'}")
+    from edgesmlp.jobs.sensitivity import SensitivityRequest, render, run_sensitivity
+    from edgesmlp.targets.base import TargetOptions
+
+    name = targets.resolve(target)
+    config = targets.get(name).config_from(TargetOptions(calib_method=calib_method, percentile=percentile))
+    request = SensitivityRequest(**_spec(weights, variant, ema, val, calib, calib_size, 0, threads), target=name,
+                                 config=config, images=images, output=output, force=force)
+    directory, result = run_sensitivity(request, log=lambda line: typer.echo(line, err=True))
+    typer.echo(render(result, top))
+    typer.echo(f"wrote {directory}/sensitivity.json")
+
+
 data_app = typer.Typer(help="Bundled data sets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
