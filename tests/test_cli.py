@@ -151,3 +151,17 @@ def test_data_digits_writes_imagefolder_trees(tmp_path):
     assert sorted(p.name for p in (out / "val").iterdir()) == [str(d) for d in range(10)]
     assert len(list((out / "val").rglob("*.png"))) == 500
     assert_one_line_error(run("data", "digits", out), 2, "--force")
+
+
+def test_version_short_help_choices_and_examples():
+    from importlib.metadata import version
+
+    assert run("--version").stdout.strip() == f"edgesmlp {version('edgesmlp')}"
+    assert run("-h").exit_code == 0 and "quantize" in run("-h").stdout
+    quantize = run("quantize", "-h").stdout
+    for choices in ("[performance|mixed]", "[off|fast|full]", "[max|percentile|entropy|mse]", "[ptq|qat]",
+                    "[bicubic|bilinear|nearest|lanczos]"):
+        assert choices in quantize, choices
+    for command in ("quantize", "bench", "check", "lint-qdq", "export", "inspect", "sensitivity"):
+        assert "Examples:" in run(command, "-h").stdout, command
+    assert "[speedup|absolute|off]" in run("check", "-h").stdout
