@@ -555,7 +555,7 @@ def sensitivity(
                                  config=config, images=images, output=output, force=force)
     directory, result = run_sensitivity(request, log=lambda line: typer.echo(line, err=True))
     typer.echo(render(result, top))
-    typer.echo(f"wrote {directory}/sensitivity.json")
+    typer.echo(f"wrote {directory}/sensitivity.json, sensitivity.html")
 
 
 data_app = typer.Typer(help="Bundled data sets.", no_args_is_help=True)

@@ -78,6 +78,8 @@ def test_sensitivity_command(tmp_path):
     assert len(report["layers"]) == 35 and report["blocks"]
     gains = [r["kl_gain"] for r in report["layers"]]
     assert gains == sorted(gains, reverse=True)
+    page = (tmp_path / "s" / "sensitivity.html").read_text()
+    assert page.count("data:image/png;base64,") == 2 and report["layers"][0]["module"] in page
     table = [line for line in result.stdout.splitlines() if not line.startswith("wrote ")]
     assert "rank" in result.stdout and max(map(len, table)) <= 80
     refused = runner.invoke(app, ["sensitivity", "-t", "openvino", "-o", str(tmp_path / "t")])

@@ -174,3 +174,52 @@ validation {html.escape(str(data.get('val')))} ({data.get('val_images')} images)
 
 def write_html(path: Path, report: dict) -> None:
     path.write_text(render_html(report))
+
+
+def plot_sensitivity(layers: list[dict], limit: int = 20) -> str:
+    """The most sensitive layers: how much of INT8's KL each removes when left alone in float."""
+    plt = _pyplot()
+    top = layers[:limit][::-1]
+    fig, ax = plt.subplots(figsize=(6.4, 0.28 * len(top) + 1.2))
+    ax.barh([r["module"] for r in top], [r["kl_gain"] for r in top], color="C3")
+    ax.set_xlabel("KL removed when this layer alone stays in float (nats)")
+    ax.set_title(f"The {len(top)} most sensitive layers")
+    ax.grid(axis="x", alpha=0.3)
+    return _png(plt, fig)
+
+
+def plot_block_cosines(blocks: list[dict]) -> str:
+    """FP32-vs-INT8 cosine at each residual sum, through the network: where the error starts."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 3.2))
+    ax.plot(range(1, len(blocks) + 1), [b["cosine"] for b in blocks], marker="o")
+    ax.set_xlabel("residual sum (two per block, in order)")
+    ax.set_ylabel("cosine, FP32 vs INT8")
+    ax.set_title("Where the INT8 error builds up")
+    ax.grid(alpha=0.3)
+    return _png(plt, fig)
+
+
+def render_sensitivity_html(result: dict) -> str:
+    """A self-contained sensitivity.html: the ranked layers as a bar chart and table, and the block cosines."""
+    base = result["full_int8"]
+    if importlib.util.find_spec("matplotlib") is None:
+        figures = "<p>Plots need matplotlib, which is not installed here: pip install 'edgesmlp[workstation]'.</p>"
+    else:
+        figures = "".join(f"<img alt='{alt}' src='data:image/png;base64,{data}'>" for alt, data in (
+            ("layer sensitivity", plot_sensitivity(result["layers"])),
+            ("block cosines", plot_block_cosines(result["blocks"]))))
+    rows = "".join(f"<tr><td>{i}</td><td>{html.escape(r['module'])}</td><td>{html.escape(r['layer'])}</td>"
+                   f"<td>{r['op']}</td><td>{r['kl_gain']:.3e}</td><td>{r['agreement']:.2f}</td></tr>"
+                   for i, r in enumerate(result["layers"], 1))
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>edgesmlp sensitivity</title><style>{STYLE}</style></head>
+<body><h1>edgesmlp sensitivity ({html.escape(result['target'])})</h1>
+<p class="meta">model {html.escape(str(result['model'].get('path')))} &middot; full INT8 against FP32 on
+{result['data']['val_images']} held-out images: agreement {base['agreement']:.2f}%, KL {base['kl']:.3e}</p>
+<div>{figures}</div>
+<h2>Each layer alone in float, most sensitive first</h2>
+<div class=scroll><table><tr><th>rank</th><th>module</th><th>ONNX node</th><th>op</th><th>KL removed</th>
+<th>agreement (%)</th></tr>{rows}</table></div>
+</body></html>
+"""

@@ -18,6 +18,7 @@ from edgesmlp.errors import ConfigError
 from edgesmlp.jobs.inputs import (check_output, check_sources, load_calibration, open_validation, output_candidates,
                                   resolve_preprocess)
 from edgesmlp.jobs.report import VERSIONED, model_info
+from edgesmlp.jobs.report_html import render_sensitivity_html
 from edgesmlp.jobs.spec import JobSpec
 from edgesmlp.targets.base import Log, TargetConfig
 from edgesmlp.timing import library_versions, machine_info
@@ -86,6 +87,7 @@ def run_sensitivity(request: SensitivityRequest, log: Log = print) -> tuple[Path
             "machine": machine_info(), "versions": library_versions(*VERSIONED),
         }
         (tmp / "sensitivity.json").write_text(json.dumps(result, indent=2) + "\n")
+        (tmp / "sensitivity.html").write_text(render_sensitivity_html(result))
     return directory, result
 
 
