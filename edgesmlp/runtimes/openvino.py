@@ -74,9 +74,10 @@ class OpenVINORunner(Runner):
     (as ``benchmark_app -shape`` does). ``precision`` "f32" pins INFERENCE_PRECISION_HINT; None leaves the
     CPU's default (bf16 on bf16-capable CPUs), and ``inference_precision`` says what it resolved to.
 
-    Always one stream (the LATENCY hint): with NUM_STREAMS=2, OpenVINO 2026.4 gave INT8 logits that
-    differ from its single-stream ones (cosine 0.991 vs 0.9999 on the bundled model), and accuracy
-    must be measured in the configuration that is timed.
+    Always one stream (the LATENCY hint): OpenVINO 2026.4 compiles an INT8 Concat holding a left-operand
+    MatMul (every sMLP block's ``P @ x``) into wrong logits on about half of its 2-stream compilations
+    (benchmarks/openvino_streams_repro.py reproduces it in 53 ops), and accuracy must be measured in the
+    configuration that is timed.
     """
 
     def __init__(self, model, batch: int, threads: int = 0, precision: str | None = "f32"):
