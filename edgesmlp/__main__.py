@@ -6,10 +6,11 @@ import sys
 def main() -> None:
     try:
         from edgesmlp.cli import run
+
+        run()  # Ctrl-C inside a command is reported there; here only while the CLI is still being built
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
         sys.exit(130)
-    run()
 
 
 if __name__ == "__main__":

@@ -40,8 +40,12 @@ MaxDropOpt = Annotated[float, typer.Option(metavar="POINTS", help="Accuracy floo
 WideOpt = Annotated[bool, typer.Option("--wide", help="Print every column (the default table fits 80 columns).")]
 
 
+_REPORTED: list[str] = []  # the error lines this process printed (OneLineErrors prints one if none was)
+
+
 def _fail(message: str, code: int) -> None:
     first = " ".join(message.split())  # one line, whatever the message held
+    _REPORTED.append(first)
     typer.echo(f"error: {first}", err=True)
     raise typer.Exit(code)
 
@@ -103,6 +107,8 @@ class OneLineErrors(typer.core.TyperGroup):
         except typer.Abort:  # Ctrl-C outside a command (while parsing)
             typer.echo("error: interrupted", err=True)
             sys.exit(130)
+        if code == 130 and not _REPORTED:  # Typer turns a Ctrl-C outside the command into a silent Exit(130)
+            typer.echo("error: interrupted", err=True)
         sys.exit(code if isinstance(code, int) else 0)  # click returns typer.Exit's code when not standalone
 
 

@@ -121,3 +121,7 @@ def test_latency_gate_compares_speedups_by_default_and_absolute_beyond_noise():
     assert any("speedup over float 1.20x is 40% below the baseline's 2.00x" in v for v in lost.violations)
     now["results"][1] = with_speed(now["results"][1], 2.0, 10.4, 3.0)  # +4%, inside a 3 ms noise
     assert check_report(now, base, max_latency_regression=0.01, latency="absolute").passed
+    now["results"][1] = with_speed(now["results"][1], 1.5, 1.0, 0.2)  # -25% speedup on a row with 20%+5% noise
+    assert check_report(now, base, max_latency_regression=0.2).passed
+    now["results"][1] = with_speed(now["results"][1], 1.2, 1.0, 0.2)  # -40%: beyond the noise as well
+    assert not check_report(now, base, max_latency_regression=0.2).passed
