@@ -49,19 +49,21 @@ def test_each_layer_in_float_is_a_valid_graph_that_removes_its_own_error(graphs)
 
 def test_the_sabotaged_layer_ranks_first(graphs):
     folder, victim, x = graphs
-    base, rows = per_layer(folder / "fp32.onnx", folder / "broken.onnx", x)
+    fp32 = onnx.load(str(folder / "fp32.onnx"))
+    base, rows = per_layer(fp32, onnx.load(str(folder / "broken.onnx")), x)
     assert rows[0].layer == victim
     assert rows[0].kl_gain > 0.5 * base.kl  # it carries most of the error
     assert rows[0].kl_gain > 10 * rows[1].kl_gain
     assert len(rows) == len(quantized_layers(onnx.load(str(folder / "broken.onnx"))))
-    healthy, _ = per_layer(folder / "fp32.onnx", folder / "int8.onnx", x)
+    healthy, _ = per_layer(fp32, onnx.load(str(folder / "int8.onnx")), x)
     assert healthy.kl < base.kl and healthy.agreement >= base.agreement
 
 
 def test_block_cosines_show_where_the_error_starts(graphs):
     folder, _, x = graphs
-    good = dict(block_cosines(folder / "fp32.onnx", folder / "int8.onnx", x))
-    bad = block_cosines(folder / "fp32.onnx", folder / "broken.onnx", x)
+    fp32 = onnx.load(str(folder / "fp32.onnx"))
+    good = dict(block_cosines(fp32, onnx.load(str(folder / "int8.onnx")), x))
+    bad = block_cosines(fp32, onnx.load(str(folder / "broken.onnx")), x)
     assert len(bad) == 2 * len(load_checkpoint().model.token_mix)  # two residual sums per block
     drops = [good[name] - cos for name, cos in bad]
     first = next(i for i, d in enumerate(drops) if d > 1e-3)

@@ -71,12 +71,12 @@ def run_sensitivity(request: SensitivityRequest, log: Log = print) -> tuple[Path
         export_onnx(to_deploy(ckpt.model), tmp / "model_fp32.onnx", c.image_size, c.in_chans, dynamic_batch=True,
                     reference=ckpt.model)
         quantize_qdq(tmp / "model_fp32.onnx", tmp / "model_int8_qdq.onnx", calib.x, config.qdq)
-        layers = len(quantized_layers(onnx.load(str(tmp / "model_int8_qdq.onnx"))))
+        fp32, qdq = onnx.load(str(tmp / "model_fp32.onnx")), onnx.load(str(tmp / "model_int8_qdq.onnx"))
+        layers = len(quantized_layers(qdq))
         log(f"scoring each of {layers} quantized layers in float on {len(val.x)} validation images")
         with progress_bar("Layers in float", total=layers) as advance:
-            base, rows = per_layer(tmp / "model_fp32.onnx", tmp / "model_int8_qdq.onnx", val.x,
-                                   request.run.threads, progress=lambda done, total: advance())
-        blocks = block_cosines(tmp / "model_fp32.onnx", tmp / "model_int8_qdq.onnx", val.x, request.run.threads)
+            base, rows = per_layer(fp32, qdq, val.x, request.run.threads, progress=advance)
+        blocks = block_cosines(fp32, qdq, val.x, request.run.threads)
         result = {
             "schema": "edgesmlp.sensitivity/1", "target": name, "config": config.to_dict(),
             "model": model_info(str(ckpt.path), ckpt.bundled, ckpt.sha256, ckpt.weights, c.to_dict(), c.variant),

@@ -9,8 +9,6 @@ that ranks layers where top-1 flips on a few thousand images cannot), and the to
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
-
 import numpy as np
 
 from edgesmlp.quantize.qdq import WEIGHTED
@@ -56,10 +54,7 @@ def quantized_layers(qdq) -> list:
 
 def with_layer_in_float(qdq, fp32, layer: str):
     """A copy of ``qdq`` where ``layer`` reads float inputs: each activation before its Q, each weight as in ``fp32``."""
-    import onnx
-
-    out = onnx.ModelProto()
-    out.CopyFrom(qdq)
+    out = _copy(qdq)
     producer = {o: n for n in out.graph.node for o in n.output}
     float_inits = {i.name: i for i in fp32.graph.initializer}
     have = {i.name for i in out.graph.initializer}
@@ -90,6 +85,14 @@ def module_path(node, weight_first: bool = False) -> str:
     return path
 
 
+def _copy(model):
+    import onnx
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
+
+
 def _session(model, threads: int):
     from edgesmlp.runtimes.onnxruntime import cpu_session
 
@@ -102,12 +105,9 @@ def _run(session, x: np.ndarray, batch: int = 16, outputs: list[str] | None = No
     return [np.concatenate([c[k] for c in chunks]) for k in range(len(chunks[0]))]
 
 
-def per_layer(fp32_path: Path, qdq_path: Path, x: np.ndarray, threads: int = 0, progress=None
-              ) -> tuple[Divergence, list[LayerSensitivity]]:
-    """Full INT8's divergence from FP32 on ``x``, and every quantized layer's sensitivity, most sensitive first."""
-    import onnx
-
-    fp32, qdq = onnx.load(str(fp32_path)), onnx.load(str(qdq_path))
+def per_layer(fp32, qdq, x: np.ndarray, threads: int = 0, progress=None) -> tuple[Divergence, list[LayerSensitivity]]:
+    """Full INT8's divergence from FP32 on ``x``, and every quantized layer's sensitivity, most sensitive first.
+    ``fp32`` and ``qdq`` are loaded ONNX models (left unchanged); ``progress()`` is called after each layer."""
     reference = _run(_session(fp32, threads), x)[0]
     base = divergence(reference, _run(_session(qdq, threads), x)[0])
     rows = []
@@ -121,15 +121,16 @@ def per_layer(fp32_path: Path, qdq_path: Path, x: np.ndarray, threads: int = 0, 
         rows.append(LayerSensitivity(node.name, module_path(node, weight_first), node.op_type, got.kl, got.agreement,
                                      base.kl - got.kl, got.agreement - base.agreement))
         if progress is not None:
-            progress(i + 1, len(layers))
+            progress()
     return base, sorted(rows, key=lambda r: r.kl_gain, reverse=True)
 
 
-def block_cosines(fp32_path: Path, qdq_path: Path, x: np.ndarray, threads: int = 0) -> list[tuple[str, float]]:
-    """Cosine between FP32 and INT8 at each residual sum (the end of each block's branches), in graph order."""
+def block_cosines(fp32, qdq, x: np.ndarray, threads: int = 0) -> list[tuple[str, float]]:
+    """Cosine between FP32 and INT8 at each residual sum (the end of each block's branches), in graph order.
+    ``fp32`` and ``qdq`` are loaded ONNX models; the marked copies are made here."""
     import onnx
 
-    fp32, qdq = onnx.load(str(fp32_path)), onnx.load(str(qdq_path))
+    fp32, qdq = _copy(fp32), _copy(qdq)
     inits = {i.name for i in fp32.graph.initializer}
     marks = [n.output[0] for n in fp32.graph.node if n.op_type == "Add" and not any(i in inits for i in n.input)
              and len(n.input) == 2]
