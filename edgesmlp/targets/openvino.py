@@ -26,7 +26,7 @@ def _runner(model, run: RunSettings, precision: str | None = "f32"):
     return lambda batch: OpenVINORunner(model, batch, run.cpu_threads, precision)
 
 
-def _float_variants(fp32, size: float | None, run: RunSettings) -> tuple[list[Variant], list[str]]:
+def _float_variants(fp32, size: float, run: RunSettings) -> tuple[list[Variant], list[str]]:
     """The f32 row and, where the CPU's default precision is not f32, the default-precision row."""
     from edgesmlp.runtimes.openvino import resolved_default_precision
 
@@ -82,7 +82,8 @@ class OpenVINOTarget(Target):
         int8 = with_batch(quantize_openvino(fp32, job.calibration, config, deploy_form=job.form == "deploy"), 1)
         seconds = time.perf_counter() - start
         fp32 = with_batch(fp32, 1)
-        variants, notes = _float_variants(fp32, None, job.run)
+        save_ir(fp32, folder / ARTIFACTS["fp32"])
+        variants, notes = _float_variants(fp32, ir_size_mb(folder / ARTIFACTS["fp32"]), job.run)
         manifest = {}
         if job.qat is not None:
             from edgesmlp.quantize.openvino_qat import quantize_aware_training
@@ -95,10 +96,6 @@ class OpenVINOTarget(Target):
                                                             job.preprocess, log)
             seconds = time.perf_counter() - start
         save_ir(int8, folder / ARTIFACTS["int8"])
-        save_ir(fp32, folder / ARTIFACTS["fp32"])
-        for v in variants:
-            if v.size_mb is None:
-                v.size_mb = ir_size_mb(folder / ARTIFACTS["fp32"])
         variants.append(Variant("int8", RUNTIME, _runner(int8, job.run, None), ir_size_mb(folder / ARTIFACTS["int8"]),
                                 seconds, note="QAT" if manifest else ""))
         return Build(variants, notes, {"ptq": config.to_dict(), "artifacts": ARTIFACTS, **manifest},
