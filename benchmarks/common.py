@@ -29,6 +29,22 @@ def random_smlpnet_t():
     return model.eval()
 
 
+def bundled_fp32_onnx(folder: Path):
+    """The bundled model's deploy form as FP32 ONNX (dynamic batch) in ``folder``, and its calibration and
+    validation splits as arrays: (path, calibration, validation images, validation labels)."""
+    from edgesmlp import bundled
+    from edgesmlp.checkpoint import load_checkpoint
+    from edgesmlp.deploy import to_deploy
+    from edgesmlp.export import export_onnx
+
+    ckpt = load_checkpoint()
+    path = folder / "fp32.onnx"
+    export_onnx(to_deploy(ckpt.model), path, 32, dynamic_batch=True, reference=ckpt.model)
+    xc, _ = bundled.split_tensors("calib")
+    xv, yv = bundled.split_tensors("val")
+    return path, xc.numpy(), xv.numpy(), yv.numpy()
+
+
 def write_result(name: str, lines: list[str], *packages: str) -> Path:
     """Write ``lines`` plus the machine and library versions to benchmarks/results/<name>.md."""
     info = {**machine_info(), **library_versions(*packages, "edgesmlp")}

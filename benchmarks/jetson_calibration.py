@@ -15,34 +15,27 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
-from benchmarks.common import write_result  # noqa: E402
+from benchmarks.common import bundled_fp32_onnx, write_result  # noqa: E402
 
 
 def main() -> None:
-    from edgesmlp import bundled
-    from edgesmlp.checkpoint import load_checkpoint
-    from edgesmlp.deploy import to_deploy
     from edgesmlp.jobs.evaluate import score
-    from edgesmlp.export import export_onnx
     from edgesmlp.quantize.qdq import QDQConfig, quantize_qdq
     from edgesmlp.runtimes.onnxruntime import OnnxRuntimeRunner
 
-    ckpt = load_checkpoint()
     tmp = Path(tempfile.mkdtemp())
-    export_onnx(to_deploy(ckpt.model), tmp / "fp32.onnx", 32, dynamic_batch=True, reference=ckpt.model)
-    xc, _ = bundled.split_tensors("calib")
-    xv, yv = bundled.split_tensors("val")
-    fp32 = OnnxRuntimeRunner(tmp / "fp32.onnx")(xv.numpy())
-    rows = [("FP32 (ONNX Runtime)", "-", score(fp32, yv.numpy(), fp32), 0.0)]
+    _, xc, xv, yv = bundled_fp32_onnx(tmp)
+    fp32 = OnnxRuntimeRunner(tmp / "fp32.onnx")(xv)
+    rows = [("FP32 (ONNX Runtime)", "-", score(fp32, yv, fp32), 0.0)]
     methods = [("max", {}), ("percentile 99.9", {"percentile": 99.9}), ("percentile 99.99", {"percentile": 99.99}),
                ("entropy", {}), ("mse", {})]
     for n in (300, 32):
         for label, extra in methods:
             config = QDQConfig(method=label.split()[0], **extra)
             start = time.perf_counter()
-            quantize_qdq(tmp / "fp32.onnx", tmp / "int8.onnx", xc.numpy()[:n], config)
+            quantize_qdq(tmp / "fp32.onnx", tmp / "int8.onnx", xc[:n], config)
             seconds = time.perf_counter() - start
-            acc = score(OnnxRuntimeRunner(tmp / "int8.onnx")(xv.numpy()), yv.numpy(), fp32)
+            acc = score(OnnxRuntimeRunner(tmp / "int8.onnx")(xv), yv, fp32)
             rows.append((label, n, acc, seconds))
             print(f"{label:18s} {n:4d} images  top1 {acc.top1:.1f}  agree {acc.agreement:.1f}  cos {acc.cosine:.5f}",
                   flush=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
-from benchmarks.common import write_result  # noqa: E402
+from benchmarks.common import bundled_fp32_onnx, write_result  # noqa: E402
 
 FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures"
 
@@ -46,21 +46,13 @@ def left_in_float(path: Path) -> tuple[int, int]:
 
 
 def main() -> None:
-    from edgesmlp import bundled
-    from edgesmlp.checkpoint import load_checkpoint
-    from edgesmlp.deploy import to_deploy
-    from edgesmlp.export import export_onnx
     from edgesmlp.jobs.evaluate import score
     from edgesmlp.quantize.qdq import QDQConfig, quantize_qdq
     from edgesmlp.quantize.qdq_lint import lint_qdq
 
-    ckpt = load_checkpoint()
     tmp = Path(tempfile.mkdtemp())
-    export_onnx(to_deploy(ckpt.model), tmp / "fp32.onnx", 32, dynamic_batch=True, reference=ckpt.model)
-    xc, _ = bundled.split_tensors("calib")
-    xv, yv = bundled.split_tensors("val")
-    xv, yv = xv.numpy(), yv.numpy()
-    quantize_qdq(tmp / "fp32.onnx", tmp / "edgesmlp_int8.onnx", xc.numpy(), QDQConfig())
+    _, xc, xv, yv = bundled_fp32_onnx(tmp)
+    quantize_qdq(tmp / "fp32.onnx", tmp / "edgesmlp_int8.onnx", xc, QDQConfig())
     fp32 = run_all(tmp / "fp32.onnx", xv)
     candidates = {
         "edgesmlp (deploy form)": tmp / "edgesmlp_int8.onnx",
