@@ -116,3 +116,20 @@ def test_missing_tensorrt_says_what_to_do(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     with pytest.raises(MissingDependencyError, match="tensorrt.*JetPack"):
         require_tensorrt()
+
+
+def test_profile_reads_precision_off_the_engine_and_times_each_layer(qdq_onnx, device_standins):
+    """Engines are built DETAILED, so the inspector names each layer's input type: the INT8 layers are those
+    the engine says read Int8. Layer times come from an IProfiler on the context (made up by the stand-in)."""
+    trt = device_standins
+    engine = build_engine(qdq_onnx / "int8.onnx", EngineConfig("int8", SHAPE), trt)
+    assert ("profiling_verbosity", "DETAILED") in trt.calls
+    runner = EngineRunner(engine, trt)
+    profile = runner.profile(np.zeros((1, *SHAPE), np.float32), runs=3)
+    assert ("get_engine_information", "JSON") in trt.calls and runner.context.profiler is None
+    assert len(names(trt.calls, "execute_async_v3")) == 3
+    precisions = {layer.precision for layer in profile.layers}
+    assert precisions == {"int8"} and len(profile.layers) == 35  # every weighted layer of the Q/DQ graph
+    fp32 = EngineRunner(build_engine(qdq_onnx / "fp32.onnx", EngineConfig("fp32", SHAPE), trt), trt)
+    assert {layer.precision for layer in fp32.profile(np.zeros((1, *SHAPE), np.float32), runs=1).layers} == {"fp32"}
+    assert profile.by_type()[0]["share"] > 0 and "TensorRT" in profile.source

@@ -8,9 +8,54 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class LayerTime:
+    """One executed layer, as the runtime's own profiler reports it."""
+
+    name: str
+    op: str  # the runtime's layer type (OpenVINO's node type, ONNX Runtime's op, TensorRT's layer type)
+    kernel: str  # what ran it (OpenVINO's exec type, ONNX Runtime's provider, TensorRT's tactic)
+    precision: str  # the precision it executed in: int8, bf16, fp16, fp32 (or "-" where the runtime does not say)
+    ms: float  # mean time per inference
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Where one inference's time goes, per layer, averaged over ``runs`` inferences at batch ``batch``."""
+
+    layers: tuple[LayerTime, ...]
+    runs: int
+    batch: int
+    source: str  # which profiler measured it
+
+    def by_type(self) -> list[dict]:
+        """Time per (op type, precision), largest first, with its share of the total."""
+        total = sum(layer.ms for layer in self.layers) or 1.0
+        groups: dict[tuple[str, str], list[LayerTime]] = defaultdict(list)
+        for layer in self.layers:
+            groups[(layer.op, layer.precision)].append(layer)
+        rows = [{"op": op, "precision": precision, "count": len(ls), "ms": sum(x.ms for x in ls),
+                 "share": sum(x.ms for x in ls) / total} for (op, precision), ls in groups.items()]
+        return sorted(rows, key=lambda r: r["ms"], reverse=True)
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "runs": self.runs, "batch": self.batch,
+                "total_ms": sum(layer.ms for layer in self.layers), "by_type": self.by_type(),
+                "layers": [asdict(layer) for layer in self.layers]}
+
+
+def precision_of(text: str) -> str:
+    """A kernel or type name's precision: ``brgconv_avx512_1x1_I8`` -> int8, ``jit_avx512_bf16`` -> bf16."""
+    token = text.lower().replace("-", "_").split("_")[-1]
+    return {"i8": "int8", "u8": "int8", "int8": "int8", "uint8": "int8", "bf16": "bf16", "f16": "fp16",
+            "fp16": "fp16", "half": "fp16", "f32": "fp32", "fp32": "fp32", "float": "fp32"}.get(token, "-")
 
 
 class Runner(ABC):
@@ -30,6 +75,10 @@ class Runner(ABC):
             self(x)
             samples.append((time.perf_counter() - start) * 1e3)
         return samples
+
+    def profile(self, x: np.ndarray, runs: int = 20) -> Profile | None:
+        """Per-layer time and executed precision from the runtime's own profiler (None: it has none)."""
+        return None
 
     def time_for(self, x: np.ndarray, seconds: float, min_iters: int = 3, max_iters: int = 100_000) -> list[float]:
         """Milliseconds per call for a wall-clock budget (as benchmark_app -t does), at least ``min_iters``."""

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from edgesmlp.errors import workstation_extra
-from edgesmlp.runtimes.base import Runner
+from edgesmlp.runtimes.base import LayerTime, Profile, Runner, precision_of
 
 
 def require_onnxruntime():
@@ -18,13 +18,16 @@ def require_onnxruntime():
     return onnxruntime
 
 
-def cpu_session(model: str | Path | bytes, threads: int = 0):
+def cpu_session(model: str | Path | bytes, threads: int = 0, profile_prefix: str | None = None):
     """An ONNX Runtime CPU session for a path or serialized model, quiet unless something fails."""
     ort = require_onnxruntime()
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
                                 providers=["CPUExecutionProvider"])
 
@@ -33,11 +36,45 @@ class OnnxRuntimeRunner(Runner):
     """``runner(x) -> logits`` for an ONNX file with a dynamic (or matching) batch dimension."""
 
     def __init__(self, path: str | Path, threads: int = 0):
+        self.path, self.threads = path, threads
         self.session = cpu_session(path, threads)
         self.input = self.session.get_inputs()[0].name
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input: x})[0]
+
+    def profile(self, x: np.ndarray, runs: int = 20) -> Profile:
+        """ONNX Runtime's profiler on a second session of the same file: each node's kernel time; its precision is
+        what the kernel read (``QLinearConv`` or an int8 input: int8), after ONNX Runtime's own fusions."""
+        import json
+        import os
+        import tempfile
+
+        folder = tempfile.mkdtemp()
+        session = cpu_session(self.path, self.threads, profile_prefix=os.path.join(folder, "ort"))
+        session.run(None, {self.input: x})  # warm-up
+        for _ in range(runs):
+            session.run(None, {self.input: x})
+        trace = Path(session.end_profiling())
+        try:
+            events = json.loads(trace.read_text())
+        finally:
+            trace.unlink(missing_ok=True)
+            os.rmdir(folder)
+        totals: dict[tuple[str, str, str, str], list[float]] = {}
+        for e in events:
+            if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
+                continue
+            args = e.get("args", {})
+            types = [next(iter(t)) for t in args.get("input_type_shape", []) if isinstance(t, dict) and t]
+            op = args.get("op_name", "?")
+            precision = "int8" if op.startswith("QLinear") or "Integer" in op or any(
+                t in ("int8", "uint8") for t in types[:1]) else precision_of(types[0]) if types else "-"
+            key = (e["name"].removesuffix("_kernel_time"), op, args.get("provider", "CPU"), precision)
+            totals.setdefault(key, []).append(e["dur"] / 1e3)
+        layers = tuple(LayerTime(name, op, provider, precision, sum(t) / max(len(t), 1))
+                       for (name, op, provider, precision), t in totals.items())
+        return Profile(layers, runs, len(x), "ONNX Runtime profiler (enable_profiling)")
 
 
 def cpu_has_int8_dot_product() -> bool:

@@ -18,7 +18,7 @@ import numpy as np
 
 from edgesmlp.errors import EngineBuildError, MissingDependencyError
 from edgesmlp.runtimes import cuda
-from edgesmlp.runtimes.base import Runner
+from edgesmlp.runtimes.base import LayerTime, Profile, Runner, precision_of
 
 STRONG_TYPING_FROM = (10, 12)
 
@@ -53,6 +53,7 @@ class EngineConfig:
     dla_core: int | None = None  # Jetson Orin/Xavier DLA, with GPU fallback
     timing_cache: Path | None = None
     input_name: str = "input"
+    detailed_profile: bool = True  # ProfilingVerbosity.DETAILED: the engine inspector names each layer's types
 
 
 def build_engine(onnx_path: str | Path, config: EngineConfig, trt=None) -> bytes:
@@ -69,6 +70,8 @@ def build_engine(onnx_path: str | Path, config: EngineConfig, trt=None) -> bytes
         raise EngineBuildError(f"TensorRT could not parse {onnx_path}: {errors or 'no detail given'}")
     builder_config = builder.create_builder_config()
     builder_config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, config.workspace_mb << 20)
+    if config.detailed_profile:  # costs nothing at run time; `bench --profile` reads it back
+        builder_config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     if not typed:
         if config.precision in ("fp16", "int8"):
             builder_config.set_flag(trt.BuilderFlag.FP16)  # layers left in float run in FP16
@@ -96,6 +99,11 @@ def build_engine(onnx_path: str | Path, config: EngineConfig, trt=None) -> bytes
     if config.timing_cache is not None:
         config.timing_cache.write_bytes(bytes(builder_config.get_timing_cache().serialize()))
     return bytes(serialized)
+
+
+def _datatype(text: str) -> str:
+    """The precision named in an inspector format, e.g. "Thirty-two wide channel vectorized row major Int8 format"."""
+    return next((p for p in map(precision_of, text.split()) if p != "-"), "-")
 
 
 class EngineRunner(Runner):
@@ -138,6 +146,42 @@ class EngineRunner(Runner):
         out_shape = self._prepare(np.ascontiguousarray(x, np.float32))
         self._enqueue()
         return self.buffers[self.output].download(np.empty(out_shape, np.float32), self.stream)
+
+    def profile(self, x: np.ndarray, runs: int = 20) -> Profile:
+        """Per-layer device time from TensorRT's IProfiler, and each layer's precision from the engine inspector
+        (the data type of its first input, as built: INT8 is read off the engine, not assumed)."""
+        import json
+
+        trt = self.trt
+        times: dict[str, list[float]] = {}
+
+        class Recorder(trt.IProfiler):
+            def __init__(self):
+                trt.IProfiler.__init__(self)  # pybind11 trampolines need the base initialised
+
+            def report_layer_time(self, layer_name, ms):
+                times.setdefault(layer_name, []).append(ms)
+
+        inspector = self.engine.create_engine_inspector()
+        inspector.execution_context = self.context
+        info = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+        described = {}
+        for layer in info.get("Layers", []):
+            if isinstance(layer, dict):
+                inputs = layer.get("Inputs") or [{}]
+                described[layer.get("Name", "")] = (layer.get("LayerType", "?"), layer.get("TacticName", ""),
+                                                    _datatype(str(inputs[0].get("Format/Datatype", ""))))
+        self._prepare(np.ascontiguousarray(x, np.float32))
+        recorder = Recorder()
+        self.context.profiler = recorder
+        try:
+            for _ in range(runs):
+                self._enqueue()
+                self.stream.synchronize()
+        finally:
+            self.context.profiler = None
+        layers = tuple(LayerTime(name, *described.get(name, ("?", "", "-")), sum(t) / len(t)) for name, t in times.items())
+        return Profile(layers, runs, len(x), f"TensorRT {trt.__version__} IProfiler and engine inspector")
 
     def time_ms(self, x: np.ndarray, iters: int, warmup: int) -> list[float]:
         """Per-run device time: CUDA events around each enqueue (the input already on the device)."""
