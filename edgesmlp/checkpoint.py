@@ -371,3 +371,16 @@ def save_safetensors(state: dict, path: str | Path, metadata: dict[str, str] | N
 
     with atomic_file(path) as tmp:
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata=metadata or {})
+
+
+def save_trained_digits(model, info: dict, path) -> None:
+    """Write a model of the bundled design as safetensors whose metadata carries the architecture, the
+    preprocessing and the training record (what ``scripts/train_digits.py`` writes)."""
+    from edgesmlp import bundled
+
+    metadata = {
+        "config": json.dumps(bundled.CONFIG.to_dict()),
+        "preprocess": json.dumps(bundled.PREPROCESS.to_dict()),
+        "training": json.dumps({**info, "data": "sklearn digits, train split (997 images)"}),
+    }
+    save_safetensors(model.state_dict(), str(path), metadata)

@@ -37,6 +37,9 @@ LatencySecondsOpt = Annotated[float, typer.Option(metavar="S", help="Batch-1 tim
                                                   "split over interleaved rounds (as benchmark_app -t).")]
 MaxDropOpt = Annotated[float, typer.Option(metavar="POINTS", help="Accuracy floor: exit 1 with a FAIL line when an "
                                            "INT8 row loses more top-1 points than this against its float row.")]
+MinAgreementOpt = Annotated[Optional[float], typer.Option(metavar="PERCENT", help="Accuracy floor without labels: exit 1 "
+                                                     "when an INT8 row keeps FP32's top class on fewer images than "
+                                                     "this (e.g. 99.5).")]
 WideOpt = Annotated[bool, typer.Option("--wide", help="Print every column (the default table fits 80 columns).")]
 
 
@@ -255,16 +258,17 @@ def _first_line(text: str) -> None:
         typer.echo(text, err=True)
 
 
-def _finish(report: dict, wrote: str, max_drop: float, wide: bool) -> None:
+def _finish(report: dict, wrote: str, max_drop: float, wide: bool, min_agreement: float | None = None) -> None:
     """The table, what was written, the notes, then the accuracy floor: exit 1 with FAIL lines below it."""
     from edgesmlp.jobs.check import check_report, check_threshold
-    from edgesmlp.jobs.report import render_terminal
+    from edgesmlp.jobs.report import budget_lines, profile_summary, render_terminal
 
     typer.echo(render_terminal(report["results"], wide))
     typer.echo(textwrap.fill(wrote, 80, subsequent_indent="  ", break_on_hyphens=False, break_long_words=False))
-    for note in report["notes"]:
+    for note in [*budget_lines(report), *map(profile_summary, report.get("profiles") or []), *report["notes"]]:
         typer.echo(textwrap.fill(f"note: {note}", 80, subsequent_indent="  ", break_on_hyphens=False))
-    outcome = check_report(report, max_drop=check_threshold(max_drop, "--max-drop"), allow_empty=True)
+    outcome = check_report(report, max_drop=check_threshold(max_drop, "--max-drop"), allow_empty=True,
+                           min_agreement=min_agreement)
     for violation in outcome.violations:
         typer.echo(f"FAIL: {violation}")
     if not outcome.passed:
@@ -305,7 +309,14 @@ def quantize(
     smooth_quant: Annotated[Optional[float], typer.Option(help="SmoothQuant alpha (0-1). Switches NNCF to its "
                                                           "transformer placement, which lost accuracy on sMLPNet: "
                                                           "measure before shipping.")] = None,
-    ignore: Annotated[Optional[list[str]], typer.Option(metavar="NODE", help="openvino: node name to keep in FP32 (repeatable).")] = None,
+    activation_range: Annotated[str, typer.Option(metavar="[minmax|histogram|nncf]", help="openvino: how activation "
+                                                  "ranges are estimated: min and max over the calibration images, "
+                                                  "NNCF's histogram fit (2.3x slower PTQ), or NNCF's own default.")
+                                ] = "minmax",
+    ignore: Annotated[Optional[list[str]], typer.Option(metavar="NODE", help="Node name to keep in float (repeatable; "
+                                                        "`edgesmlp sensitivity` lists them): NNCF's ignored scope "
+                                                        "(openvino), no Q/DQ (jetson: FP16 on the device). Combines "
+                                                        "with --fallback auto.")] = None,
     calib_method: Annotated[str, typer.Option(metavar="[max|percentile|entropy|mse]", help="jetson, onnxruntime: activation range from max, percentile, "
                                               "entropy (KL) or mse.")] = "percentile",
     percentile: Annotated[float, typer.Option(help="jetson: the percentile of |x| for --calib-method percentile.")] = 99.99,
@@ -318,7 +329,19 @@ def quantize(
     std: Annotated[Optional[str], typer.Option(metavar="R,G,B", help="Per-channel std, e.g. 0.229,0.224,0.225.")] = None,
     threads: Annotated[int, typer.Option(help="CPU threads for every runtime (0: one per core).")] = 0,
     latency_seconds: LatencySecondsOpt = 1.0,
-    max_drop: MaxDropOpt = 1.0,
+    max_drop: Annotated[float, typer.Option(metavar="POINTS", help="The accuracy budget: top-1 points INT8 may lose "
+                                            "against FP32 (exit 1 when the validation images say it lost more). "
+                                            "Unlabelled calibration images bound it by agreement.")] = 1.0,
+    min_agreement: Annotated[Optional[float], typer.Option(metavar="PERCENT", help="The budget without labels: the % of "
+                                                           "images on which INT8 keeps FP32's top class (e.g. 99.5).")] = None,
+    fallback: Annotated[str, typer.Option(metavar="[auto|off]", help="auto: when full INT8 misses the budget on the "
+                                          "calibration images, keep the fewest, most sensitive layers in float until "
+                                          "it meets it (then verify on --val); off: the budget is only a floor.")] = "auto",
+    max_float: Annotated[float, typer.Option(metavar="FRACTION", help="--fallback auto keeps at most this share of the "
+                                             "quantized layers in float, and fails fast, with the trade-off it found, "
+                                             "when that is not enough.")] = 0.2,
+    search_size: Annotated[int, typer.Option(metavar="N", help="--fallback auto meets the budget on this many images "
+                                             "of --calib (all, if it has fewer), never on --val.")] = 1000,
     wide: WideOpt = False,
     method: Annotated[str, typer.Option(metavar="[ptq|qat]", help="ptq (post-training) or qat (fine-tune with the quantizers in the "
                                         "loop, distilling from the FP32 model).")] = "ptq",
@@ -339,12 +362,17 @@ def quantize(
     ONNX (checked by lint-qdq) plus build_engine.sh for the device; INT8 accuracy is emulated by ONNX
     Runtime here. FP32 and INT8 are evaluated on the validation images. With no options it runs the
     bundled digits model on its own data.
+
+    The budget (--max-drop, --min-agreement) is met on images of --calib first (--search-size): with
+    --fallback auto, the layers INT8 hurts most stay in float until it is, and the report names them
+    (kept_float); the validation images then verify it, and exit 1 says they did not.
     
 
     
     Examples:
       edgesmlp quantize
       edgesmlp quantize -t jetson -w smlp_t.pth --calib imagenet/train --val imagenet/val -o out
+      edgesmlp quantize -t openvino --min-agreement 99.5 -w smlp_t.pth --calib imagenet/train --val imagenet/val
       edgesmlp quantize --method qat --train imagenet/train -w smlp_t.pth --calib imagenet/train --val imagenet/val
     """
     _first_line(f"edgesmlp quantize: target {target}, {weights or 'the bundled digits model'}")
@@ -360,20 +388,22 @@ def quantize(
     if method not in ("ptq", "qat"):
         raise ConfigError(f"--method {method!r} unknown: use ptq or qat")
     options = TargetOptions(preset=preset, bias_correction=bias_correction, smooth_quant=smooth_quant,
-                            ignored=tuple(ignore or ()), calib_method=calib_method, percentile=percentile)
+                            ignored=tuple(ignore or ()), calib_method=calib_method, percentile=percentile,
+                            activation_range=activation_range)
     preprocess = PreprocessOverrides(image_size, crop_pct, interpolation, _floats(mean, "--mean"), _floats(std, "--std"))
     qat = (QATConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, train=train, resume=resume)
            if method == "qat" else None)
     request = QuantizeRequest(
         **_spec(weights, variant, ema, val, calib, calib_size, seed, threads, form, preprocess,
-                latency_seconds=latency_seconds), max_drop=max_drop,
+                latency_seconds=latency_seconds), max_drop=max_drop, min_agreement=min_agreement,
         target=name, config=targets.get(name).config_from(options), qat=qat, output=output, force=force,
+        fallback=fallback, max_float=max_float, search_size=search_size,
     )
     outcome = run_quantize(request, log=lambda line: typer.echo(line, err=True))
     if not outcome.report:  # a non-zero torchrun rank: rank 0 reports
         return
     files = sorted(p.name for p in outcome.directory.iterdir())
-    _finish(outcome.report, f"wrote {outcome.directory}/: {', '.join(files)}", max_drop, wide)
+    _finish(outcome.report, f"wrote {outcome.directory}/: {', '.join(files)}", max_drop, wide, min_agreement)
 
 
 @app.command("lint-qdq")
@@ -433,8 +463,13 @@ def bench(
     latency_iters: Annotated[int, typer.Option(min=3, metavar="N", help="At least this many timed batch-1 runs "
                                                "per row, whatever the time budget.")] = 20,
     max_drop: MaxDropOpt = 1.0,
+    min_agreement: MinAgreementOpt = None,
     wide: WideOpt = False,
     dla_core: Annotated[Optional[int], typer.Option(help="jetson: build engines for this DLA core (GPU fallback).")] = None,
+    profile: Annotated[bool, typer.Option("--profile", help="Add, per target and precision, the time per op type and "
+                                          "the precision each layer executed in, from the runtime's own profiler "
+                                          "(OpenVINO's performance counters, ONNX Runtime's profiler, TensorRT's "
+                                          "engine inspector on the device).")] = False,
     variant: VariantOpt = None,
     ema: EmaOpt = False,
 ) -> None:
@@ -450,6 +485,7 @@ def bench(
       edgesmlp bench
       edgesmlp bench -t openvino,onnxruntime -o bench
       edgesmlp bench --from out --val imagenet/val -o bench
+      edgesmlp bench --from out --profile
     """
     _first_line(f"edgesmlp bench: {'the outputs in ' + str(from_dir) if from_dir else weights or 'the bundled digits model'}")
     from edgesmlp.jobs.bench import resolve_targets, run_bench
@@ -466,14 +502,15 @@ def bench(
         **_spec(weights, variant, ema, val, calib, calib_size, 0, threads, throughput_batch=batch,
                 latency_iters=latency_iters, latency_seconds=latency_seconds),
         targets=names, configs=tuple(targets.get(n).config_from(options) for n in names), output=output, force=force,
-        from_dir=from_dir, max_drop=max_drop,
+        from_dir=from_dir, max_drop=max_drop, min_agreement=min_agreement, profile=profile,
     )
     outcome = run_bench(request, log=lambda line: typer.echo(line, err=True))
     if outcome.failed:
         typer.echo(render_terminal(outcome.report["results"], wide))
         typer.echo(f"wrote {outcome.directory}/report.json, report.md, report.html")
         raise typer.Exit(3)
-    _finish(outcome.report, f"wrote {outcome.directory}/report.json, report.md, report.html", max_drop, wide)
+    _finish(outcome.report, f"wrote {outcome.directory}/report.json, report.md, report.html", max_drop, wide,
+            min_agreement)
 
 
 @app.command()
@@ -492,6 +529,7 @@ def check(
                                                           "rise of p50 with --latency absolute (0.2 = 20%).")] = 0.2,
     allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Pass a report with nothing to compare (no INT8 row with a "
                                               "float row); without it that fails.")] = False,
+    min_agreement: MinAgreementOpt = None,
 ) -> None:
     """The CI gate: exit 0 when every INT8 result is within --max-drop of its FP32 (and within the
     allowed regressions of --baseline), 1 when not, listing each violation; 2 for usage errors.
@@ -507,7 +545,7 @@ def check(
     check_threshold(max_latency_regression, "--max-latency-regression")
     current = load_report(report)
     base = load_report(baseline) if baseline is not None else None
-    outcome = check_report(current, base, max_drop, max_latency_regression, allow_empty, latency)
+    outcome = check_report(current, base, max_drop, max_latency_regression, allow_empty, latency, min_agreement)
     for note in outcome.notes:
         typer.echo(f"note: {note}")
     for violation in outcome.violations:
@@ -523,8 +561,9 @@ def check(
 @friendly_errors
 def sensitivity(
     weights: WeightsOpt = None,
-    target: Annotated[str, typer.Option("--target", "-t", metavar="[jetson]", help="The INT8 graph to measure: "
-                                        "jetson (the TensorRT-rule Q/DQ ONNX).")] = "jetson",
+    target: Annotated[str, typer.Option("--target", "-t", metavar="[jetson|openvino]", help="The INT8 graph to "
+                                        "measure: jetson (the TensorRT-rule Q/DQ ONNX) or openvino (NNCF's INT8 "
+                                        "IR), calibrated as quantize does.")] = "jetson",
     calib: Annotated[Optional[Path], typer.Option(help="Calibration images (default: the bundled digits calib "
                                                   "split).")] = None,
     val: Annotated[Optional[Path], typer.Option(help="Held-out images to score on, never used to calibrate "
@@ -534,6 +573,8 @@ def sensitivity(
     calib_method: Annotated[str, typer.Option(metavar="[max|percentile|entropy|mse]", help="Activation range "
                                               "method, as quantize --target jetson.")] = "percentile",
     percentile: Annotated[float, typer.Option(help="The percentile for --calib-method percentile.")] = 99.99,
+    preset: Annotated[str, typer.Option(metavar="[performance|mixed]", help="openvino: NNCF preset, as quantize.")
+                      ] = "performance",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Folder for sensitivity.json and the "
                                                    "graphs (default: edgesmlp-sensitivity or the next free -N).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace OUTPUT if it exists.")] = False,
@@ -549,6 +590,7 @@ def sensitivity(
     \b
     Examples:
       edgesmlp sensitivity
+      edgesmlp sensitivity -t openvino
       edgesmlp sensitivity -w smlp_t.pth --calib imagenet/train --val imagenet/val --images 2000
     """
     _first_line(f"edgesmlp sensitivity: {weights or 'the bundled digits model'}")
@@ -556,7 +598,8 @@ def sensitivity(
     from edgesmlp.targets.base import TargetOptions
 
     name = targets.resolve(target)
-    config = targets.get(name).config_from(TargetOptions(calib_method=calib_method, percentile=percentile))
+    config = targets.get(name).config_from(TargetOptions(calib_method=calib_method, percentile=percentile,
+                                                         preset=preset))
     request = SensitivityRequest(**_spec(weights, variant, ema, val, calib, calib_size, 0, threads), target=name,
                                  config=config, images=images, output=output, force=force)
     directory, result = run_sensitivity(request, log=lambda line: typer.echo(line, err=True))

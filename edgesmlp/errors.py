@@ -5,7 +5,8 @@ Every message names the file or setting at fault and says what to do about it.
 
 
 class EdgesmlpError(Exception):
-    """Base class. ``exit_code`` 2 means bad input from the user, 3 a failed operation."""
+    """Base class. ``exit_code`` 2 means bad input from the user, 3 a failed operation, 1 an
+    accuracy budget that cannot be met."""
 
     exit_code = 3
 
@@ -70,6 +71,12 @@ class RuntimeFailure(EdgesmlpError):
 
 class EngineBuildError(RuntimeFailure):
     """TensorRT could not parse the ONNX, or build or load an engine from it."""
+
+
+class BudgetError(EdgesmlpError):
+    """The accuracy budget cannot be met (exit 1, as a failed accuracy gate): the message holds the trade-off."""
+
+    exit_code = 1
 
 
 class Terminated(KeyboardInterrupt):

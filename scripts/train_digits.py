@@ -2,7 +2,9 @@
 
 Trains the small sMLPNet in edgesmlp.bundled.CONFIG on the digits train split (997 images),
 reports top-1 on the 500-image validation split, and writes a safetensors file whose metadata
-carries the architecture, the preprocessing and the training record.
+carries the architecture, the preprocessing and the training record. ``--epochs 4`` (3.5 s on two
+cores) gives the lightly trained model whose INT8 the accuracy-budget tests and
+benchmarks/accuracy_control.py push (full INT8 agrees with FP32 on about 99.7% of augmented digits).
 """
 
 import argparse
@@ -11,7 +13,7 @@ import json
 import torch
 
 from edgesmlp import bundled
-from edgesmlp.checkpoint import save_safetensors
+from edgesmlp.checkpoint import save_trained_digits
 
 
 def main() -> None:
@@ -22,12 +24,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     model, info = bundled.train(seed=args.seed, epochs=args.epochs)
-    metadata = {
-        "config": json.dumps(bundled.CONFIG.to_dict()),
-        "preprocess": json.dumps(bundled.PREPROCESS.to_dict()),
-        "training": json.dumps({**info, "data": "sklearn digits, train split (997 images)"}),
-    }
-    save_safetensors(model.state_dict(), args.out, metadata)
+    save_trained_digits(model, info, args.out)
     print(json.dumps(info))
 
 

@@ -91,3 +91,25 @@ def digits_tree(tmp_path_factory):
     root = tmp_path_factory.mktemp("data") / "digits"
     write_imagefolders(root)
     return root
+
+
+@pytest.fixture(scope="session")
+def fragile_digits(tmp_path_factory):
+    """A model whose INT8 loses agreement, and images that show it: the bundled design trained 4 epochs
+    (scripts/train_digits.py --epochs 4, 3.5 s), with 1,200 augmented calibration and 4,000 augmented
+    validation digits. Full INT8 agrees with FP32 on about 99.7% of them on both targets."""
+    import torch
+
+    from edgesmlp import bundled
+    from edgesmlp.checkpoint import save_trained_digits
+
+    root = tmp_path_factory.mktemp("fragile")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        model, info = bundled.train(seed=0, epochs=4, log=lambda line: None)
+    finally:
+        torch.set_num_threads(threads)
+    save_trained_digits(model, info, root / "digits_e4.safetensors")
+    bundled.write_augmented_imagefolders(root / "data", {"calib": 4, "val": 8})
+    return root / "digits_e4.safetensors", root / "data" / "calib", root / "data" / "val"

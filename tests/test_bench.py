@@ -128,3 +128,24 @@ def test_two_back_to_back_benches_pass_the_latency_gate(tmp_path):
     check = runner.invoke(app, ["check", str(tmp_path / "second"), "--baseline", str(tmp_path / "first")])
     assert check.exit_code == 0, check.output
     assert "openvino/int8 speedup" in check.stdout
+
+
+def test_bench_profile_says_where_time_goes_and_what_ran_int8(tmp_path):
+    """OpenVINO's performance counters and ONNX Runtime's profiler, read back: the INT8 IR's weighted layers
+    execute INT8 kernels and the f32 row's none; the report's tables and the terminal say so."""
+    result = runner.invoke(app, ["bench", "-t", "openvino,onnxruntime", "--profile", "-o", str(tmp_path / "b"),
+                                 "--latency-seconds", "0", "--latency-iters", "3", "--calib-size", "50"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "b" / "report.json").read_text())
+    profiles = {f"{p['target']}/{p['precision']}": p for p in report["profiles"]}
+    assert set(profiles) == {f"{r['target']}/{r['precision']}" for r in report["results"] if r["status"] == "ok"}
+    weighted = ("Convolution", "GroupConvolution", "MatMul", "FullyConnected", "FullyConnectedQuantizedLegacy")
+    ran = lambda key: {layer["precision"] for layer in profiles[key]["layers"] if layer["op"] in weighted}  # noqa: E731
+    assert ran("openvino/fp32") == {"fp32"} and "int8" in ran("openvino/int8") and "int8" not in ran("openvino/bf16")
+    int8 = profiles["openvino/int8"]
+    assert abs(sum(r["share"] for r in int8["by_type"]) - 1) < 1e-6 and int8["total_ms"] > 0
+    assert any(layer["op"] in ("QLinearConv", "ConvInteger", "DequantizeLinear")
+               for layer in profiles["onnxruntime/int8"]["layers"])
+    assert "## Where the time goes" in (tmp_path / "b" / "report.md").read_text()
+    assert "Where the time goes" in (tmp_path / "b" / "report.html").read_text()
+    assert "openvino/int8: " in result.stdout and "weighted layers ran" in result.stdout

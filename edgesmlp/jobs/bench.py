@@ -71,8 +71,10 @@ def run_bench(request: BenchRequest, log: Log = print) -> BenchOutcome:
                               {**machine_info(), "threads": request.run.cpu_threads}, library_versions(*VERSIONED),
                               [n for b in builds.values() for n in b.notes])
         report["kind"] = "bench"
-        report["budget"] = {"max_drop": request.max_drop}
+        report["budget"] = {"max_drop": request.max_drop, "min_agreement": request.min_agreement}
         report["reference"] = next(iter(builds), None)
+        if request.profile and evaluation is not None:
+            report["profiles"] = _profiles(builds, evaluation.sample[:1], log)
         write_report(tmp, report)
         from edgesmlp.jobs.report_html import write_html
 
@@ -206,6 +208,27 @@ def _measure(builds: dict[str, Build], val_set, preprocess: Preprocess, request:
                            note=failures[v.precision], size_mb=v.size_mb, quantize_seconds=v.quantize_seconds)
                     for v in build.variants if v.precision in failures]
     return results, evaluation
+
+
+PROFILE_RUNS = 20
+
+
+def _profiles(builds: dict[str, Build], x, log: Log) -> list[dict]:
+    """Each variant's own runtime profiler at batch 1: time per op type, and the precision each layer executed in,
+    read off the runtime (OpenVINO's exec types, ONNX Runtime's kernels, TensorRT's engine inspector)."""
+    out = []
+    for target, build in builds.items():
+        for v in build.variants:
+            log(f"profiling {target}/{v.precision}")
+            entry = {"target": target, "precision": v.precision, "runtime": v.runtime}
+            try:
+                profile = v.make_runner(1).profile(x, PROFILE_RUNS)
+            except Exception as e:  # noqa: BLE001 - a profiler that fails is noted, the report still ships
+                out.append({**entry, "note": f"profiling failed: {reason(e)}"})
+                continue
+            out.append({**entry, **profile.to_dict()} if profile is not None
+                       else {**entry, "note": "this runtime has no per-layer profiler"})
+    return out
 
 
 def _fill_drops(results: list[Result]) -> None:

@@ -92,8 +92,10 @@ def _float_row(rows: list[dict], target: str) -> dict | None:
 
 def check_report(report: dict, baseline: dict | None = None, max_drop: float = 0.5,
                  max_latency_regression: float | None = None, allow_empty: bool = False,
-                 latency: str = "speedup") -> GateOutcome:
-    """Every INT8 row within ``max_drop`` top-1 points of its own target's float row, recomputed here."""
+                 latency: str = "speedup", min_agreement: float | None = None) -> GateOutcome:
+    """Every INT8 row within ``max_drop`` top-1 points of its own target's float row, recomputed here, and
+    (with ``min_agreement``) agreeing with FP32 on at least that % of images. Comparison rows (``compare_only``:
+    full INT8 beside a shipped model that keeps layers in float) are shown, never gated."""
     max_drop = check_threshold(max_drop, "--max-drop")
     out = GateOutcome()
     rows = report["results"]
@@ -102,8 +104,11 @@ def check_report(report: dict, baseline: dict | None = None, max_drop: float = 0
             out.violations.append(f"{_key(row)} failed: {row.get('note') or 'no reason given'}")
         elif row["status"] == "skipped":
             out.notes.append(f"{row['target']} skipped: {row.get('note')}")
-    for row in (r for r in rows if r["status"] == "ok" and r["precision"].startswith("int8")):
+    for row in (r for r in rows if r["status"] == "ok" and r["precision"].startswith("int8")
+                and not r.get("compare_only")):
         _check_int8(out, row, _float_row(rows, row["target"]), max_drop)
+        if min_agreement is not None:
+            _check_agreement(out, row, min_agreement)
     if baseline is not None:
         _against_baseline(out, rows, baseline["results"], max_drop, max_latency_regression, latency)
     if out.checked == 0 and not allow_empty:
@@ -132,6 +137,16 @@ def _check_int8(out: GateOutcome, row: dict, base: dict | None, max_drop: float)
                               f"(allowed {max_drop:g})")
     else:
         out.passes.append(f"{_key(row)} drop {drop:.2f} <= {max_drop:g} points (margin {max_drop - drop:.2f})")
+
+
+def _check_agreement(out: GateOutcome, row: dict, min_agreement: float) -> None:
+    agreement = row.get("agreement")
+    if agreement is None:
+        out.violations.append(f"{_key(row)} has no agreement with FP32 to hold to --min-agreement {min_agreement:g}")
+    elif agreement < min_agreement - 1e-9:
+        out.violations.append(f"{_key(row)} agrees with FP32 on {agreement:.2f}% of images (asked {min_agreement:g}%)")
+    else:
+        out.passes.append(f"{_key(row)} agreement {agreement:.2f}% >= {min_agreement:g}%")
 
 
 LATENCY_MODES = ("speedup", "absolute", "off")

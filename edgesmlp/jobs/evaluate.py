@@ -209,6 +209,8 @@ def measure_target(target: str, variants: list[Variant], accuracy: dict, sample:
             speedup=statistics.median(ratios) if ratios else None, throughput_ips=throughput,
             throughput_batch=run.throughput_batch, size_mb=v.size_mb, quantize_seconds=v.quantize_seconds,
             images=acc.count, latency_samples_ms=[round(t, 4) for t in timing.samples_ms],
+            kept_float=list(v.kept_float) if v.kept_float is not None else None,
+            quantized_layers=v.quantized_layers, compare_only=v.compare_only or None,
         ))
     return results, failures
 

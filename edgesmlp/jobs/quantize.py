@@ -65,7 +65,9 @@ def run_quantize(request: QuantizeRequest, log: Log = print) -> QuantizeOutcome:
     with output as (target_dir, tmp):
         qat = _prepare_qat(request, ckpt, target.name, target_dir) if request.qat is not None else None
         model = to_deploy(ckpt.model) if request.form.value == "deploy" else ckpt.model
-        job = Job(ckpt, model, request.form.value, preprocess, calib.x, config, request.run, qat)
+        search = _search_images(request, ckpt, preprocess) if request.budget.searches and qat is None else None
+        job = Job(ckpt, model, request.form.value, preprocess, calib.x, config, request.run, qat, request.budget,
+                  *(search or (None, None)))
         build = target.build(job, tmp, log)
         if rank > 0:  # under torchrun only rank 0 evaluates and ships
             return QuantizeOutcome(target_dir, {})
@@ -86,12 +88,23 @@ def run_quantize(request: QuantizeRequest, log: Log = print) -> QuantizeOutcome:
         for path in build.scratch:
             path.unlink(missing_ok=True)
         report = _report(request, job, build, evaluation, results, calib_set, val_set)
-        report["budget"] = {"max_drop": request.max_drop}
+        report["budget"] = _budget_section(request, build, results)
         write_report(tmp, report)
         _write_manifest(tmp, request, job, build, calib_set, val_set)
     if qat is not None:
         qat.checkpoint.unlink(missing_ok=True)  # the job finished: nothing left to resume
     return QuantizeOutcome(target_dir, report)
+
+
+def _search_images(request: QuantizeRequest, ckpt, preprocess):
+    """The images the budget is met on: ``--search-size`` of the calibration source (never the validation
+    images), with their labels when the source has them. More than the calibration sample, since a budget
+    near 99.8% agreement is a matter of a few images in a thousand."""
+    from edgesmlp.calibration.sources import load_tensors, open_images
+
+    images = open_images(request.calibration.images, "calib").sample(request.search_size, request.calibration.seed + 1)
+    loaded = load_tensors(images, preprocess, "Loading search images")
+    return loaded.x, loaded.labels
 
 
 @contextmanager
@@ -141,6 +154,20 @@ def _prepare_qat(request: QuantizeRequest, ckpt, target: str, target_dir: Path):
     identity = model_identity(ckpt.sha256, target, request.form.value, ckpt.config.to_dict())
     checkpoint = target_dir.parent / f"{target_dir.name}.qat-checkpoint.pt"
     return prepare_qat(request.qat, ckpt.bundled, ckpt.config.num_classes, identity, checkpoint)
+
+
+def _budget_section(request: QuantizeRequest, build: Build, results: list[Result]) -> dict:
+    """What was asked, what the search chose on the calibration images, what the validation images say, and
+    what keeping layers in float cost in latency against full INT8."""
+    rows = {r.precision: r for r in results}
+    shipped, full = rows.get("int8"), rows.get("int8-all")
+    section = {**request.budget.to_dict(), "search": build.manifest.get("fallback")}
+    if shipped is not None:
+        section["validation"] = {"agreement": shipped.agreement, "drop": shipped.drop_top1,
+                                 "kept_float": shipped.kept_float, "quantized_layers": shipped.quantized_layers}
+    if shipped is not None and full is not None and shipped.latency_ms_p50 and full.latency_ms_p50:
+        section["latency_cost"] = shipped.latency_ms_p50 / full.latency_ms_p50  # >1: slower than full INT8
+    return section
 
 
 def checkpoint_info(ckpt) -> dict:

@@ -39,6 +39,9 @@ class Result:
     quantize_seconds: float | None = None  # calibration + quantization, or engine build
     images: int | None = None
     latency_samples_ms: list[float] | None = None  # batch-1 samples behind p50/p90
+    kept_float: list[str] | None = None  # INT8 rows: node names left in float ([] when none)
+    quantized_layers: int | None = None  # INT8 rows: layers that run INT8
+    compare_only: bool | None = None  # a comparison row (not shipped, not gated)
 
 
 def model_info(path: str, bundled: bool, sha256: str, weights: str, config: dict, variant: str | None) -> dict:
@@ -76,7 +79,8 @@ class Column:
 COLUMNS = (
     Column("target", "target", "where the model runs: the edgesmlp target", short="target"),
     Column("precision", "precision", "fp32/fp16: float; bf16: the CPU's default precision for a float model; int8: "
-           "quantized; int8-ptq: post-training beside a QAT int8",
+           "quantized; int8-ptq: post-training beside a QAT int8; int8-all: every layer INT8, beside an int8 "
+           "that keeps layers in float to meet the budget (for comparison: not shipped, not gated)",
            short="prec"),
     Column("runtime", "runtime", "what executed the row on this machine"),
     Column("status", "status", "ok, skipped (not available here, with the reason) or failed (with the reason)"),
@@ -98,6 +102,8 @@ COLUMNS = (
     Column("size_mb", "size (MB)", "the artifact's size on disk", 2, "MB"),
     Column("quantize_seconds", "quantize (s)", "calibration and quantization time (engine build time on the device)",
            1),
+    Column("quantized_layers", "INT8 layers", "INT8 rows: the layers that run INT8; report.json's kept_float names "
+           "those left in float", 0),
 )
 
 
@@ -144,6 +150,71 @@ def legend() -> list[str]:
     return [f"- **{c.header}**: {c.legend}" for c in COLUMNS]
 
 
+WEIGHTED_OPS = ("Convolution", "GroupConvolution", "MatMul", "FullyConnected", "FullyConnectedQuantizedLegacy", "Conv",
+                "Gemm", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "CaskConvolution",
+                "CaskGemmMatrixMultiply", "CaskGemmConvolution", "gemm")
+
+
+def profile_summary(entry: dict, top: int = 4) -> str:
+    """One line: how many weighted layers ran in which precision, and the op types that took the most time."""
+    if "layers" not in entry:
+        return f"{entry['target']}/{entry['precision']}: {entry.get('note', 'not profiled')}"
+    weighted = [layer for layer in entry["layers"] if layer["op"] in WEIGHTED_OPS]
+    counts: dict[str, int] = {}
+    for layer in weighted:
+        counts[layer["precision"]] = counts.get(layer["precision"], 0) + 1
+    ran = ", ".join(f"{n} {p}" for p, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    heavy = ", ".join(f"{r['op']} {r['precision']} {r['share']:.0%}" for r in entry["by_type"][:top])
+    return (f"{entry['target']}/{entry['precision']}: {entry['total_ms']:.3f} ms per image in {len(entry['layers'])} "
+            f"layers; weighted layers ran {ran or 'none'}; most time: {heavy}")
+
+
+def profile_table(entry: dict, top: int = 12) -> list[str]:
+    if "by_type" not in entry:
+        return []
+    lines = [f"`{entry['target']}/{entry['precision']}` ({entry['source']}, {entry['runs']} runs, batch "
+             f"{entry['batch']}; {entry['total_ms']:.3f} ms in {len(entry['layers'])} layers)", "",
+             "| op type | precision | layers | ms | share |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['op']} | {r['precision']} | {r['count']} | {r['ms']:.4f} | {r['share']:.1%} |"
+              for r in entry["by_type"][:top]]
+    return lines + [""]
+
+
+def budget_lines(report: dict) -> list[str]:
+    """What the accuracy budget asked for and what was done to meet it, as sentences (empty: no search ran)."""
+    budget = report.get("budget") or {}
+    search = budget.get("search")
+    if not search:
+        return []
+    asked = " and ".join(([f"agreement >= {budget['min_agreement']:g}%"] if budget.get("min_agreement") is not None
+                          else []) + ([f"top-1 drop <= {budget['max_drop']:g} points"]
+                                      if budget.get("max_drop") is not None else []))
+    curve = ", ".join(f"{p['kept']}: {p['expected']:.2f}%" for p in search["curve"])
+    lines = [f"Budget: {asked}; --fallback {budget.get('fallback')}, at most {budget.get('max_float', 0):.0%} of the "
+             f"layers in float, met on {search['images']} images of the calibration source (never the validation "
+             "images)."]
+    if not search["kept_float"]:
+        lines.append(f"Full INT8 met it there ({search['reached']['expected']:.2f}% expected agreement): no layer is "
+                     "kept in float.")
+    else:
+        kept = ", ".join(f"{m} ({n})" for m, n in zip(search["kept_modules"], search["kept_float"]))
+        lines.append(f"Kept in float: {len(search['kept_float'])} of {search['layers']} quantized layers, most "
+                     f"sensitive first: {kept}. Searched in {search['seconds']:.1f} s; expected agreement by layers "
+                     f"kept in float: {curve}.")
+    shipped = budget.get("validation") or {}
+    rows = {r["precision"]: r for r in report["results"]}
+    if shipped.get("agreement") is not None:
+        full = rows.get("int8-all")
+        text = f"On the {report['data'].get('val_images')} validation images INT8 agrees with FP32 on " \
+               f"{shipped['agreement']:.2f}%" + (f" (full INT8: {full['agreement']:.2f}%)" if full else "")
+        if shipped.get("drop") is not None:
+            text += f", top-1 drop {shipped['drop']:.2f} points"
+        if budget.get("latency_cost") is not None:
+            text += f"; its latency is {budget['latency_cost']:.2f}x full INT8's"
+        lines.append(text + ".")
+    return lines
+
+
 def render_markdown(report: dict) -> str:
     model, data, machine = report["model"], report["data"], report["machine"]
     batch = next((r["throughput_batch"] for r in report["results"] if r.get("throughput_batch")), None)
@@ -164,6 +235,13 @@ def render_markdown(report: dict) -> str:
     lines += [f"- {r['target']}{'' if r['precision'] == '-' else ' ' + r['precision']}: {r['status']} - {r['note']}"
               for r in failed]
     lines += [f"- {note}" for note in report.get("notes", [])]
+    if report.get("profiles"):
+        lines += ["", "## Where the time goes", "", "Each runtime's own profiler; precision is what it executed in.", ""]
+        for entry in report["profiles"]:
+            lines += profile_table(entry) or [f"- {profile_summary(entry)}", ""]
+    mixed = budget_lines(report)
+    if mixed:
+        lines += ["", "## Mixed precision", "", *(f"- {line}" for line in mixed)]
     lines += ["", "Columns:", "", *legend()]
     return "\n".join(lines) + "\n"
 

@@ -13,7 +13,7 @@ import importlib.util
 import io
 from pathlib import Path
 
-from edgesmlp.jobs.report import COLUMNS, cell
+from edgesmlp.jobs.report import COLUMNS, budget_lines, cell, profile_summary
 
 MARKERS = {"int8": "o", "int8-ptq": "v", "fp16": "^", "fp32": "s"}
 TABLE_COLUMNS = [c for c in COLUMNS if c.key not in ("status",)]
@@ -165,11 +165,31 @@ validation {html.escape(str(data.get('val')))} ({data.get('val_images')} images)
 {html.escape(str(machine.get('cpu')))}, {machine.get('cores')} cores, {machine.get('threads')} threads</p>
 {_table(rows)}
 <div>{_figures(rows, max_drop)}</div>
-<h2>Notes</h2><ul>{notes}</ul>
+{_mixed(report)}{_profiles(report)}<h2>Notes</h2><ul>{notes}</ul>
 <h2>Columns</h2><dl>{legend}</dl>
 <p class="meta">{html.escape(versions)} &middot; schema {html.escape(report['schema'])}</p>
 </body></html>
 """
+
+
+def _mixed(report: dict) -> str:
+    lines = budget_lines(report)
+    return "<h2>Mixed precision</h2><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in lines) + "</ul>" if lines else ""
+
+
+def _profiles(report: dict) -> str:
+    """Per target and precision: time per op type, and what precision the layers executed in."""
+    parts = []
+    for entry in report.get("profiles") or []:
+        head = f"<h3>{html.escape(entry['target'])}/{html.escape(entry['precision'])}</h3>"
+        if "by_type" not in entry:
+            parts.append(f"{head}<p>{html.escape(entry.get('note', ''))}</p>")
+            continue
+        rows = "".join(f"<tr><td>{html.escape(r['op'])}</td><td>{r['precision']}</td><td>{r['count']}</td>"
+                       f"<td>{r['ms']:.4f}</td><td>{r['share']:.1%}</td></tr>" for r in entry["by_type"][:12])
+        parts.append(f"{head}<p class=meta>{html.escape(profile_summary(entry))}</p><table><tr><th>op type</th>"
+                     f"<th>precision</th><th>layers</th><th>ms</th><th>share</th></tr>{rows}</table>")
+    return "<h2>Where the time goes</h2>" + "".join(parts) if parts else ""
 
 
 def write_html(path: Path, report: dict) -> None:
@@ -177,12 +197,12 @@ def write_html(path: Path, report: dict) -> None:
 
 
 def plot_sensitivity(layers: list[dict], limit: int = 20) -> str:
-    """The most sensitive layers: how much of INT8's KL each removes when left alone in float."""
+    """The most sensitive layers: the KL divergence of the model with only that layer INT8."""
     plt = _pyplot()
     top = layers[:limit][::-1]
     fig, ax = plt.subplots(figsize=(6.4, 0.28 * len(top) + 1.2))
-    ax.barh([r["module"] for r in top], [r["kl_gain"] for r in top], color="C3")
-    ax.set_xlabel("KL removed when this layer alone stays in float (nats)")
+    ax.barh([r["module"] for r in top], [r["alone_kl"] for r in top], color="C3")
+    ax.set_xlabel("KL from FP32 with only this layer INT8 (nats)")
     ax.set_title(f"The {len(top)} most sensitive layers")
     ax.grid(axis="x", alpha=0.3)
     return _png(plt, fig)
@@ -210,7 +230,8 @@ def render_sensitivity_html(result: dict) -> str:
             ("layer sensitivity", plot_sensitivity(result["layers"])),
             ("block cosines", plot_block_cosines(result["blocks"]))))
     rows = "".join(f"<tr><td>{i}</td><td>{html.escape(r['module'])}</td><td>{html.escape(r['layer'])}</td>"
-                   f"<td>{r['op']}</td><td>{r['kl_gain']:.3e}</td><td>{r['agreement']:.2f}</td></tr>"
+                   f"<td>{r['op']}</td><td>{r['alone_kl']:.3e}</td><td>{r['kl_gain']:.3e}</td>"
+                   f"<td>{r['agreement']:.2f}</td></tr>"
                    for i, r in enumerate(result["layers"], 1))
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>edgesmlp sensitivity</title><style>{STYLE}</style></head>
@@ -218,8 +239,10 @@ def render_sensitivity_html(result: dict) -> str:
 <p class="meta">model {html.escape(str(result['model'].get('path')))} &middot; full INT8 against FP32 on
 {result['data']['val_images']} held-out images: agreement {base['agreement']:.2f}%, KL {base['kl']:.3e}</p>
 <div>{figures}</div>
-<h2>Each layer alone in float, most sensitive first</h2>
-<div class=scroll><table><tr><th>rank</th><th>module</th><th>ONNX node</th><th>op</th><th>KL removed</th>
-<th>agreement (%)</th></tr>{rows}</table></div>
+<h2>Every quantized layer, most sensitive first</h2>
+<p>Ranked by the KL divergence from FP32 of the model with only that layer INT8 (alone); beside it, the KL that
+leaving only that layer in float removes from full INT8, and the agreement that model reaches.</p>
+<div class=scroll><table><tr><th>rank</th><th>module</th><th>node</th><th>op</th><th>KL alone</th>
+<th>KL removed in float</th><th>agreement in float (%)</th></tr>{rows}</table></div>
 </body></html>
 """

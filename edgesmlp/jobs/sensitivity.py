@@ -1,8 +1,9 @@
 """The sensitivity job: which layers INT8 hurts, and where through the network the error starts.
 
-checkpoint -> deploy form -> FP32 ONNX -> TensorRT-rule Q/DQ ONNX (calibrated as `quantize --target
-jetson` does) -> each quantized layer left in float in turn, scored against FP32 on validation images
-the calibration never saw -> a ranked table, ``sensitivity.json``, and the per-block cosine.
+checkpoint -> deploy form -> the target's INT8 graph, calibrated as `quantize` does (jetson: the
+TensorRT-rule Q/DQ ONNX; openvino: NNCF's INT8 IR) -> each quantized layer left in float in turn, scored
+against FP32 on validation images the calibration never saw -> a ranked table, ``sensitivity.json``, and
+the per-block cosine.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from edgesmlp.targets.base import Log, TargetConfig
 from edgesmlp.timing import library_versions, machine_info
 
 DEFAULT_OUTPUT = Path("edgesmlp-sensitivity")
-SUPPORTED = ("jetson",)  # the Q/DQ graph; OpenVINO's NNCF placement is not measured yet
+SUPPORTED = ("jetson", "openvino")
 
 
 @dataclass(frozen=True)
@@ -42,22 +43,18 @@ class SensitivityRequest(JobSpec):
 
 
 def run_sensitivity(request: SensitivityRequest, log: Log = print) -> tuple[Path, dict]:
-    import onnx
-
     from edgesmlp.calibration.sources import load_tensors
     from edgesmlp.checkpoint import load_checkpoint
-    from edgesmlp.deploy import to_deploy
-    from edgesmlp.export import export_onnx
     from edgesmlp.progress import progress_bar
-    from edgesmlp.quantize.qdq import quantize_qdq
-    from edgesmlp.quantize.sensitivity import block_cosines, per_layer, quantized_layers
+    from edgesmlp.quantize.sensitivity import per_layer
 
     name = targets.resolve(request.target)
     if name not in SUPPORTED:
-        raise ConfigError(f"sensitivity measures the Q/DQ graph (--target jetson) so far; for {name}, the jetson "
-                          "ranking shows the same layers under the same placement")
+        raise ConfigError(f"sensitivity measures the INT8 graphs of {' and '.join(SUPPORTED)}; for {name}, the "
+                          "jetson ranking shows the same layers under the same Q/DQ placement")
     target = targets.get(name)
     config = request.config if request.config is not None else target.config_type()
+    target.check(config, "deploy")
     candidates = output_candidates(request.output, DEFAULT_OUTPUT)
     check_output(candidates(0), request.output is not None, request.force)
     ckpt = load_checkpoint(request.weights, variant=request.variant, ema=request.ema)
@@ -67,21 +64,17 @@ def run_sensitivity(request: SensitivityRequest, log: Log = print) -> tuple[Path
     val = load_tensors(open_validation(ckpt, request.val).sample(request.images, request.calibration.seed),
                        preprocess, "Loading validation images")
     with reserved_dir(candidates, request.force, explicit=request.output is not None, log=log) as (directory, tmp):
+        graph, blocks = _measured_graph(name, config, ckpt, calib.x, tmp, request.run.threads)
+        log(f"scoring each of {len(graph.layers)} quantized layers in float on {len(val.x)} validation images")
+        with progress_bar("Layers in float", total=len(graph.layers)) as advance:
+            base, rows = per_layer(graph, val.x, progress=advance)
+        blocks = blocks(val.x)
         c = ckpt.config
-        export_onnx(to_deploy(ckpt.model), tmp / "model_fp32.onnx", c.image_size, c.in_chans, dynamic_batch=True,
-                    reference=ckpt.model)
-        quantize_qdq(tmp / "model_fp32.onnx", tmp / "model_int8_qdq.onnx", calib.x, config.qdq)
-        fp32, qdq = onnx.load(str(tmp / "model_fp32.onnx")), onnx.load(str(tmp / "model_int8_qdq.onnx"))
-        layers = len(quantized_layers(qdq))
-        log(f"scoring each of {layers} quantized layers in float on {len(val.x)} validation images")
-        with progress_bar("Layers in float", total=layers) as advance:
-            base, rows = per_layer(fp32, qdq, val.x, request.run.threads, progress=advance)
-        blocks = block_cosines(fp32, qdq, val.x, request.run.threads)
         result = {
             "schema": "edgesmlp.sensitivity/1", "target": name, "config": config.to_dict(),
             "model": model_info(str(ckpt.path), ckpt.bundled, ckpt.sha256, ckpt.weights, c.to_dict(), c.variant),
             "data": {"calib": calib_set.origin, "calib_images": len(calib.x), "val_images": len(val.x)},
-            "full_int8": {"kl": base.kl, "agreement": base.agreement},
+            "full_int8": {"kl": base.kl, "agreement": base.agreement, "expected_agreement": base.expected_agreement},
             "layers": [r.to_dict() for r in rows],
             "blocks": [{"tensor": t, "cosine": cos} for t, cos in blocks],
             "machine": machine_info(), "versions": library_versions(*VERSIONED),
@@ -91,16 +84,45 @@ def run_sensitivity(request: SensitivityRequest, log: Log = print) -> tuple[Path
     return directory, result
 
 
+def _measured_graph(name: str, config, ckpt, calibration, folder: Path, threads: int):
+    """The target's INT8 graph as a ``PartialINT8``, and a function of images giving its block cosines."""
+    from edgesmlp.deploy import to_deploy
+
+    c = ckpt.config
+    if name == "openvino":
+        from edgesmlp.export import to_openvino
+        from edgesmlp.quantize.openvino_partial import OpenVINOPartial, block_cosines
+        from edgesmlp.quantize.openvino_ptq import quantize_openvino
+
+        fp32 = to_openvino(to_deploy(ckpt.model), c.in_chans, c.image_size, batch=-1)
+        int8 = quantize_openvino(fp32, calibration, config, deploy_form=True)
+        return OpenVINOPartial(fp32, int8, threads), lambda x: block_cosines(fp32, int8, x, threads)
+    import onnx
+
+    from edgesmlp.export import export_onnx
+    from edgesmlp.quantize.partial import QDQPartial
+    from edgesmlp.quantize.qdq import quantize_qdq
+    from edgesmlp.quantize.sensitivity import block_cosines
+
+    export_onnx(to_deploy(ckpt.model), folder / "model_fp32.onnx", c.image_size, c.in_chans, dynamic_batch=True,
+                reference=ckpt.model)
+    quantize_qdq(folder / "model_fp32.onnx", folder / "model_int8_qdq.onnx", calibration, config.qdq)
+    fp32, qdq = onnx.load(str(folder / "model_fp32.onnx")), onnx.load(str(folder / "model_int8_qdq.onnx"))
+    return QDQPartial(fp32, qdq, threads), lambda x: block_cosines(fp32, qdq, x, threads)
+
+
 def render(result: dict, limit: int = 15) -> str:
     """The ranked table (most sensitive first), at most ``limit`` rows, and the block cosines, in 80 columns."""
     base = result["full_int8"]
     lines = [f"full INT8 vs FP32 on {result['data']['val_images']} held-out images: agreement "
-             f"{base['agreement']:.2f}%, KL {base['kl']:.2e}",
-             "each layer alone in float: KL gain, the % of INT8's KL it cuts, agreement",
-             f"{'rank':>4s}  {'layer (module)':34s} {'op':6s} {'KL gain':>9s} {'cut':>6s} {'agree%':>7s}"]
+             f"{base['agreement']:.2f}% (expected",
+             f"{base.get('expected_agreement', base['agreement']):.2f}%), KL {base['kl']:.2e}",
+             "alone: KL with only this layer INT8 (the rank); in float: the % of INT8's KL",
+             "that leaving only this layer in float cuts, and the agreement it then reaches",
+             f"{'rank':>4s}  {'layer (module)':34s} {'op':6s} {'alone KL':>9s} {'cut':>6s} {'agree%':>7s}"]
     for i, r in enumerate(result["layers"][:limit], 1):
         share = r["kl_gain"] / base["kl"] * 100 if base["kl"] > 0 else 0.0
-        lines.append(f"{i:4d}  {r['module'][:34]:34s} {r['op']:6s} {r['kl_gain']:9.2e} {share:5.1f}% "
+        lines.append(f"{i:4d}  {r['module'][:34]:34s} {r['op'][:6]:6s} {r['alone_kl']:9.2e} {share:5.1f}% "
                      f"{r['agreement']:7.2f}")
     if len(result["layers"]) > limit:
         lines.append(f"      ... {len(result['layers']) - limit} more in sensitivity.json")

@@ -12,6 +12,7 @@ from edgesmlp.errors import ConfigError
 from edgesmlp.targets.base import RunSettings, TargetConfig
 
 if TYPE_CHECKING:
+    from edgesmlp.quantize.budget import Budget
     from edgesmlp.quantize.qat import QATConfig
 
 
@@ -63,10 +64,13 @@ class JobSpec:
     form: Form = Form.deploy
     run: RunSettings = RunSettings()
     max_drop: float = 1.0  # the accuracy floor, in top-1 points an INT8 row may lose against its float row
+    min_agreement: float | None = None  # and the % of images on which INT8 keeps FP32's top class
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.max_drop) and self.max_drop >= 0):
             raise ConfigError(f"--max-drop must be a finite number of 0 or more, got {self.max_drop}")
+        if self.min_agreement is not None and not 0 < self.min_agreement <= 100:
+            raise ConfigError(f"--min-agreement is a percentage in (0, 100], got {self.min_agreement}")
         try:
             object.__setattr__(self, "form", Form(self.form))
         except ValueError:
@@ -80,11 +84,23 @@ class QuantizeRequest(JobSpec):
     qat: QATConfig | None = None  # a QATConfig for quantization-aware training; None: post-training only
     output: Path | None = None  # None: edgesmlp-out, or the next free edgesmlp-out-N
     force: bool = False
+    fallback: str = "auto"  # auto: keep the most sensitive layers in float until the budget is met; off: a floor
+    max_float: float = 0.2  # at most this share of the quantized layers kept in float
+    search_size: int = 1000  # calibration-source images the budget is met on (all of them if fewer)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.qat is not None and self.form is not Form.deploy:
             raise ConfigError("--method qat trains the deploy form: drop --form reference")
+        self.budget  # noqa: B018 -- validates --fallback and --max-float now, before any work
+        if self.search_size < 1:
+            raise ConfigError(f"--search-size must be at least 1, got {self.search_size}")
+
+    @property
+    def budget(self) -> Budget:
+        from edgesmlp.quantize.budget import Budget
+
+        return Budget(self.max_drop, self.min_agreement, self.fallback, self.max_float)
 
 
 @dataclass(frozen=True)
@@ -94,3 +110,4 @@ class BenchRequest(JobSpec):
     from_dir: Path | None = None  # an existing quantize output (OUT, OUT/openvino or a Jetson bundle)
     output: Path | None = None
     force: bool = False
+    profile: bool = False  # per target and precision: time per op type and each layer's executed precision

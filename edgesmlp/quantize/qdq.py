@@ -32,8 +32,10 @@ class QDQConfig:
     percentile: float = 99.99
     bins: int = 2048
     quantize_residuals: bool = True
+    ignored: tuple[str, ...] = ()  # Conv/MatMul/Gemm node names kept in float (TensorRT runs them in FP16)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "ignored", tuple(self.ignored))
         if self.method not in {m.value for m in CalibMethod}:
             raise ConfigError(f"--calib-method {self.method!r} unknown: use {', '.join(m.value for m in CalibMethod)}")
         object.__setattr__(self, "method", CalibMethod(self.method))
@@ -41,14 +43,15 @@ class QDQConfig:
             raise ConfigError(f"--percentile must be in (50, 100], got {self.percentile}")
 
     @classmethod
-    def chosen(cls, method: str | None = None, percentile: float | None = None) -> "QDQConfig":
+    def chosen(cls, method: str | None = None, percentile: float | None = None,
+               ignored: tuple[str, ...] = ()) -> "QDQConfig":
         """The defaults, with the values a user gave (None: not given)."""
-        given = {"method": method, "percentile": percentile}
+        given = {"method": method, "percentile": percentile, "ignored": tuple(ignored) or None}
         return cls(**{k: v for k, v in given.items() if v is not None})
 
     def to_dict(self) -> dict:
         return {"method": self.method.value, "percentile": self.percentile, "bins": self.bins,
-                "quantize_residuals": self.quantize_residuals}
+                "quantize_residuals": self.quantize_residuals, "ignored": list(self.ignored)}
 
 
 @dataclass
@@ -75,8 +78,14 @@ def weight_axis(node, index: int) -> int:
     return 0 if index == 0 else -1  # MatMul: left operand's rows, right operand's columns
 
 
-def plan_qdq(model, quantize_residuals: bool = True) -> QDQPlan:
+def plan_qdq(model, quantize_residuals: bool = True, ignored: tuple[str, ...] = ()) -> QDQPlan:
+    """What to quantize; the nodes named in ``ignored`` stay float, with no Q/DQ kept only for their sake."""
     graph = model.graph
+    skip = set(ignored)
+    unknown = sorted(skip - {n.name for n in graph.node if n.op_type in WEIGHTED})
+    if unknown:
+        raise ConfigError(f"--ignore {unknown[0]!r} names no Conv/MatMul/Gemm node of the ONNX model; names look like "
+                          f"{[n.name for n in graph.node if n.op_type in WEIGHTED][:3]} (see `edgesmlp sensitivity`)")
     inits = {i.name for i in graph.initializer}
     producer = {out: n for n in graph.node for out in n.output}
     consumers = defaultdict(list)
@@ -85,7 +94,7 @@ def plan_qdq(model, quantize_residuals: bool = True) -> QDQPlan:
             consumers[name].append((n, i))
     plan = QDQPlan()
     for n in graph.node:
-        if n.op_type not in WEIGHTED:
+        if n.op_type not in WEIGHTED or n.name in skip:
             continue
         for i, name in enumerate(n.input[:2]):
             if name in inits:
@@ -93,7 +102,7 @@ def plan_qdq(model, quantize_residuals: bool = True) -> QDQPlan:
             else:
                 plan.edges[name].append((n.name, i))
     for n in graph.node:
-        if n.op_type == "Concat" and all(c.op_type in WEIGHTED for c, _ in consumers[n.output[0]]):
+        if n.op_type == "Concat" and all(c.op_type in WEIGHTED and c.name not in skip for c, _ in consumers[n.output[0]]):
             group = [name for name in n.input if name not in inits]
             for i, name in enumerate(n.input):
                 if name not in inits:
@@ -106,7 +115,7 @@ def plan_qdq(model, quantize_residuals: bool = True) -> QDQPlan:
             # The branch TensorRT fuses is a Conv output read only by this Add; the other input is the
             # residual (skip) tensor, which also feeds the next block.
             fusable = [producer.get(name) is not None and producer[name].op_type == "Conv"
-                       and len(consumers[name]) == 1 for name in n.input]
+                       and producer[name].name not in skip and len(consumers[name]) == 1 for name in n.input]
             if len(n.input) == 2 and sum(fusable) >= 1 and not all(fusable):
                 index = fusable.index(False)
                 plan.edges[n.input[index]].append((n.name, index))
@@ -210,7 +219,7 @@ def quantize_qdq(fp32_path: Path, out_path: Path, calibration: np.ndarray, confi
     import onnx
 
     model = onnx.load(str(fp32_path))
-    plan = plan_qdq(model, config.quantize_residuals)
+    plan = plan_qdq(model, config.quantize_residuals, config.ignored)
     need_hist = config.method is not CalibMethod.max
     raw_amax, hist = collect_histograms(model, plan.activations, calibration, config.bins, need_histograms=need_hist)
     # Graph inputs are normalised images, bounded by construction: clipping them only loses signal.

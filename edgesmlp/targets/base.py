@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # heavy types, for annotations only: the device side imports 
 
     from edgesmlp.calibration.preprocess import Preprocess
     from edgesmlp.checkpoint import Checkpoint
+    from edgesmlp.quantize.budget import Budget
     from edgesmlp.quantize.qat import QATJob
 
 Log = Callable[[str], None]
@@ -44,7 +45,8 @@ class TargetOptions:
     preset: str | None = None  # openvino: NNCF preset
     bias_correction: str | None = None  # openvino
     smooth_quant: float | None = None  # openvino
-    ignored: tuple[str, ...] = ()  # openvino: node names kept in float
+    activation_range: str | None = None  # openvino: minmax, histogram or nncf
+    ignored: tuple[str, ...] = ()  # openvino, jetson: node names kept in float
     calib_method: str | None = None  # Q/DQ targets (jetson, onnxruntime)
     percentile: float | None = None  # Q/DQ targets
     dla_core: int | None = None  # jetson, on the device
@@ -91,6 +93,9 @@ class Job:
     config: TargetConfig  # the target's own frozen config (Target.config_type)
     run: RunSettings = RunSettings()
     qat: QATJob | None = None  # quantization-aware training instead of post-training only
+    budget: Budget | None = None  # the accuracy asked for; a target that can keep layers in float meets it
+    search: np.ndarray | None = None  # (M, C, H, W) images the budget is met on: from the calibration source
+    search_labels: np.ndarray | None = None  # (M,) their labels, when they have them
 
 
 @dataclass
@@ -104,6 +109,9 @@ class Variant:
     quantize_seconds: float | None = None
     note: str = ""
     speed_reference: bool = False  # every speedup of the target is over this row (what users get without us)
+    kept_float: tuple[str, ...] | None = None  # INT8 rows: the layers left in float (empty: none)
+    quantized_layers: int | None = None  # INT8 rows: how many layers run INT8
+    compare_only: bool = False  # shown for comparison, not shipped, not gated (e.g. INT8 with nothing in float)
 
 
 @dataclass
@@ -112,6 +120,27 @@ class Build:
     notes: list[str] = field(default_factory=list)
     manifest: dict = field(default_factory=dict)  # target-specific entries for manifest.json
     scratch: list[Path] = field(default_factory=list)  # files used for comparison rows, removed before shipping
+
+
+def searches(job: Job) -> bool:
+    """Whether ``build`` should look for layers to keep in float: a budget with --fallback auto, and PTQ (QAT
+    trains for the accuracy instead; its budget is a floor)."""
+    return job.budget is not None and job.budget.searches and job.qat is None
+
+
+def choose_float_layers(job: Job, graph, log: Log):
+    """The budget search over ``graph`` (a ``PartialINT8``) on the job's calibration images, with a progress bar."""
+    from edgesmlp.progress import progress_bar
+    from edgesmlp.quantize.budget import choose
+
+    images = job.search if job.search is not None else job.calibration
+    choice = choose(graph, images, job.search_labels if job.search is not None else None, job.budget, log,
+                    progress=lambda total: progress_bar("Ranking layers in float", total))
+    if choice.kept_float:
+        log(f"keeping {len(choice.kept_float)} of {choice.layers} layers in float to meet {job.budget.describe()} "
+            f"on {choice.images} search images ({choice.reached.line()}), in {choice.seconds:.0f} s: "
+            f"{', '.join(choice.kept_modules)}")
+    return choice
 
 
 class Target(ABC):

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edgesmlp.errors import ConfigError, ExportError, InputError
 from edgesmlp.quantize.qdq import QDQConfig
-from edgesmlp.targets.base import Build, Job, Log, RunSettings, Target, TargetOptions, Variant, size_mb
+from edgesmlp.targets.base import (Build, Job, Log, RunSettings, Target, TargetOptions, Variant, choose_float_layers,
+                                   searches, size_mb)
 
 FP32_ONNX = "model_fp32.onnx"
 INT8_ONNX = "model_int8_qdq.onnx"
+ALL_INT8_ONNX = ".all_int8_qdq.onnx"  # full INT8, beside a model.xml that keeps layers in float (comparison only)
 EMULATED = "emulated (ONNX Runtime CPU)"
 MAX_ENGINE_BATCH = 32
 
@@ -37,6 +39,14 @@ class JetsonConfig:
         return {**self.qdq.to_dict(), "dla_core": self.dla_core}
 
 
+def _quantized_layers(path: Path) -> int:
+    import onnx
+
+    from edgesmlp.quantize.partial import quantized_nodes
+
+    return len(quantized_nodes(onnx.load(str(path))))
+
+
 def _ort(path: Path, run: RunSettings):
     from edgesmlp.runtimes.onnxruntime import OnnxRuntimeRunner
 
@@ -50,7 +60,13 @@ class JetsonTarget(Target):
     reads = ("jetson",)
 
     def config_from(self, options: TargetOptions) -> JetsonConfig:
-        return JetsonConfig(QDQConfig.chosen(options.calib_method, options.percentile), dla_core=options.dla_core)
+        return JetsonConfig(QDQConfig.chosen(options.calib_method, options.percentile, options.ignored),
+                            dla_core=options.dla_core)
+
+    def check(self, config: JetsonConfig, form: str, qat: bool = False) -> None:
+        if qat and config.qdq.ignored:
+            raise ConfigError("--ignore keeps layers out of post-training Q/DQ; --method qat trains every quantizer: "
+                              "drop --ignore for QAT")
 
     def available(self) -> str | None:
         import importlib.util
@@ -76,8 +92,10 @@ class JetsonTarget(Target):
         start = time.perf_counter()
         ptq_path = folder / (".ptq_qdq.onnx" if job.qat else INT8_ONNX)
         summary = quantize_qdq(folder / FP32_ONNX, ptq_path, job.calibration, config)
+        extra, compare = {}, []
+        if searches(job):
+            config, summary, compare, extra["fallback"] = self._fit_budget(job, folder, config, summary, log)
         seconds = time.perf_counter() - start
-        extra = {}
         if job.qat is not None:
             from edgesmlp.quantize.qdq_qat import quantize_aware_training
 
@@ -95,9 +113,11 @@ class JetsonTarget(Target):
         if job.qat is not None:
             variants.append(Variant("int8-ptq", EMULATED, _ort(ptq_path, job.run), size_mb(ptq_path),
                                     note="PTQ, for comparison"))
+        variants += compare
         variants.append(Variant("int8", EMULATED, _ort(folder / INT8_ONNX, job.run), size_mb(folder / INT8_ONNX), seconds,
                                 note=("QAT; " if job.qat else "") + "Q/DQ graph executed by ONNX Runtime on the CPU: "
-                                "accuracy proxy for the TensorRT INT8 engine"))
+                                "accuracy proxy for the TensorRT INT8 engine", kept_float=config.ignored,
+                                quantized_layers=_quantized_layers(folder / INT8_ONNX)))
         notes = [
             "INT8 accuracy is emulated: ONNX Runtime executes the TensorRT-rule Q/DQ graph on this CPU. Its latency is "
             "this CPU's, not the Jetson's.",
@@ -106,13 +126,34 @@ class JetsonTarget(Target):
         ]
         return Build(variants, notes, {
             **extra,
-            "qdq": job.config.to_dict(),
+            "qdq": replace(job.config, qdq=config).to_dict(),
             "qdq_summary": vars(summary),
             "lint": {"errors": 0, "warnings": len(findings)},
             "artifacts": {"int8_qdq_onnx": INT8_ONNX, "fp32_onnx": FP32_ONNX, "build_script": "build_engine.sh"},
             "engine_input": {"name": "input", "shape": [c.in_chans, c.image_size, c.image_size],
                              "max_batch": MAX_ENGINE_BATCH},
-        }, scratch=[folder / ".ptq_qdq.onnx", folder / ".qat_fp32.onnx"])
+        }, scratch=[folder / ".ptq_qdq.onnx", folder / ".qat_fp32.onnx", folder / ALL_INT8_ONNX])
+
+    def _fit_budget(self, job: Job, folder: Path, config: QDQConfig, summary, log: Log):
+        """Keep the fewest, most sensitive layers in float (their Q/DQ removed: FP16 on the device) until the
+        Q/DQ graph meets the job's budget on the calibration images; the full-INT8 graph becomes a comparison row."""
+        import onnx
+
+        from edgesmlp.quantize.partial import QDQPartial
+        from edgesmlp.quantize.qdq import quantize_qdq
+
+        graph = QDQPartial(onnx.load(str(folder / FP32_ONNX)), onnx.load(str(folder / INT8_ONNX)), job.run.cpu_threads)
+        choice = choose_float_layers(job, graph, log)
+        compare = []
+        if choice.kept_float:
+            (folder / INT8_ONNX).replace(folder / ALL_INT8_ONNX)
+            config = replace(config, ignored=config.ignored + choice.kept_float)
+            summary = quantize_qdq(folder / FP32_ONNX, folder / INT8_ONNX, job.calibration, config)
+            compare.append(Variant("int8-all", EMULATED, _ort(folder / ALL_INT8_ONNX, job.run),
+                                   size_mb(folder / ALL_INT8_ONNX), kept_float=config.ignored[:-len(choice.kept_float)],
+                                   quantized_layers=len(graph.layers), compare_only=True,
+                                   note="every layer INT8 (but --ignore), for comparison; not shipped"))
+        return config, summary, compare, choice.to_dict()
 
     def load(self, folder: Path, config: JetsonConfig, run: RunSettings, log: Log) -> Build:
         """Engines from a bundle folder: loaded if built already (by build_engine.sh or earlier), else built."""

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from edgesmlp.errors import ConfigError, InputError
 from edgesmlp.quantize.openvino_ptq import OpenVINOPTQConfig
 from edgesmlp.runtimes.openvino import OpenVINORunner, ir_size_mb, read_ir, require_openvino, save_ir, with_batch
-from edgesmlp.targets.base import Build, Job, Log, RunSettings, Target, TargetOptions, Variant, given
+from edgesmlp.targets.base import (Build, Job, Log, RunSettings, Target, TargetOptions, Variant, choose_float_layers,
+                                   given, searches)
 
 RUNTIME = "OpenVINO CPU"
 DEFAULT_RUNTIME = "OpenVINO CPU, default precision"
@@ -47,7 +49,8 @@ class OpenVINOTarget(Target):
     reads = ("openvino",)
 
     def config_from(self, options: TargetOptions) -> OpenVINOPTQConfig:
-        return OpenVINOPTQConfig(**given(options, "preset", "bias_correction", "smooth_quant", "ignored"))
+        return OpenVINOPTQConfig(**given(options, "preset", "bias_correction", "smooth_quant", "ignored",
+                                         "activation_range"))
 
     def check(self, config: OpenVINOPTQConfig, form: str, qat: bool = False) -> None:
         from edgesmlp.quantize.openvino_ptq import check_request
@@ -69,6 +72,7 @@ class OpenVINOTarget(Target):
     def build(self, job: Job, folder: Path, log: Log) -> Build:
         """NNCF INT8 of the job's model; writes model.xml/.bin (INT8) and model_fp32.xml/.bin."""
         from edgesmlp.export import to_openvino
+        from edgesmlp.quantize.openvino_partial import quantized_layers
         from edgesmlp.quantize.openvino_ptq import check_ignored, quantize_openvino
 
         config, c = job.config, job.ckpt.config
@@ -79,12 +83,16 @@ class OpenVINOTarget(Target):
         log(f"quantizing for OpenVINO ({job.form} form, {len(job.calibration)} calibration images, "
             f"preset {config.preset.value})")
         start = time.perf_counter()
-        int8 = with_batch(quantize_openvino(fp32, job.calibration, config, deploy_form=job.form == "deploy"), 1)
+        int8 = quantize_openvino(fp32, job.calibration, config, deploy_form=job.form == "deploy")
+        manifest, compare = {}, []
+        if searches(job):
+            int8, config, compare, manifest["fallback"] = self._fit_budget(job, folder, fp32, int8, config, log)
+        int8 = with_batch(int8, 1)
         seconds = time.perf_counter() - start
         fp32 = with_batch(fp32, 1)
         save_ir(fp32, folder / ARTIFACTS["fp32"])
         variants, notes = _float_variants(fp32, ir_size_mb(folder / ARTIFACTS["fp32"]), job.run)
-        manifest = {}
+        variants += compare
         if job.qat is not None:
             from edgesmlp.quantize.openvino_qat import quantize_aware_training
 
@@ -97,9 +105,30 @@ class OpenVINOTarget(Target):
             seconds = time.perf_counter() - start
         save_ir(int8, folder / ARTIFACTS["int8"])
         variants.append(Variant("int8", RUNTIME, _runner(int8, job.run, None), ir_size_mb(folder / ARTIFACTS["int8"]),
-                                seconds, note="QAT" if manifest else ""))
+                                seconds, note="QAT" if "qat" in manifest else "", kept_float=config.ignored,
+                                quantized_layers=len(quantized_layers(int8))))
         return Build(variants, notes, {"ptq": config.to_dict(), "artifacts": ARTIFACTS, **manifest},
-                     scratch=[folder / ".ptq.xml", folder / ".ptq.bin"])
+                     scratch=[folder / ".ptq.xml", folder / ".ptq.bin", folder / ".all_int8.xml", folder / ".all_int8.bin"])
+
+    def _fit_budget(self, job: Job, folder: Path, fp32, int8, config: OpenVINOPTQConfig, log: Log):
+        """Keep the fewest, most sensitive layers in float (NNCF's ignored scope: the CPU's float precision) until
+        the INT8 IR meets the job's budget on the calibration images; the full-INT8 IR becomes a comparison row."""
+        from edgesmlp.quantize.openvino_partial import OpenVINOPartial
+        from edgesmlp.quantize.openvino_ptq import quantize_openvino
+
+        graph = OpenVINOPartial(fp32, int8, job.run.cpu_threads)
+        choice = choose_float_layers(job, graph, log)
+        compare = []
+        if choice.kept_float:
+            full = with_batch(int8, 1)
+            save_ir(full, folder / ".all_int8.xml")
+            compare.append(Variant("int8-all", RUNTIME, _runner(full, job.run, None), ir_size_mb(folder / ".all_int8.xml"),
+                                   kept_float=config.ignored, quantized_layers=len(graph.layers), compare_only=True,
+                                   note="every layer INT8 (but --ignore), for comparison; not shipped"))
+            config = replace(config, ignored=config.ignored + choice.kept_float)
+            log(f"quantizing again with {len(config.ignored)} layers in NNCF's ignored scope")
+            int8 = quantize_openvino(fp32, job.calibration, config, deploy_form=job.form == "deploy")
+        return int8, config, compare, choice.to_dict()
 
     def load(self, folder: Path, config: OpenVINOPTQConfig, run: RunSettings, log: Log) -> Build:
         """Variants from a `quantize --target openvino` folder (model.xml, model_fp32.xml)."""
