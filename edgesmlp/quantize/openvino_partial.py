@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgesmlp.errors import RuntimeFailure
 from edgesmlp.quantize.partial import Layer, run_batched
 
 SHORT_OPS = {"Convolution": "Conv", "GroupConvolution": "DWConv", "Multiply": "Mul"}  # as tables show them
@@ -62,13 +63,15 @@ def _float_constant(op, index: int) -> np.ndarray:
     while node.get_type_name() == "Convert":
         node = _source(node, 0)
     if node.get_type_name() != "Constant":
-        raise ValueError(f"{op.get_friendly_name()} input {index} is not a constant in the FP32 model")
+        raise RuntimeFailure(f"{op.get_friendly_name()} input {index} is not a constant in the FP32 model: the INT8 "
+                             "and FP32 IRs do not come from the same graph")
     return node.get_data().astype(np.float32)
 
 
 def quantized_layers(model) -> list[Layer]:
     """The ops of an NNCF INT8 model that read a quantized tensor, in graph order."""
-    return [Layer(op.get_friendly_name(), module_of(op.get_friendly_name()), SHORT_OPS.get(op.get_type_name(), op.get_type_name()))
+    return [Layer(op.get_friendly_name(), module_of(op.get_friendly_name()),
+                  SHORT_OPS.get(op.get_type_name(), op.get_type_name()))
             for op in model.get_ordered_ops() if _is_layer(op)]
 
 

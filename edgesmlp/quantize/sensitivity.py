@@ -82,7 +82,8 @@ def per_layer(graph: PartialINT8, x: np.ndarray, progress=None, reference: np.nd
     Layers are ranked by the KL divergence of the model with only that layer quantized: the damage it does
     by itself. Leaving only that layer in float (``in_float``, also measured unless False) ranks worse when
     the error is spread over many layers: keeping the top 8 of 41 in float on the digits model trained 4
-    epochs left KL 1.2e-4 ranked by the first, 1.7e-4 by the second (benchmarks/results/accuracy_control.md).
+    epochs left KL 1.2e-4 ranked by the first, 2.2e-4 by the second (OpenVINO; Q/DQ 1.45e-4 and 1.67e-4,
+    benchmarks/results/accuracy_control.md).
     ``progress()`` is called after each layer; ``reference`` (FP32 logits on ``x``) saves a run when known.
     """
     reference = graph.reference(x) if reference is None else reference
