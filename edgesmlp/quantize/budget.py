@@ -125,8 +125,8 @@ def _point(kept: int, reference: np.ndarray, logits: np.ndarray, labels: np.ndar
 
 
 def meets(budget: Budget, point: Point) -> bool:
-    """Agreement budgets hold the lower of counted and expected agreement; a drop budget holds the counted drop
-    (labels), or without labels the agreement that bounds it."""
+    """An agreement budget holds ``point.assured``; a drop budget holds the counted drop (labels), or without
+    labels the assured agreement that bounds it."""
     ok = budget.min_agreement is None or point.assured >= budget.min_agreement - 1e-9
     if budget.max_drop is not None:
         ok &= (point.drop <= budget.max_drop + 1e-9 if point.drop is not None
@@ -136,10 +136,10 @@ def meets(budget: Budget, point: Point) -> bool:
 
 def choose(graph: PartialINT8, x: np.ndarray, labels: np.ndarray | None, budget: Budget, log=print,
            progress=None) -> Choice:
-    """The fewest, most sensitive layers of ``graph`` to leave in float so that it meets ``budget`` on ``x``
-    (the search images, from the calibration source). Raises BudgetError, with the trade-off curve, when ``max_float`` of them is not
-    enough. ``progress(total)``, if given, is a context manager yielding a callback called after each layer
-    is ranked (``edgesmlp.progress.progress_bar``)."""
+    """The fewest, most sensitive layers of ``graph`` to leave in float so that it meets ``budget`` on ``x`` (the
+    search images, from the calibration source). Raises BudgetError, with the trade-off curve, when
+    ``budget.max_float`` of them is not enough. ``progress(total)``, if given, is a context manager yielding a
+    callback called after each layer is ranked (``edgesmlp.progress.progress_bar``)."""
     start = time.perf_counter()
     reference = graph.reference(x)
     full = _point(0, reference, graph.logits(x), labels)
