@@ -65,7 +65,8 @@ def run_quantize(request: QuantizeRequest, log: Log = print) -> QuantizeOutcome:
     with output as (target_dir, tmp):
         qat = _prepare_qat(request, ckpt, target.name, target_dir) if request.qat is not None else None
         model = to_deploy(ckpt.model) if request.form.value == "deploy" else ckpt.model
-        search = _search_images(request, ckpt, preprocess) if request.budget.searches and qat is None else None
+        search = (_search_images(request, preprocess, calib_set, calib) if request.budget.searches and qat is None
+                  else None)
         job = Job(ckpt, model, request.form.value, preprocess, calib.x, config, request.run, qat, request.budget,
                   *(search or (None, None)))
         build = target.build(job, tmp, log)
@@ -96,13 +97,16 @@ def run_quantize(request: QuantizeRequest, log: Log = print) -> QuantizeOutcome:
     return QuantizeOutcome(target_dir, report)
 
 
-def _search_images(request: QuantizeRequest, ckpt, preprocess):
+def _search_images(request: QuantizeRequest, preprocess, calib_set, calib):
     """The images the budget is met on: ``--search-size`` of the calibration source (never the validation
     images), with their labels when the source has them. More than the calibration sample, since a budget
-    near 99.8% agreement is a matter of a few images in a thousand."""
+    near 99.8% agreement is a matter of a few images in a thousand; when they are the calibration sample
+    itself (a source no larger than it, as the bundled one), the images already loaded are reused."""
     from edgesmlp.calibration.sources import load_tensors, open_images
 
     images = open_images(request.calibration.images, "calib").sample(request.search_size, request.calibration.seed + 1)
+    if images.fingerprint() == calib_set.fingerprint() and not calib.skipped:
+        return calib.x, calib.labels
     loaded = load_tensors(images, preprocess, "Loading search images")
     return loaded.x, loaded.labels
 

@@ -61,7 +61,7 @@ def with_layers_in_float(qdq, fp32, layers) -> object:
     """A copy of ``qdq`` where each node named in ``layers`` reads float inputs: each activation before its Q
     (through a Concat that shares its scale), each weight as in ``fp32``, and the residual input of the Add
     it fuses into (a Q/DQ that exists only for that fusion) unquantized too."""
-    out = _copy(qdq)
+    out = copy_model(qdq)
     producer = {o: n for n in out.graph.node for o in n.output}
     consumers: dict[str, list] = {}
     for n in out.graph.node:
@@ -127,7 +127,8 @@ class QDQPartial:
         return self._run(with_layers_in_float(self.qdq, self.fp32, keep_float) if keep_float else self.qdq, x)
 
 
-def _copy(model):
+def copy_model(model):
+    """A deep copy of an ONNX ModelProto, to rewire without touching the original."""
     import onnx
 
     out = onnx.ModelProto()

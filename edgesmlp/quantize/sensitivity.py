@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from edgesmlp.quantize.partial import PartialINT8
+from edgesmlp.quantize.partial import PartialINT8, copy_model
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ def block_cosines(fp32, qdq, x: np.ndarray, threads: int = 0) -> list[tuple[str,
     ``fp32`` and ``qdq`` are loaded ONNX models; the marked copies are made here."""
     import onnx
 
-    fp32, qdq = _copy(fp32), _copy(qdq)
+    fp32, qdq = copy_model(fp32), copy_model(qdq)
     inits = {i.name for i in fp32.graph.initializer}
     marks = [n.output[0] for n in fp32.graph.node if n.op_type == "Add" and not any(i in inits for i in n.input)
              and len(n.input) == 2]
@@ -125,14 +125,6 @@ def block_cosines(fp32, qdq, x: np.ndarray, threads: int = 0) -> list[tuple[str,
     a = _run(fp32, x, threads, marks)
     b = _run(qdq, x, threads, marks)
     return [(name, cosine(u, v)) for name, u, v in zip(marks, a, b)]
-
-
-def _copy(model):
-    import onnx
-
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    return out
 
 
 def _run(model, x: np.ndarray, threads: int, outputs: list[str], batch: int = 16) -> list[np.ndarray]:

@@ -147,12 +147,12 @@ class JetsonTarget(Target):
         compare = []
         if choice.kept_float:
             (folder / INT8_ONNX).replace(folder / ALL_INT8_ONNX)
-            config = replace(config, ignored=config.ignored + choice.kept_float)
-            summary = quantize_qdq(folder / FP32_ONNX, folder / INT8_ONNX, job.calibration, config)
             compare.append(Variant("int8-all", EMULATED, _ort(folder / ALL_INT8_ONNX, job.run),
-                                   size_mb(folder / ALL_INT8_ONNX), kept_float=config.ignored[:-len(choice.kept_float)],
+                                   size_mb(folder / ALL_INT8_ONNX), kept_float=config.ignored,
                                    quantized_layers=len(graph.layers), compare_only=True,
                                    note="every layer INT8 (but --ignore), for comparison; not shipped"))
+            config = replace(config, ignored=config.ignored + choice.kept_float)
+            summary = quantize_qdq(folder / FP32_ONNX, folder / INT8_ONNX, job.calibration, config)
         return config, summary, compare, choice.to_dict()
 
     def load(self, folder: Path, config: JetsonConfig, run: RunSettings, log: Log) -> Build:
