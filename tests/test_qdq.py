@@ -100,3 +100,58 @@ def test_entropy_does_not_collapse_to_the_smallest_range():
     hist = np.histogram(values, bins=2048, range=(0, amax))[0].astype(float)
     clip = amax_from_histogram(hist, amax, CalibMethod.entropy)
     assert clip > 0.4 * amax  # a Gaussian's KL clip keeps most of its range
+
+
+def _optimized_ops(path, tmp_path) -> dict[str, int]:
+    """Op counts of the graph ONNX Runtime actually runs (after its Q/DQ fusions)."""
+    from collections import Counter
+
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / f"{path.stem}.optimized.onnx")
+    options.log_severity_level = 3
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return Counter(n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node)
+
+
+def test_onnxruntime_placement_runs_every_conv_and_matmul_in_integers(fp32_onnx, data, tmp_path):
+    """With TensorRT's placement ONNX Runtime runs each Conv and MatMul in float between a DQ and a float
+    consumer; with ONNX Runtime's (a Q after each op, u8 activations and left weights) every one of them
+    fuses into QLinearConv / QLinearMatMul, and the u8 rewrite changes no quantized value."""
+    from edgesmlp.quantize.qdq import to_unsigned_activations
+    from edgesmlp.targets.onnxruntime import ort_placement
+
+    xc, xv, _ = data
+    model = onnx.load(str(fp32_onnx))
+    convs = sum(n.op_type == "Conv" for n in model.graph.node)
+    matmuls = sum(n.op_type == "MatMul" for n in model.graph.node)
+    quantize_qdq(fp32_onnx, tmp_path / "trt.onnx", xc[:64])
+    quantize_qdq(fp32_onnx, tmp_path / "s8.onnx", xc[:64], ort_placement(QDQConfig()))
+    onnx.save(to_unsigned_activations(onnx.load(str(tmp_path / "s8.onnx"))), str(tmp_path / "u8.onnx"))
+
+    trt = _optimized_ops(tmp_path / "trt.onnx", tmp_path)
+    assert trt["Conv"] > 0 and trt["QLinearConv"] == 0  # float Convs: what the onnxruntime target shipped before
+    u8 = _optimized_ops(tmp_path / "u8.onnx", tmp_path)
+    assert u8["QLinearConv"] == convs and u8["Conv"] == 0
+    assert u8["QLinearMatMul"] == matmuls and u8["MatMul"] == 0
+    s8_logits = OnnxRuntimeRunner(tmp_path / "s8.onnx", 2)(xv[:64])
+    u8_logits = OnnxRuntimeRunner(tmp_path / "u8.onnx", 2)(xv[:64])
+    # the same quantized values; only the integer kernels' requantize rounding differs from float emulation
+    assert np.abs(s8_logits - u8_logits).max() <= 0.02 * np.abs(s8_logits).max()
+    assert (s8_logits.argmax(1) == u8_logits.argmax(1)).all()
+    fp32 = OnnxRuntimeRunner(fp32_onnx, 2)(xv)
+    agree = (OnnxRuntimeRunner(tmp_path / "u8.onnx", 2)(xv).argmax(1) == fp32.argmax(1)).mean()
+    assert agree >= 0.99
+
+
+def test_onnxruntime_placement_is_not_the_jetson_graph(fp32_onnx, data, tmp_path):
+    """The extra output Q/DQ are for ONNX Runtime only: the default (Jetson) graph keeps TensorRT's rules."""
+    xc = data[0][:32]
+    quantize_qdq(fp32_onnx, tmp_path / "trt.onnx", xc)
+    assert not [f for f in lint_qdq(tmp_path / "trt.onnx") if f.severity == "error"]
+    assert "quantize_outputs" in QDQConfig().to_dict() and not QDQConfig().quantize_outputs
+    plan = plan_qdq(onnx.load(str(fp32_onnx)), quantize_residuals=False, quantize_outputs=True)
+    assert not plan.residuals
+    produced = {n.output[0] for n in onnx.load(str(fp32_onnx)).graph.node if n.op_type in ("Conv", "MatMul")}
+    assert produced <= set(plan.edges)

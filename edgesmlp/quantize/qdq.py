@@ -9,6 +9,11 @@ Rules (TensorRT's "explicit quantization" guide, and the checks in ``qdq_lint``)
 * the residual input of an Add whose other input comes from a Conv is quantized, so TensorRT can
   fuse the Add into that Conv;
 * LayerNorm, GELU and the mean pool read float tensors: no Q/DQ around them.
+
+``quantize_outputs`` adds ONNX Runtime's placement on top: a Q/DQ on the output of every quantized
+Conv / MatMul / Gemm too, so ONNX Runtime fuses DQ -> op -> Q into one integer kernel (QLinearConv,
+QLinearMatMul) instead of running the op in float between a DQ and a float consumer. TensorRT does not
+need it (it fuses by the input Q/DQ), so the Jetson graph never has it.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ class QDQConfig:
     percentile: float = 99.99
     bins: int = 2048
     quantize_residuals: bool = True
+    quantize_outputs: bool = False  # ONNX Runtime's placement: Q/DQ after each quantized op as well (see above)
     ignored: tuple[str, ...] = ()  # Conv/MatMul/Gemm node names kept in float (TensorRT runs them in FP16)
 
     def __post_init__(self) -> None:
@@ -51,7 +57,8 @@ class QDQConfig:
 
     def to_dict(self) -> dict:
         return {"method": self.method.value, "percentile": self.percentile, "bins": self.bins,
-                "quantize_residuals": self.quantize_residuals, "ignored": list(self.ignored)}
+                "quantize_residuals": self.quantize_residuals,
+                "quantize_outputs": self.quantize_outputs, "ignored": list(self.ignored)}
 
 
 @dataclass
@@ -78,7 +85,8 @@ def weight_axis(node, index: int) -> int:
     return 0 if index == 0 else -1  # MatMul: left operand's rows, right operand's columns
 
 
-def plan_qdq(model, quantize_residuals: bool = True, ignored: tuple[str, ...] = ()) -> QDQPlan:
+def plan_qdq(model, quantize_residuals: bool = True, ignored: tuple[str, ...] = (),
+             quantize_outputs: bool = False) -> QDQPlan:
     """What to quantize; the nodes named in ``ignored`` stay float, with no Q/DQ kept only for their sake."""
     graph = model.graph
     skip = set(ignored)
@@ -98,7 +106,9 @@ def plan_qdq(model, quantize_residuals: bool = True, ignored: tuple[str, ...] = 
             continue
         for i, name in enumerate(n.input[:2]):
             if name in inits:
-                plan.weights.append((n.name, i, weight_axis(n, i)))
+                # QLinearMatMul takes one scale for its left operand: per channel there, ONNX Runtime runs it in float
+                per_tensor = quantize_outputs and n.op_type == "MatMul" and i == 0
+                plan.weights.append((n.name, i, None if per_tensor else weight_axis(n, i)))
             else:
                 plan.edges[name].append((n.name, i))
     for n in graph.node:
@@ -120,6 +130,13 @@ def plan_qdq(model, quantize_residuals: bool = True, ignored: tuple[str, ...] = 
                 index = fusable.index(False)
                 plan.edges[n.input[index]].append((n.name, index))
                 plan.residuals.append(n.name)
+    if quantize_outputs:
+        outputs = {o.name for o in graph.output}
+        for n in graph.node:
+            if n.op_type in WEIGHTED and n.name not in skip and n.output[0] not in outputs:
+                # every reader goes through the one Q/DQ, so the op's only consumer is the Q ONNX Runtime fuses
+                taken = set(plan.edges.get(n.output[0], []))
+                plan.edges[n.output[0]].extend(e for c, i in consumers[n.output[0]] if (e := (c.name, i)) not in taken)
     return plan
 
 
@@ -141,20 +158,22 @@ def _quantize_weights(model, plan: QDQPlan) -> None:
         node = nodes[node_name]
         source = node.input[index]
         w = numpy_helper.to_array(inits[source]).astype(np.float32)
-        axis = axis % w.ndim
+        axis = None if axis is None else axis % w.ndim  # None: one scale for the whole tensor
         key = (source, axis)
         if key not in done:
             reduce_axes = tuple(a for a in range(w.ndim) if a != axis)
             amax = np.abs(w).max(axis=reduce_axes)
             scale = np.where(amax > 0, amax / QMAX, 1.0).astype(np.float32)
             shape = [1] * w.ndim
-            shape[axis] = -1
+            if axis is not None:
+                shape[axis] = -1
             q = np.clip(np.round(w / scale.reshape(shape)), -QMAX, QMAX).astype(np.int8)
             base = f"{source}_int8"
             graph.initializer.extend([numpy_helper.from_array(q, base), _scalar(f"{base}_scale", scale, np.float32),
                                       _scalar(f"{base}_zp", np.zeros_like(scale, np.int8), np.int8)])
+            per_axis = {} if axis is None else {"axis": axis}
             new_nodes.append(helper.make_node("DequantizeLinear", [base, f"{base}_scale", f"{base}_zp"],
-                                              [f"{source}_dq"], name=f"{source}_DequantizeLinear", axis=axis))
+                                              [f"{source}_dq"], name=f"{source}_DequantizeLinear", **per_axis))
             done[key] = f"{source}_dq"
         node.input[index] = done[key]
     graph.node.extend(new_nodes)
@@ -219,7 +238,7 @@ def quantize_qdq(fp32_path: Path, out_path: Path, calibration: np.ndarray, confi
     import onnx
 
     model = onnx.load(str(fp32_path))
-    plan = plan_qdq(model, config.quantize_residuals, config.ignored)
+    plan = plan_qdq(model, config.quantize_residuals, config.ignored, config.quantize_outputs)
     need_hist = config.method is not CalibMethod.max
     raw_amax, hist = collect_histograms(model, plan.activations, calibration, config.bins, need_histograms=need_hist)
     # Graph inputs are normalised images, bounded by construction: clipping them only loses signal.
@@ -244,8 +263,9 @@ def quantize_qdq(fp32_path: Path, out_path: Path, calibration: np.ndarray, confi
 def to_unsigned_activations(model):
     """The same Q/DQ graph with uint8 activations (zero point 128): exact, since q_u8 = q_s8 + 128.
 
-    ONNX Runtime's CPU kernels on AVX2 without VNNI run u8 x s8 far faster than s8 x s8; TensorRT
-    needs the signed form, so this copy is for ONNX Runtime only. Weights stay signed.
+    ONNX Runtime's x86 integer kernels take u8 activations x s8 weights; TensorRT needs the signed form,
+    so this copy is for ONNX Runtime only. Weights stay signed, except a weight on the left of a MatMul
+    (``P @ x``), which meets u8 activations and so becomes u8 too.
     """
     import onnx
     from onnx import numpy_helper
@@ -253,9 +273,23 @@ def to_unsigned_activations(model):
     out = onnx.ModelProto()
     out.CopyFrom(model)
     inits = {i.name: i for i in out.graph.initializer}
+    producer = {o: n for n in out.graph.node for o in n.output}
     for n in out.graph.node:
         if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[0] not in inits:
-            zp = inits[n.input[2]]
-            if numpy_helper.to_array(zp).dtype == np.int8:
-                zp.CopyFrom(numpy_helper.from_array(np.uint8(128) + numpy_helper.to_array(zp).astype(np.uint8), zp.name))
+            _shift_to_uint8(inits, n.input[2])
+        if n.op_type == "MatMul" and n.input[0] in producer and producer[n.input[0]].input[0] in inits:
+            # A weight on the left (P @ x) meets u8 activations on the right: ONNX Runtime has no s8 x u8
+            # kernel, so it becomes u8 too (u8 x u8 runs in integers; s8 x u8 would run in float).
+            dq = producer[n.input[0]]
+            q = inits[dq.input[0]]
+            q.CopyFrom(numpy_helper.from_array((numpy_helper.to_array(q).astype(np.int16) + 128).astype(np.uint8), q.name))
+            _shift_to_uint8(inits, dq.input[2])
     return out
+
+
+def _shift_to_uint8(inits, name: str) -> None:
+    from onnx import numpy_helper
+
+    zp = inits[name]
+    if numpy_helper.to_array(zp).dtype == np.int8:
+        zp.CopyFrom(numpy_helper.from_array((numpy_helper.to_array(zp).astype(np.int16) + 128).astype(np.uint8), name))

@@ -77,8 +77,10 @@ class OnnxRuntimeRunner(Runner):
         return Profile(layers, runs, len(x), "ONNX Runtime profiler (enable_profiling)")
 
 
-def cpu_has_int8_dot_product() -> bool:
-    """VNNI or AMX: fast signed x signed INT8 on x86. Without it ONNX Runtime wants u8 activations."""
-    from edgesmlp.timing import cpu_flags
+def wants_unsigned_activations() -> bool:
+    """On x86 ONNX Runtime's integer kernels are u8 activations x s8 weights (VPMADDUBSW, VNNI's VPDPBUSD):
+    s8 activations ran 1.5x slower than u8 even on a VNNI CPU (benchmarks/results/onnxruntime_int8.md).
+    On ARM the signed graph (ONNX Runtime's default S8S8, SDOT) stays."""
+    import platform
 
-    return bool(cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    return platform.machine().lower() in {"x86_64", "amd64", "i386", "i686"}

@@ -1,18 +1,23 @@
 """ONNX Runtime on the CPU (x86 or ARM): the FP32 ONNX of the shipped form and its Q/DQ INT8.
 
-The INT8 graph is the TensorRT-rule Q/DQ graph; on CPUs without a signed INT8 dot product (no VNNI or
-AMX) its activations are rewritten to u8 (exact), which ONNX Runtime runs far faster there.
+The INT8 graph has ONNX Runtime's own placement, not TensorRT's: a Q/DQ after each quantized Conv /
+MatMul / Gemm too, so ONNX Runtime fuses each into QLinearConv / QLinearMatMul (with TensorRT's
+placement it ran every Conv in float between a DQ and a float consumer: 0.7-0.8x of FP32), and no
+Q/DQ on the residual Adds (ONNX Runtime fuses no Add into a Conv; they only cost a requantize). On x86
+its activations (and the left weight of ``P @ x``) are u8 (exact: zero point 128), the only kind
+ONNX Runtime's x86 integer kernels take fast.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from edgesmlp.artifacts import atomic_file
 from edgesmlp.errors import InputError
 from edgesmlp.quantize.qdq import QDQConfig
-from edgesmlp.runtimes.onnxruntime import OnnxRuntimeRunner, cpu_has_int8_dot_product
+from edgesmlp.runtimes.onnxruntime import OnnxRuntimeRunner, wants_unsigned_activations
 from edgesmlp.targets.base import Build, Job, Log, RunSettings, Target, TargetOptions, Variant, size_mb
 
 RUNTIME = "ONNX Runtime CPU"
@@ -22,9 +27,14 @@ BUNDLE_INT8_ONNX = "model_int8_qdq.onnx"  # a Jetson bundle's Q/DQ graph, read b
 EMULATED = "emulated (ONNX Runtime CPU)"
 
 
+def ort_placement(qdq: QDQConfig) -> QDQConfig:
+    """The user's calibration choices, with ONNX Runtime's placement (see the module docstring)."""
+    return replace(qdq, quantize_outputs=True, quantize_residuals=False)
+
+
 @dataclass(frozen=True)
 class OnnxRuntimeConfig:
-    qdq: QDQConfig = QDQConfig()
+    qdq: QDQConfig = ort_placement(QDQConfig())
 
     def to_dict(self) -> dict:
         return self.qdq.to_dict()
@@ -35,8 +45,8 @@ def _runner(path: Path, run: RunSettings):
 
 
 def _signedness() -> tuple[bool, str]:
-    signed = cpu_has_int8_dot_product()
-    return signed, "s8 activations (VNNI CPU)" if signed else "u8 activations (CPU without VNNI)"
+    signed = not wants_unsigned_activations()
+    return signed, "s8 activations (ARM)" if signed else "u8 activations (x86)"
 
 
 class OnnxRuntimeTarget(Target):
@@ -46,7 +56,7 @@ class OnnxRuntimeTarget(Target):
     reads = ("onnxruntime", "jetson")
 
     def config_from(self, options: TargetOptions) -> OnnxRuntimeConfig:
-        return OnnxRuntimeConfig(QDQConfig.chosen(options.calib_method, options.percentile))
+        return OnnxRuntimeConfig(ort_placement(QDQConfig.chosen(options.calib_method, options.percentile)))
 
     def available(self) -> str | None:
         import importlib.util
@@ -64,9 +74,10 @@ class OnnxRuntimeTarget(Target):
                     reference=job.ckpt.model)
         start = time.perf_counter()
         quantize_qdq(folder / FP32_ONNX, folder / INT8_ONNX, job.calibration, job.config.qdq)
-        signed, kind = _signedness()
-        if not signed:
-            onnx.save(to_unsigned_activations(onnx.load(str(folder / INT8_ONNX))), str(folder / INT8_ONNX))
+        if not _signedness()[0]:
+            unsigned = to_unsigned_activations(onnx.load(str(folder / INT8_ONNX)))
+            with atomic_file(folder / INT8_ONNX) as tmp:
+                onnx.save(unsigned, str(tmp))
         seconds = time.perf_counter() - start
         build = self.load(folder, job.config, job.run, log)
         build.variants[1].quantize_seconds = seconds
@@ -83,8 +94,8 @@ class OnnxRuntimeTarget(Target):
         return Build([
             Variant("fp32", RUNTIME, _runner(folder / FP32_ONNX, run), size_mb(folder / FP32_ONNX)),
             Variant("int8", runtime, _runner(int8, run), size_mb(int8), note=note),
-        ], [f"ONNX Runtime INT8 uses {_signedness()[1]}: on AVX2 CPUs without VNNI, signed activations ran slower "
-            "than FP32."])
+        ], [f"ONNX Runtime INT8 uses ONNX Runtime's Q/DQ placement (QLinearConv, QLinearMatMul) with "
+            f"{_signedness()[1]}; the Jetson graph keeps TensorRT's."])
 
 
 TARGET = OnnxRuntimeTarget()
