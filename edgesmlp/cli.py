@@ -303,9 +303,9 @@ def quantize(
     seed: Annotated[int, typer.Option(help="Seed for sampling the calibration images.")] = 0,
     preset: Annotated[str, typer.Option(metavar="[performance|mixed]", help="openvino: NNCF preset, performance (symmetric) or mixed (asymmetric "
                                         "activations).")] = "performance",
-    bias_correction: Annotated[str, typer.Option(metavar="[off|fast|full]", help="openvino: off, fast or full. NNCF's bias correction fails on "
-                                                 "the deploy form's left-operand MatMul, so it needs --form "
-                                                 "reference.")] = "off",
+    bias_correction: Annotated[str, typer.Option(metavar="[off|fast|full]", help="openvino: off, fast or full. On the deploy form fast is "
+                                                 "edgesmlp's own per-layer correction (NNCF's fails on its "
+                                                 "left-operand MatMul) and full needs --form reference.")] = "off",
     smooth_quant: Annotated[Optional[float], typer.Option(help="SmoothQuant alpha (0-1). Switches NNCF to its "
                                                           "transformer placement, which lost accuracy on sMLPNet: "
                                                           "measure before shipping.")] = None,

@@ -224,7 +224,7 @@ CASES = [
     ("calib-method", lambda f: ["quantize", "--target", "jetson", "--calib-method", "guess"],
      "--calib-method 'guess' unknown"),
     ("preset", lambda f: ["quantize", "--preset", "fastest"], "--preset 'fastest' unknown"),
-    ("bias-correction", lambda f: ["quantize", "--bias-correction", "fast"], "--form reference"),
+    ("bias-correction", lambda f: ["quantize", "--bias-correction", "full"], "--form reference"),
     ("target-unknown", lambda f: ["quantize", "--target", "tpu"], "unknown target 'tpu'"),
     ("target-ships-nothing", lambda f: ["quantize", "--target", "torch"], "nothing to quantize"),
     ("bench-target-unknown", lambda f: ["bench", "-t", "openvino,tpu"], "unknown target 'tpu'"),

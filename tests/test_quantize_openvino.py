@@ -158,7 +158,7 @@ def test_own_weights_need_their_own_images(tmp_path, small_model):
 
 
 def test_bias_correction_on_deploy_form_is_explained(tmp_path):
-    invoke_error(["--bias-correction", "fast"], "--form reference", tmp_path)
+    invoke_error(["--bias-correction", "full"], "--form reference", tmp_path)
 
 
 def test_unknown_ignored_node(tmp_path):
