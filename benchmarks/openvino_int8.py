@@ -182,7 +182,33 @@ def main() -> None:
               "ov_default_deploy": (to_openvino(to_deploy(model), 3, SIZE), None), "nncf_int8_plain": (nncf_int8, "f32"),
               "edgesmlp_int8_nohint": (edgesmlp_int8, None)}
     profiles = {name: OpenVINORunner(m, 1, args.threads, hint).profile(x, 10) for name, (m, hint) in graphs.items()}
-    write(rows, ptq, args, profiles)
+    batched = throughput_rows({**graphs, "edgesmlp_int8": (edgesmlp_int8, "f32")}, args)
+    write(rows, ptq, args, profiles, batched)
+
+
+def throughput_rows(graphs: dict, args, batch: int = 8, seconds: float = 1.5) -> list[tuple]:
+    """(name, streams, img/s, edgesmlp_int8 speedup) at ``batch``, as `bench`'s throughput column runs it
+    (OpenVINORunner.images_per_second: one batch in flight per stream the THROUGHPUT hint picks), in
+    interleaved rounds; the ratio is the median over rounds of edgesmlp_int8 img/s / candidate img/s."""
+    import random
+    import statistics
+
+    from edgesmlp.runtimes.openvino import OpenVINORunner
+
+    x = np.random.default_rng(1).standard_normal((batch, 3, SIZE, SIZE)).astype(np.float32)
+    runners = {name: OpenVINORunner(m, batch, args.threads, hint) for name, (m, hint) in graphs.items()}
+    streams = {name: r.throughput_streams() for name, r in runners.items()}
+    per_round, names = [], list(runners)
+    for k in range(args.rounds):
+        random.Random(k).shuffle(names)
+        per_round.append({name: runners[name].images_per_second(x, seconds) for name in names})
+    rows = []
+    for name in runners:
+        ips = statistics.median(r[name] for r in per_round)
+        ratio = statistics.median(r["edgesmlp_int8"] / r[name] for r in per_round)
+        rows.append((name, streams[name], ips, ratio))
+        print(f"batch {batch} {name:16s} {streams[name]} streams {ips:8.1f} img/s  edgesmlp_int8 is {ratio:.2f}x", flush=True)
+    return rows
 
 
 def profile_lines(name: str, profile, top: int = 8) -> list[str]:
@@ -197,7 +223,7 @@ def profile_lines(name: str, profile, top: int = 8) -> list[str]:
     return lines + [""]
 
 
-def write(rows, ptq, args, profiles=None) -> None:
+def write(rows, ptq, args, profiles=None, batched=None) -> None:
     lines = [
         "# OpenVINO INT8: edgesmlp vs the plain graph (sMLPNet-T, 224, batch 1)",
         "",
@@ -219,6 +245,14 @@ def write(rows, ptq, args, profiles=None) -> None:
               "| --- | --- | --- | --- | --- |"]
     lines += [f"| {k} | {v['seconds']:.1f} | {v['peak_rss_mb']:.0f} | {v['ptq_rss_increase_mb']:.0f} | "
               f"{v['process_high_water_mb']:.0f} |" for k, v in ptq.items()]
+    if batched:
+        lines += ["", "## Batch 8 (throughput)", "", "As `bench`'s throughput column runs it: one batch of 8 in flight per "
+                  "stream OpenVINO's THROUGHPUT hint picks here, each stream a separately compiled single-stream model "
+                  "(OpenVINO's own 2-stream compilation computes wrong INT8 logits on sMLPNet: "
+                  "openvino_streams_repro.md); 1.5 s per graph per round, the ratio is the median over rounds of "
+                  "edgesmlp_int8 img/s over the candidate's.", "",
+                  "| candidate | streams | img/s | edgesmlp_int8 speedup |", "| --- | --- | --- | --- |"]
+        lines += [f"| {n} | {st} | {ips:.1f} | {r:.2f}x |" for n, st, ips, r in batched]
     if profiles:
         lines += ["", "## Where the time goes", "", "OpenVINO's performance counters, 10 inferences per graph at batch 1 "
                   "(the counters add their own overhead, so the sums run above the p50s); the precision is the one each "

@@ -218,7 +218,6 @@ def measure_target(target: str, variants: list[Variant], accuracy: dict, sample:
 def _throughput(v: Variant, many: np.ndarray, run: RunSettings) -> float:
     runner = v.make_runner(len(many))
     runner.time_ms(many, 0, 2)
-    batched = Timing(tuple(runner.time_for(many, run.latency_seconds / 2, 3)))
-    return len(many) / (batched.p50 / 1e3)
+    return runner.images_per_second(many, run.latency_seconds / 2)
 
 

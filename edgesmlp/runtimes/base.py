@@ -80,6 +80,12 @@ class Runner(ABC):
         """Per-layer time and executed precision from the runtime's own profiler (None: it has none)."""
         return None
 
+    def images_per_second(self, x: np.ndarray, seconds: float) -> float:
+        """Throughput on batches like ``x`` for a wall-clock budget: the batch over the median call, one call in
+        flight (a runtime with streams overrides it)."""
+        samples = sorted(self.time_for(x, seconds))
+        return len(x) / (samples[len(samples) // 2] / 1e3)
+
     def time_for(self, x: np.ndarray, seconds: float, min_iters: int = 3, max_iters: int = 100_000) -> list[float]:
         """Milliseconds per call for a wall-clock budget (as benchmark_app -t does), at least ``min_iters``."""
         samples: list[float] = []

@@ -77,7 +77,8 @@ class OpenVINORunner(Runner):
     Always one stream (the LATENCY hint): OpenVINO 2026.4 compiles an INT8 Concat holding a left-operand
     MatMul (every sMLP block's ``P @ x``) into wrong logits on about half of its 2-stream compilations
     (benchmarks/openvino_streams_repro.py reproduces it in 53 ops), and accuracy must be measured in the
-    configuration that is timed.
+    configuration that is timed. Throughput (``images_per_second``) runs as many streams as the THROUGHPUT
+    hint would, each a single-stream model compiled on its own, which computes exactly these logits.
     """
 
     def __init__(self, model, batch: int, threads: int = 0, precision: str | None = "f32"):
@@ -95,6 +96,44 @@ class OpenVINORunner(Runner):
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.request.infer({0: x})[0].copy()
+
+    def throughput_streams(self) -> int:
+        """How many streams OpenVINO's THROUGHPUT hint picks for this model, threads and CPU."""
+        config = {k: v for k, v in self.config.items() if k != "PERFORMANCE_HINT"}
+        compiled = require_openvino().Core().compile_model(self.model, "CPU", {**config, "PERFORMANCE_HINT": "THROUGHPUT"})
+        return int(compiled.get_property("NUM_STREAMS"))
+
+    def stream_pool(self, streams: int) -> list:
+        """``streams`` infer requests on as many single-stream models compiled separately, each with its share of
+        the threads and pinning off: OpenVINO's streams without its multi-stream compilation, which computes
+        wrong INT8 logits on sMLPNet (see the class docstring; each of these computes what this runner does)."""
+        import os
+
+        ov = require_openvino()
+        threads = self.config.get("INFERENCE_NUM_THREADS") or os.cpu_count() or 1
+        config = {**self.config, "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": max(1, threads // streams),
+                  "ENABLE_CPU_PINNING": False}
+        return [ov.Core().compile_model(self.model, "CPU", config).create_infer_request() for _ in range(streams)]
+
+    def images_per_second(self, x: np.ndarray, seconds: float) -> float:
+        """Throughput as OpenVINO's THROUGHPUT hint would give it: one batch in flight per stream it picks, on
+        a stream pool (``stream_pool``) when that is more than one."""
+        import time
+
+        streams = self.throughput_streams()
+        if streams <= 1:
+            return super().images_per_second(x, seconds)
+        pool = self.stream_pool(streams)
+        for request in pool:  # warm-up
+            request.infer({0: x})
+        rounds, start = 0, time.perf_counter()
+        while rounds < 3 or time.perf_counter() - start < seconds:
+            for request in pool:
+                request.start_async({0: x})
+            for request in pool:
+                request.wait()
+            rounds += 1
+        return rounds * streams * len(x) / (time.perf_counter() - start)
 
     def profile(self, x: np.ndarray, runs: int = 20) -> Profile:
         """OpenVINO's performance counters (PERF_COUNT) on the same model and settings, compiled once more: each

@@ -21,7 +21,9 @@ PRECISION_NOTE = ("The fp32 row is model_fp32.xml compiled with INFERENCE_PRECIS
                   "default precision, as in a user's compile_model(\"model.xml\").")
 SHAPE_NOTE = ("model.xml and model_fp32.xml have a static batch of 1, so compile_model and benchmark_app run them as "
               "shipped and as timed here; for batch N, reshape first (model.reshape([N, C, H, W])), as the "
-              "throughput column does.")
+              "throughput column does. That column runs one batch in flight per stream OpenVINO's THROUGHPUT hint "
+              "picks, each stream a separately compiled single-stream model: OpenVINO 2026.4's own multi-stream "
+              "compilation computes wrong INT8 logits on sMLPNet (benchmarks/results/openvino_streams_repro.md).")
 
 
 def _runner(model, run: RunSettings, precision: str | None = "f32"):
