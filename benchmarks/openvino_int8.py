@@ -197,7 +197,7 @@ def throughput_rows(graphs: dict, args, batch: int = 8, seconds: float = 1.5) ->
 
     x = np.random.default_rng(1).standard_normal((batch, 3, SIZE, SIZE)).astype(np.float32)
     runners = {name: OpenVINORunner(m, batch, args.threads, hint) for name, (m, hint) in graphs.items()}
-    streams = {name: r.throughput_streams() for name, r in runners.items()}
+    streams = {name: r.throughput_streams for name, r in runners.items()}
     per_round, names = [], list(runners)
     for k in range(args.rounds):
         random.Random(k).shuffle(names)

@@ -277,19 +277,19 @@ def to_unsigned_activations(model):
     for n in out.graph.node:
         if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[0] not in inits:
             _shift_to_uint8(inits, n.input[2])
-        if n.op_type == "MatMul" and n.input[0] in producer and producer[n.input[0]].input[0] in inits:
+        dq = producer.get(n.input[0]) if n.op_type == "MatMul" else None
+        if dq is not None and dq.op_type == "DequantizeLinear" and dq.input[0] in inits:
             # A weight on the left (P @ x) meets u8 activations on the right: ONNX Runtime has no s8 x u8
             # kernel, so it becomes u8 too (u8 x u8 runs in integers; s8 x u8 would run in float).
-            dq = producer[n.input[0]]
-            q = inits[dq.input[0]]
-            q.CopyFrom(numpy_helper.from_array((numpy_helper.to_array(q).astype(np.int16) + 128).astype(np.uint8), q.name))
+            _shift_to_uint8(inits, dq.input[0])
             _shift_to_uint8(inits, dq.input[2])
     return out
 
 
 def _shift_to_uint8(inits, name: str) -> None:
+    """Rewrite the int8 initializer ``name`` as uint8 + 128 (zero points and quantized values alike)."""
     from onnx import numpy_helper
 
-    zp = inits[name]
-    if numpy_helper.to_array(zp).dtype == np.int8:
-        zp.CopyFrom(numpy_helper.from_array((numpy_helper.to_array(zp).astype(np.int16) + 128).astype(np.uint8), name))
+    value = numpy_helper.to_array(inits[name])
+    if value.dtype == np.int8:
+        inits[name].CopyFrom(numpy_helper.from_array((value.astype(np.int16) + 128).astype(np.uint8), name))

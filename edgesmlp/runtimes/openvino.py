@@ -7,6 +7,7 @@ models get the same hint, so only the quantized layers differ from FP32.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -97,11 +98,17 @@ class OpenVINORunner(Runner):
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.request.infer({0: x})[0].copy()
 
+    @functools.cached_property
     def throughput_streams(self) -> int:
-        """How many streams OpenVINO's THROUGHPUT hint picks for this model, threads and CPU."""
+        """How many streams OpenVINO's THROUGHPUT hint picks for this model, threads and CPU (one compilation)."""
         config = {k: v for k, v in self.config.items() if k != "PERFORMANCE_HINT"}
         compiled = require_openvino().Core().compile_model(self.model, "CPU", {**config, "PERFORMANCE_HINT": "THROUGHPUT"})
         return int(compiled.get_property("NUM_STREAMS"))
+
+    @functools.cached_property
+    def _pool(self) -> list:
+        """The stream pool ``images_per_second`` runs, compiled once per runner."""
+        return self.stream_pool(self.throughput_streams)
 
     def stream_pool(self, streams: int) -> list:
         """``streams`` infer requests on as many single-stream models compiled separately, each with its share of
@@ -120,10 +127,9 @@ class OpenVINORunner(Runner):
         a stream pool (``stream_pool``) when that is more than one."""
         import time
 
-        streams = self.throughput_streams()
-        if streams <= 1:
+        if self.throughput_streams <= 1:
             return super().images_per_second(x, seconds)
-        pool = self.stream_pool(streams)
+        pool = self._pool
         for request in pool:  # warm-up
             request.infer({0: x})
         rounds, start = 0, time.perf_counter()
@@ -133,7 +139,7 @@ class OpenVINORunner(Runner):
             for request in pool:
                 request.wait()
             rounds += 1
-        return rounds * streams * len(x) / (time.perf_counter() - start)
+        return rounds * len(pool) * len(x) / (time.perf_counter() - start)
 
     def profile(self, x: np.ndarray, runs: int = 20) -> Profile:
         """OpenVINO's performance counters (PERF_COUNT) on the same model and settings, compiled once more: each
