@@ -8,8 +8,9 @@ Candidates (batch 1, static-batch IRs, OpenVINO CPU, INFERENCE_PRECISION_HINT=f3
   ov_fp32_plain         OpenVINO FP32 of the official graph (where a CPU has no bf16, the default is this)
   ov_default_deploy     the deploy form at the default precision
   nncf_int8_plain       NNCF's default INT8 of the official graph (nncf.quantize with defaults)
-  edgesmlp_int8         edgesmlp: folded deploy form, NNCF performance preset, bias correction off, as bench
-                        compiles it (f32 hint for the layers left in float)
+  edgesmlp_int8         edgesmlp: folded deploy form with channels-last token mixing, NNCF performance preset,
+                        bias correction off (f32 hint for the layers left in float)
+  edgesmlp_int8_nchw    the same recipe on the NCHW deploy form (what shipped before channels-last mixing)
   edgesmlp_int8_nohint  the same IR compiled with no hint, as compile_model("model.xml") does
   edgesmlp_int8_dynamic the same INT8 with a dynamic batch, compiled as it is (what shipped before)
   torch_fp32            PyTorch eager FP32 of the official module
@@ -41,13 +42,17 @@ def calibration(n: int) -> np.ndarray:
 
 
 def prepare(kind: str, n: int):
-    """The OpenVINO model PTQ starts from (deploy form for edgesmlp, the official graph otherwise)."""
+    """The OpenVINO model PTQ starts from: the openvino target's (channels-last deploy form) for edgesmlp, the NCHW
+    deploy form for edgesmlp_nchw, the official graph otherwise."""
     from edgesmlp.deploy import to_deploy
     from edgesmlp.export import to_openvino
+    from edgesmlp.quantize.openvino_ptq import calibration_graph
 
     model = random_smlpnet_t()
     # Dynamic batch, as the openvino target calibrates (it reshapes the result to a static batch of 1).
-    return to_openvino(to_deploy(model) if kind == "edgesmlp" else model, 3, SIZE, batch=-1), calibration(n)
+    if kind == "edgesmlp":
+        return calibration_graph(to_deploy(model), 3, SIZE), calibration(n)
+    return to_openvino(to_deploy(model) if kind == "edgesmlp_nchw" else model, 3, SIZE, batch=-1), calibration(n)
 
 
 def run_ptq(kind: str, ov_model, data, n: int):
@@ -55,7 +60,7 @@ def run_ptq(kind: str, ov_model, data, n: int):
 
     from edgesmlp.quantize.openvino_ptq import OpenVINOPTQConfig, quantize_openvino
 
-    if kind == "edgesmlp":
+    if kind.startswith("edgesmlp"):
         return quantize_openvino(ov_model, data, OpenVINOPTQConfig())  # all n images: subset_size is len(data)
     return nncf.quantize(ov_model, nncf.Dataset([data[i : i + 1] for i in range(n)]), subset_size=n)
 
@@ -139,6 +144,7 @@ def main() -> None:
     model = random_smlpnet_t()
     small = 32  # speed runs calibrate on fewer images: calibration size does not change the INT8 graph's speed
     edgesmlp_int8, _ = quantize("edgesmlp", small)
+    nchw_int8 = quantize("edgesmlp_nchw", small)[0]
     nncf_int8, _ = quantize("nncf_default", small)
     core = ov.Core()
     x = np.random.default_rng(0).standard_normal((1, 3, SIZE, SIZE)).astype(np.float32)
@@ -155,6 +161,7 @@ def main() -> None:
     from edgesmlp.runtimes.openvino import with_batch
 
     dynamic_int8, edgesmlp_int8, nncf_int8 = edgesmlp_int8, with_batch(edgesmlp_int8, 1), with_batch(nncf_int8, 1)
+    nchw_int8 = with_batch(nchw_int8, 1)
     xt = torch.from_numpy(x)
     plain = to_openvino(model, 3, SIZE)
     candidates = {
@@ -165,6 +172,7 @@ def main() -> None:
         "edgesmlp_int8": compiled(edgesmlp_int8),
         "edgesmlp_int8_nohint": compiled(edgesmlp_int8, None),
         "edgesmlp_int8_dynamic": compiled(dynamic_int8),
+        "edgesmlp_int8_nchw": compiled(nchw_int8),
         "torch_fp32": lambda: model(xt),
     }
     from edgesmlp.runtimes.openvino import resolved_default_precision
@@ -180,7 +188,7 @@ def main() -> None:
 
     graphs = {"ov_default_plain": (plain, None), "ov_fp32_plain": (plain, "f32"),
               "ov_default_deploy": (to_openvino(to_deploy(model), 3, SIZE), None), "nncf_int8_plain": (nncf_int8, "f32"),
-              "edgesmlp_int8_nohint": (edgesmlp_int8, None)}
+              "edgesmlp_int8_nchw": (nchw_int8, "f32"), "edgesmlp_int8_nohint": (edgesmlp_int8, None)}
     profiles = {name: OpenVINORunner(m, 1, args.threads, hint).profile(x, 10) for name, (m, hint) in graphs.items()}
     batched = throughput_rows({**graphs, "edgesmlp_int8": (edgesmlp_int8, "f32")}, args)
     write(rows, ptq, args, profiles, batched)

@@ -9,12 +9,19 @@ runs its FFN behind two more permutes. Here the axial mixing is a MatMul on the 
 and the channel MLP is LayerNorm over the channel axis then two 1x1 convolutions. INT8 runtimes fuse
 1x1 convolutions far better than transposed MatMuls; that is where the speed comes from.
 
+OpenVINO's CPU plugin is the exception: its convolutions keep tensors channels-last in memory, so NCHW
+MatMuls cost layout Reorders around every block, and it has no INT8 kernel for ``P @ x`` there. For its
+INT8 graph :func:`channels_last_mixing` runs the same mixing on an NHWC view (two permutes a block that
+the plugin turns into no-ops), which it executes entirely in INT8 with no Reorders.
+
 Every tensor INT8 quantizes passes through a :class:`QuantPoint` (the identity in float): the Q/DQ
 builder finds the same tensors in the exported graph by its placement rules, and QAT swaps these
 points for fake quantizers, so the trained graph is this forward, for every variant.
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 from torch import nn
@@ -63,6 +70,8 @@ class ChannelLayerNorm(nn.Module):
 class TokenMix(nn.Module):
     """The depthwise-conv block (if present) then the sMLP block (if present), as one residual branch."""
 
+    channels_last = False  # set by channels_last_mixing(): the fc-fused mixing runs on an NHWC view
+
     def __init__(self, channels: int, grid: int, config: ModelConfig, smlp: bool):
         super().__init__()
         self.fusion, self.branches, self.identity = config.fusion, config.branches, config.identity
@@ -102,6 +111,8 @@ class TokenMix(nn.Module):
         if self.fusion is Fusion.weighted_sum:
             return self._weighted_sum(a)
         qa = self.mix_in(a)
+        if self.channels_last:
+            return self._mix_channels_last(qa)
         if self.branches is Branches.parallel:
             mixed = [self.mix.along_w(qa), self.mix.along_h(qa)]
         else:
@@ -109,6 +120,27 @@ class TokenMix(nn.Module):
         if self.fuse is not None:
             return self.fuse(torch.cat([qa] * self.identity + [self.fuse_in(m) for m in mixed], dim=1))
         return sum(mixed, a) if self.identity else sum(mixed[1:], mixed[0])
+
+    def _mix_channels_last(self, qa: torch.Tensor) -> torch.Tensor:
+        """The same fc-fused mixing on the NHWC view of ``qa``: both axial MatMuls take their weight on the left
+        (W-mixing batched over H, H-mixing over the flattened W*C axis) and the fuse is a MatMul over channels, so
+        OpenVINO's CPU plugin runs all three in INT8 on the layout its convolutions use, with no Reorders."""
+        x = qa.permute(0, 2, 3, 1)
+        n, h, w, c = x.shape
+        mix = self.mix
+
+        def along_w(t: torch.Tensor) -> torch.Tensor:
+            return torch.matmul(mix.weight_w.t(), t) + mix.bias_w[:, None]
+
+        def along_h(t: torch.Tensor) -> torch.Tensor:
+            return torch.matmul(mix.weight_h, t.reshape(n, h, w * c)).view(n, h, w, c) + mix.bias_h[:, :, None]
+
+        if self.branches is Branches.parallel:
+            mixed = [along_w(x), along_h(x)]
+        else:
+            mixed = [along_h(self.mid(along_w(x)))]
+        cat = torch.cat([x] * self.identity + [self.fuse_in(m) for m in mixed], dim=-1)
+        return torch.matmul(cat, self.fuse.weight[:, :, 0, 0].t()).permute(0, 3, 1, 2)
 
     def _weighted_sum(self, a: torch.Tensor) -> torch.Tensor:
         """sum_j w_j * branch_j, with each mixed branch's per-channel weight moved onto its MatMul input (it
@@ -224,3 +256,19 @@ def to_deploy(model: sMLPNet, inputs: torch.Tensor | None = None, rtol: float = 
     deploy.head.bias.copy_(layer(HEAD["fc"]).bias)
     check_equivalent(expected, deploy, inputs, "the deploy form", rtol)
     return deploy
+
+
+@torch.no_grad()
+def channels_last_mixing(model: DeploySMLPNet, inputs: torch.Tensor | None = None,
+                         rtol: float = DEPLOY_RTOL) -> DeploySMLPNet:
+    """A copy of ``model`` whose fc-fused token mixing runs on an NHWC view; raise FoldError unless the logits match.
+
+    For OpenVINO INT8 only: there the NCHW mixing costs four layout Reorders a block and leaves ``P @ x`` in float
+    (1.26x slower on sMLPNet-T, benchmarks/results/openvino_int8.md), while in float at bf16 this form is the slower
+    one, so FP32 artifacts keep the NCHW form. Blocks without an fc fusion are left as they are."""
+    inputs = example_inputs(model) if inputs is None else inputs
+    out = copy.deepcopy(model).eval()
+    for tm in out.token_mix:
+        tm.channels_last = tm.fuse is not None
+    check_equivalent(model.eval()(inputs), out, inputs, "channels-last token mixing", rtol)
+    return out

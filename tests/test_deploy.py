@@ -8,7 +8,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from edgesmlp import ModelConfig, create_model
-from edgesmlp.deploy import DeploySMLPNet, to_deploy
+from edgesmlp.deploy import DeploySMLPNet, channels_last_mixing, to_deploy
 from edgesmlp.export import export_onnx
 from edgesmlp.fold import check_equivalent
 from edgesmlp.model import sMLPNet
@@ -30,6 +30,7 @@ def test_every_variant(name):
     x = torch.randn(1, 3, 224, 224)
     deploy = to_deploy(model, x)
     assert check_equivalent(model, deploy, torch.randn(1, 3, 224, 224), name) <= 1e-5
+    assert check_equivalent(model, channels_last_mixing(deploy, x), torch.randn(1, 3, 224, 224), name) <= 1e-5
 
 
 @settings(max_examples=12, deadline=None, derandomize=True)  # same examples on every CI run
@@ -103,4 +104,9 @@ def test_random_designs(fusion, smlp_stages, dwconv, branches, identity, seed):
     torch.manual_seed(seed)
     model = randomize_norms(sMLPNet(config), seed=seed)
     x = torch.randn(2, 3, 32, 32)
-    assert check_equivalent(model, to_deploy(model, x), x, "deploy") <= 1e-5
+    deploy = to_deploy(model, x)
+    assert check_equivalent(model, deploy, x, "deploy") <= 1e-5
+    channels_last = channels_last_mixing(deploy, x)
+    assert check_equivalent(model, channels_last, torch.randn(2, 3, 32, 32), "channels last") <= 1e-5
+    assert [tm.channels_last for tm in channels_last.token_mix] == [tm.fuse is not None for tm in deploy.token_mix]
+    assert not any(tm.channels_last for tm in deploy.token_mix)  # a new model: the deploy form is unchanged

@@ -65,7 +65,10 @@ def test_int8_ir_is_really_quantized(default_run):
     model = ov.Core().read_model(str(default_run.directory / "model.xml"))
     types = [op.get_type_name() for op in model.get_ops()]
     assert types.count("FakeQuantize") >= 20
-    assert "Transpose" not in types
+    # The only Transposes are channels-last mixing's, into and out of the NHWC view, one pair a block.
+    orders = [tuple(op.input(1).get_source_output().get_node().get_data()) for op in model.get_ops()
+              if op.get_type_name() == "Transpose"]
+    assert orders and orders.count((0, 2, 3, 1)) == orders.count((0, 3, 1, 2)) == len(orders) // 2
 
 
 def test_cli_no_arguments_and_real_imagefolder(digits_tree, tmp_path, monkeypatch):
@@ -182,3 +185,44 @@ def test_bad_options(tmp_path):
 def test_missing_runtime_says_what_to_install(tmp_path, monkeypatch, module, package):
     monkeypatch.setitem(sys.modules, module, None)  # makes `import module` raise ImportError
     invoke_error(["--calib-size", "10"], f"needs {package}, which is not installed: run `pip install", tmp_path)
+
+
+def _executed(int8, size: int, kinds: tuple[str, ...]):
+    import numpy as np
+    import openvino as ov
+
+    int8.reshape([1, 3, size, size])
+    request = ov.Core().compile_model(int8, "CPU", {"INFERENCE_NUM_THREADS": 1, "INFERENCE_PRECISION_HINT": "f32",
+                                                    "PERF_COUNT": True}).create_infer_request()
+    request.infer({0: np.zeros((1, 3, size, size), np.float32)})
+    return [(p.node_name, p.exec_type) for p in request.profiling_info
+            if p.node_type in kinds and p.status.name == "EXECUTED"]
+
+
+def test_channels_last_int8_has_no_reorders_and_int8_token_mixing():
+    """The OpenVINO INT8 source (channels-last mixing) keeps one layout through every block and runs both axial
+    MatMuls in INT8; the NCHW deploy form needs Reorders around them and leaves P @ x in float."""
+    import numpy as np
+    import torch
+
+    from edgesmlp import ModelConfig
+    from edgesmlp.deploy import to_deploy
+    from edgesmlp.export import to_openvino
+    from edgesmlp.model import sMLPNet
+    from edgesmlp.quantize.openvino_ptq import calibration_graph, quantize_openvino
+    from edgesmlp.timing import cpu_flags
+    from tests.conftest import randomize_norms
+
+    torch.manual_seed(0)
+    deploy = to_deploy(randomize_norms(sMLPNet(ModelConfig(dim=32, depths=(1, 1, 1, 1), alpha=2, num_classes=4,
+                                                                 image_size=64)), seed=0))
+    calibration = np.random.default_rng(0).standard_normal((8, 3, 64, 64)).astype(np.float32)
+    ours = quantize_openvino(calibration_graph(deploy, 3, 64), calibration, OpenVINOPTQConfig())
+    nchw = quantize_openvino(to_openvino(deploy, 3, 64, batch=-1), calibration, OpenVINOPTQConfig())
+    reorders = [name for name, _ in _executed(ours, 64, ("Reorder",))]
+    assert reorders and all("stems.0" in name for name in reorders)  # only the input's, into the first conv
+    assert len([n for n, _ in _executed(nchw, 64, ("Reorder",)) if "token_mix" in n]) >= 4 * 4
+    if cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"}:
+        matmuls = _executed(ours, 64, ("MatMul",))
+        assert len(matmuls) == 2 * 4 and all(kind.lower().endswith("_i8") for _, kind in matmuls), matmuls
+        assert any(kind.endswith("f32") for _, kind in _executed(nchw, 64, ("MatMul",)))

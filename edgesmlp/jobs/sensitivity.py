@@ -90,11 +90,10 @@ def _measured_graph(name: str, config, ckpt, calibration, folder: Path, threads:
 
     c = ckpt.config
     if name == "openvino":
-        from edgesmlp.export import to_openvino
         from edgesmlp.quantize.openvino_partial import OpenVINOPartial, block_cosines
-        from edgesmlp.quantize.openvino_ptq import quantize_openvino
+        from edgesmlp.quantize.openvino_ptq import calibration_graph, quantize_openvino
 
-        fp32 = to_openvino(to_deploy(ckpt.model), c.in_chans, c.image_size, batch=-1)
+        fp32 = calibration_graph(to_deploy(ckpt.model), c.in_chans, c.image_size)
         int8 = quantize_openvino(fp32, calibration, config, deploy_form=True)
         return OpenVINOPartial(fp32, int8, threads), lambda x: block_cosines(fp32, int8, x, threads)
     import onnx

@@ -30,17 +30,40 @@ def _is_weight_chain(node) -> bool:
     return node.get_type_name() == "Constant" and node.get_element_type().get_type_name() in ("i8", "u8", "i4", "u4")
 
 
+SHAPE_OPS = ("Transpose", "Reshape")  # move a quantized tensor without computing on it (channels-last mixing)
+
+
 def _is_quantized_input(node) -> bool:
     if node.get_type_name() == "FakeQuantize" or _is_weight_chain(node):
         return True
+    if node.get_type_name() in SHAPE_OPS:
+        return _is_quantized_input(_source(node, 0))
     return node.get_type_name() == "Concat" and any(
-        i.get_source_output().get_node().get_type_name() == "FakeQuantize" for i in node.inputs())
+        _is_quantized_input(i.get_source_output().get_node()) for i in node.inputs())
+
+
+def _unquantized(output):
+    """``output`` read before its FakeQuantize, through Transposes and Reshapes (copied, since other layers may still
+    read the quantized ones); None when it is not a quantized activation."""
+    import openvino.opset13 as ops
+
+    node = output.get_node()
+    if node.get_type_name() == "FakeQuantize":
+        return node.input(0).get_source_output()
+    if node.get_type_name() in SHAPE_OPS:
+        inner = _unquantized(node.input(0).get_source_output())
+        if inner is not None:
+            arg = node.input(1).get_source_output()
+            if node.get_type_name() == "Transpose":
+                return ops.transpose(inner, arg).output(0)
+            return ops.reshape(inner, arg, node.get_attributes()["special_zero"]).output(0)
+    return None
 
 
 def _is_layer(op) -> bool:
     """An op that reads a quantized tensor: a Convolution, MatMul, residual Add, MVN... (not a quantizer itself)."""
     inputs = [_source(op, i) for i in range(op.get_input_size())]
-    if op.get_type_name() in ("FakeQuantize", "Concat") or _is_weight_chain(op):
+    if op.get_type_name() in ("FakeQuantize", "Concat", *SHAPE_OPS) or _is_weight_chain(op):
         return False
     if op.get_type_name() == "Multiply" and any(_is_weight_chain(i) or i.get_type_name() == "Convert" for i in inputs):
         return False
@@ -89,14 +112,14 @@ class OpenVINOPartial:
         model = self.int8.clone()
         for op in (o for o in model.get_ops() if o.get_friendly_name() in set(layers)):
             for i in range(op.get_input_size()):
-                source = _source(op, i)
-                if source.get_type_name() == "FakeQuantize":
-                    op.input(i).replace_source_output(source.input(0).get_source_output())
+                source, unquantized = _source(op, i), _unquantized(op.input(i).get_source_output())
+                if unquantized is not None:
+                    op.input(i).replace_source_output(unquantized)
                 elif source.get_type_name() == "Concat":
                     for j in range(source.get_input_size()):
-                        fq = _source(source, j)
-                        if fq.get_type_name() == "FakeQuantize":
-                            source.input(j).replace_source_output(fq.input(0).get_source_output())
+                        unquantized = _unquantized(source.input(j).get_source_output())
+                        if unquantized is not None:
+                            source.input(j).replace_source_output(unquantized)
                 elif _is_weight_chain(source):
                     weight = _float_constant(self._fp32_ops[op.get_friendly_name()], i)
                     op.input(i).replace_source_output(ops.constant(weight).output(0))

@@ -92,6 +92,18 @@ def check_request(config: OpenVINOPTQConfig, deploy_form: bool) -> None:
         )
 
 
+def calibration_graph(model, in_chans: int, image_size: int):
+    """The dynamic-batch ov.Model NNCF calibrates for ``model``: the deploy form with its token mixing channels-last
+    (``deploy.channels_last_mixing``: no Reorders and INT8 ``P @ x`` in OpenVINO's CPU plugin), the reference form
+    as it is. Layer names for ``--ignore`` come from this graph."""
+    from edgesmlp.deploy import DeploySMLPNet, channels_last_mixing
+    from edgesmlp.export import to_openvino
+
+    if isinstance(model, DeploySMLPNet):
+        model = channels_last_mixing(model)
+    return to_openvino(model, in_chans, image_size, batch=-1)
+
+
 def check_ignored(model, config: OpenVINOPTQConfig) -> None:
     names = {op.get_friendly_name() for op in model.get_ops()}
     unknown = [n for n in config.ignored if n not in names]
