@@ -108,5 +108,6 @@ def test_random_designs(fusion, smlp_stages, dwconv, branches, identity, seed):
     assert check_equivalent(model, deploy, x, "deploy") <= 1e-5
     channels_last = channels_last_mixing(deploy, x)
     assert check_equivalent(model, channels_last, torch.randn(2, 3, 32, 32), "channels last") <= 1e-5
-    assert [tm.channels_last for tm in channels_last.token_mix] == [tm.fuse is not None for tm in deploy.token_mix]
+    assert [tm.channels_last for tm in channels_last.token_mix] == [
+        tm.fuse is not None and bool(tm.mix.bias_w.any() and tm.mix.bias_h.any()) for tm in deploy.token_mix]
     assert not any(tm.channels_last for tm in deploy.token_mix)  # a new model: the deploy form is unchanged

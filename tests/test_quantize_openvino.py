@@ -226,3 +226,54 @@ def test_channels_last_int8_has_no_reorders_and_int8_token_mixing():
         matmuls = _executed(ours, 64, ("MatMul",))
         assert len(matmuls) == 2 * 4 and all(kind.lower().endswith("_i8") for _, kind in matmuls), matmuls
         assert any(kind.endswith("f32") for _, kind in _executed(nchw, 64, ("MatMul",)))
+
+
+def test_channels_last_mixing_skips_blocks_openvino_cannot_compile():
+    """A block whose mixing biases are zero keeps NCHW mixing (OpenVINO 2026.4 fails to compile it channels-last in
+    INT8), and the INT8 graph compiles."""
+    import numpy as np
+    import openvino as ov
+    import torch
+
+    from edgesmlp import ModelConfig
+    from edgesmlp.deploy import channels_last_mixing, to_deploy
+    from edgesmlp.model import sMLPNet
+    from edgesmlp.quantize.openvino_ptq import calibration_graph, quantize_openvino
+
+    torch.manual_seed(0)
+    deploy = to_deploy(sMLPNet(ModelConfig(dim=32, depths=(1, 1, 1, 1), alpha=2, num_classes=4, image_size=32)))
+    with torch.no_grad():
+        deploy.token_mix[0].mix.bias_w.zero_()
+        deploy.token_mix[0].mix.bias_h.zero_()
+    assert [tm.channels_last for tm in channels_last_mixing(deploy).token_mix] == [False, True, True, True]
+    calibration = np.random.default_rng(0).standard_normal((8, 3, 32, 32)).astype(np.float32)
+    int8 = quantize_openvino(calibration_graph(deploy, 3, 32), calibration, OpenVINOPTQConfig())
+    int8.reshape([1, 3, 32, 32])
+    ov.Core().compile_model(int8, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+
+
+@pytest.mark.parametrize("branches", ["parallel", "sequential"])
+@pytest.mark.parametrize("identity", [True, False])
+@pytest.mark.parametrize("dwconv", [True, False])
+def test_channels_last_int8_compiles_for_every_fc_design(branches, identity, dwconv):
+    """Every fc-fused design the paper ablates quantizes channels-last, compiles, and keeps the float logits."""
+    import numpy as np
+    import openvino as ov
+    import torch
+
+    from edgesmlp import ModelConfig
+    from edgesmlp.deploy import to_deploy
+    from edgesmlp.model import sMLPNet
+    from edgesmlp.quantize.openvino_ptq import calibration_graph, quantize_openvino
+    from tests.conftest import randomize_norms
+
+    torch.manual_seed(0)
+    model = randomize_norms(sMLPNet(ModelConfig(dim=16, depths=(1, 1, 1, 1), alpha=2, num_classes=4, image_size=32,
+                                                fusion="fc", dwconv=dwconv, branches=branches, identity=identity)),
+                            seed=0).eval()
+    calibration = np.random.default_rng(0).standard_normal((8, 3, 32, 32)).astype(np.float32)
+    int8 = quantize_openvino(calibration_graph(to_deploy(model), 3, 32), calibration, OpenVINOPTQConfig())
+    int8.reshape([1, 3, 32, 32])
+    got = ov.Core().compile_model(int8, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(calibration[:1])[0].ravel()
+    expected = model(torch.from_numpy(calibration[:1])).detach().numpy().ravel()
+    assert got @ expected / np.linalg.norm(got) / np.linalg.norm(expected) > 0.99
