@@ -277,3 +277,27 @@ def test_channels_last_int8_compiles_for_every_fc_design(branches, identity, dwc
     got = ov.Core().compile_model(int8, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(calibration[:1])[0].ravel()
     expected = model(torch.from_numpy(calibration[:1])).detach().numpy().ravel()
     assert got @ expected / np.linalg.norm(got) / np.linalg.norm(expected) > 0.99
+
+
+def test_quantize_for_cpu_falls_back_to_nchw_when_openvino_cannot_compile():
+    """quantize_sums puts a FakeQuantize right after each left MatMul, which OpenVINO 2026.4 fails to compile
+    channels-last: the NCHW deploy form is calibrated instead, and the log says so."""
+    import numpy as np
+    import torch
+
+    from edgesmlp import ModelConfig
+    from edgesmlp.deploy import to_deploy
+    from edgesmlp.model import sMLPNet
+    from edgesmlp.quantize.openvino_ptq import quantize_for_cpu
+    from edgesmlp.runtimes.openvino import compile_error
+
+    torch.manual_seed(0)
+    deploy = to_deploy(sMLPNet(ModelConfig(dim=32, depths=(1, 1, 1, 1), alpha=2, num_classes=4, image_size=32)))
+    calibration = np.random.default_rng(0).standard_normal((8, 3, 32, 32)).astype(np.float32)
+    lines = []
+    graph, int8 = quantize_for_cpu(deploy, calibration, OpenVINOPTQConfig(quantize_sums=True), 3, 32, lines.append)
+    assert len(lines) == 1 and "NCHW deploy form" in lines[0] and "scale.size()" in lines[0], lines
+    assert "Transpose" not in {op.get_type_name() for op in graph.get_ops()} and compile_error(int8) is None
+    lines.clear()
+    graph, int8 = quantize_for_cpu(deploy, calibration, OpenVINOPTQConfig(), 3, 32, lines.append)
+    assert not lines and "Transpose" in {op.get_type_name() for op in graph.get_ops()} and compile_error(int8) is None

@@ -64,7 +64,7 @@ def run_sensitivity(request: SensitivityRequest, log: Log = print) -> tuple[Path
     val = load_tensors(open_validation(ckpt, request.val).sample(request.images, request.calibration.seed),
                        preprocess, "Loading validation images")
     with reserved_dir(candidates, request.force, explicit=request.output is not None, log=log) as (directory, tmp):
-        graph, blocks = _measured_graph(name, config, ckpt, calib.x, tmp, request.run.threads)
+        graph, blocks = _measured_graph(name, config, ckpt, calib.x, tmp, request.run.threads, log)
         log(f"scoring each of {len(graph.layers)} quantized layers in float on {len(val.x)} validation images")
         with progress_bar("Layers in float", total=len(graph.layers)) as advance:
             base, rows = per_layer(graph, val.x, progress=advance)
@@ -84,17 +84,16 @@ def run_sensitivity(request: SensitivityRequest, log: Log = print) -> tuple[Path
     return directory, result
 
 
-def _measured_graph(name: str, config, ckpt, calibration, folder: Path, threads: int):
+def _measured_graph(name: str, config, ckpt, calibration, folder: Path, threads: int, log: Log = print):
     """The target's INT8 graph as a ``PartialINT8``, and a function of images giving its block cosines."""
     from edgesmlp.deploy import to_deploy
 
     c = ckpt.config
     if name == "openvino":
         from edgesmlp.quantize.openvino_partial import OpenVINOPartial, block_cosines
-        from edgesmlp.quantize.openvino_ptq import calibration_graph, quantize_openvino
+        from edgesmlp.quantize.openvino_ptq import quantize_for_cpu
 
-        fp32 = calibration_graph(to_deploy(ckpt.model), c.in_chans, c.image_size)
-        int8 = quantize_openvino(fp32, calibration, config, deploy_form=True)
+        fp32, int8 = quantize_for_cpu(to_deploy(ckpt.model), calibration, config, c.in_chans, c.image_size, log)
         return OpenVINOPartial(fp32, int8, threads), lambda x: block_cosines(fp32, int8, x, threads)
     import onnx
 

@@ -104,6 +104,27 @@ def calibration_graph(model, in_chans: int, image_size: int):
     return to_openvino(model, in_chans, image_size, batch=-1)
 
 
+def quantize_for_cpu(model, calibration: np.ndarray, config: OpenVINOPTQConfig, in_chans: int, image_size: int,
+                     log=print):
+    """``(graph, int8)``: NNCF INT8 of ``model``'s :func:`calibration_graph`, and that graph (the float model with the
+    same layer names). Should OpenVINO's CPU plugin fail to compile the channels-last INT8 graph (2026.4 does when a
+    FakeQuantize directly follows a left MatMul, as ``quantize_sums`` places one), the NCHW deploy form is calibrated
+    instead, and ``log`` says so."""
+    from edgesmlp.deploy import DeploySMLPNet
+    from edgesmlp.export import to_openvino
+    from edgesmlp.runtimes.openvino import compile_error
+
+    deploy = isinstance(model, DeploySMLPNet)
+    graph = calibration_graph(model, in_chans, image_size)
+    check_ignored(graph, config)
+    int8 = quantize_openvino(graph, calibration, config, deploy_form=deploy)
+    if deploy and (error := compile_error(int8)) is not None:
+        log(f"OpenVINO cannot compile the channels-last INT8 graph ({error}): calibrating the NCHW deploy form")
+        graph = to_openvino(model, in_chans, image_size, batch=-1)
+        int8 = quantize_openvino(graph, calibration, config, deploy_form=deploy)
+    return graph, int8
+
+
 def check_ignored(model, config: OpenVINOPTQConfig) -> None:
     names = {op.get_friendly_name() for op in model.get_ops()}
     unknown = [n for n in config.ignored if n not in names]

@@ -68,6 +68,17 @@ def with_batch(model, batch: int):
     return shaped
 
 
+def compile_error(model) -> str | None:
+    """None when the CPU plugin compiles ``model`` at batch 1, else the first line of its error that says why."""
+    ov = require_openvino()
+    try:
+        ov.Core().compile_model(with_batch(model, 1), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    except RuntimeError as e:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        return next((line for line in reversed(lines) if not line.startswith("Exception from")), lines[-1])
+    return None
+
+
 class OpenVINORunner(Runner):
     """A compiled model at one static batch size: ``runner(x) -> logits``.
 

@@ -75,18 +75,16 @@ class OpenVINOTarget(Target):
         """NNCF INT8 of the job's model; writes model.xml/.bin (INT8) and model_fp32.xml/.bin."""
         from edgesmlp.export import to_openvino
         from edgesmlp.quantize.openvino_partial import quantized_layers
-        from edgesmlp.quantize.openvino_ptq import calibration_graph, check_ignored, quantize_openvino
+        from edgesmlp.quantize.openvino_ptq import quantize_for_cpu
 
         config, c = job.config, job.ckpt.config
         # NNCF calibrates the dynamic-batch graph (a static one took 0.11 GB more memory in PTQ on sMLPNet-T);
         # what ships, and is timed, is reshaped to a static batch of 1. The deploy form's INT8 source mixes
         # tokens channels-last, which is slower in float: model_fp32.xml is exported from the NCHW form below.
-        graph = calibration_graph(job.model, c.in_chans, c.image_size)
-        check_ignored(graph, config)
         log(f"quantizing for OpenVINO ({job.form} form, {len(job.calibration)} calibration images, "
             f"preset {config.preset.value})")
         start = time.perf_counter()
-        int8 = quantize_openvino(graph, job.calibration, config, deploy_form=job.form == "deploy")
+        graph, int8 = quantize_for_cpu(job.model, job.calibration, config, c.in_chans, c.image_size, log)
         manifest, compare = {}, []
         if searches(job):
             int8, config, compare, manifest["fallback"] = self._fit_budget(job, folder, graph, int8, config, log)
