@@ -261,7 +261,8 @@ def to_deploy(model: sMLPNet, inputs: torch.Tensor | None = None, rtol: float = 
 @torch.no_grad()
 def channels_last_mixing(model: DeploySMLPNet, inputs: torch.Tensor | None = None,
                          rtol: float = DEPLOY_RTOL) -> DeploySMLPNet:
-    """A copy of ``model`` whose fc-fused token mixing runs on an NHWC view; raise FoldError unless the logits match.
+    """A copy of ``model`` (sharing its weights) whose fc-fused token mixing runs on an NHWC view; raise FoldError
+    unless the logits match.
 
     For OpenVINO INT8 only: there the NCHW mixing costs four layout Reorders a block and leaves ``P @ x`` in float
     (1.26x slower on sMLPNet-T, benchmarks/results/openvino_int8.md), while in float at bf16 this form is the slower
@@ -269,7 +270,8 @@ def channels_last_mixing(model: DeploySMLPNet, inputs: torch.Tensor | None = Non
     whose mixing biases are all zero: OpenVINO folds the Add away, and 2026.4 then fails to compile the INT8 left
     MatMul feeding the Concat directly ("any_of(scale.size(), OC, 1U)")."""
     inputs = example_inputs(model) if inputs is None else inputs
-    out = copy.deepcopy(model).eval()
+    shared = {id(t): t for t in (*model.parameters(), *model.buffers())}  # a new module tree on the same weights
+    out = copy.deepcopy(model, memo=shared).eval()
     for tm in out.token_mix:
         tm.channels_last = tm.fuse is not None and bool(tm.mix.bias_w.any()) and bool(tm.mix.bias_h.any())
     check_equivalent(model.eval()(inputs), out, inputs, "channels-last token mixing", rtol)
