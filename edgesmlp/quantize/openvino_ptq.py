@@ -117,6 +117,8 @@ def quantize_for_cpu(model, calibration: np.ndarray, config: OpenVINOPTQConfig, 
     deploy = isinstance(model, DeploySMLPNet)
     graph = calibration_graph(model, in_chans, image_size)
     check_ignored(graph, config)
+    log(f"quantizing for OpenVINO ({'deploy' if deploy else 'reference'} form, {len(calibration)} calibration "
+        f"images, preset {config.preset.value})")
     int8 = quantize_openvino(graph, calibration, config, deploy_form=deploy)
     if deploy and (error := compile_error(int8)) is not None:
         log(f"OpenVINO cannot compile the channels-last INT8 graph ({error}): calibrating the NCHW deploy form")

@@ -81,8 +81,6 @@ class OpenVINOTarget(Target):
         # NNCF calibrates the dynamic-batch graph (a static one took 0.11 GB more memory in PTQ on sMLPNet-T);
         # what ships, and is timed, is reshaped to a static batch of 1. The deploy form's INT8 source mixes
         # tokens channels-last, which is slower in float: model_fp32.xml is exported from the NCHW form below.
-        log(f"quantizing for OpenVINO ({job.form} form, {len(job.calibration)} calibration images, "
-            f"preset {config.preset.value})")
         start = time.perf_counter()
         graph, int8 = quantize_for_cpu(job.model, job.calibration, config, c.in_chans, c.image_size, log)
         manifest, compare = {}, []
