@@ -23,7 +23,9 @@ SHAPE_NOTE = ("model.xml and model_fp32.xml have a static batch of 1, so compile
               "shipped and as timed here; for batch N, reshape first (model.reshape([N, C, H, W])), as the "
               "throughput column does. That column runs one batch in flight per stream OpenVINO's THROUGHPUT hint "
               "picks, each stream a separately compiled single-stream model: OpenVINO 2026.4's own multi-stream "
-              "compilation computes wrong INT8 logits on sMLPNet (benchmarks/results/openvino_streams_repro.md).")
+              "compilation computes wrong INT8 logits on sMLPNet's NCHW deploy form; the channels-last model.xml "
+              "shipped here computed right ones on every 2-stream compilation tried "
+              "(benchmarks/results/openvino_streams_repro.md).")
 
 
 def _runner(model, run: RunSettings, precision: str | None = "f32"):
