@@ -53,6 +53,14 @@ class AxialMix(nn.Module):
     def along_h(self, x: torch.Tensor) -> torch.Tensor:
         return torch.matmul(self.weight_h, x) + self.bias_h
 
+    # The same two mixings on an NHWC tensor (channels_last_mixing): both weights on the left.
+    def along_w_nhwc(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(self.weight_w.t(), x) + self.bias_w[:, None]  # batched over N, H
+
+    def along_h_nhwc(self, x: torch.Tensor) -> torch.Tensor:
+        n, h, w, c = x.shape
+        return torch.matmul(self.weight_h, x.reshape(n, h, w * c)).view(n, h, w, c) + self.bias_h[:, :, None]
+
 
 class ChannelLayerNorm(nn.Module):
     """LayerNorm over the channel axis of an NCHW tensor (affine already folded into the next conv)."""
@@ -126,19 +134,10 @@ class TokenMix(nn.Module):
         (W-mixing batched over H, H-mixing over the flattened W*C axis) and the fuse is a MatMul over channels, so
         OpenVINO's CPU plugin runs all three in INT8 on the layout its convolutions use, with no Reorders."""
         x = qa.permute(0, 2, 3, 1)
-        n, h, w, c = x.shape
-        mix = self.mix
-
-        def along_w(t: torch.Tensor) -> torch.Tensor:
-            return torch.matmul(mix.weight_w.t(), t) + mix.bias_w[:, None]
-
-        def along_h(t: torch.Tensor) -> torch.Tensor:
-            return torch.matmul(mix.weight_h, t.reshape(n, h, w * c)).view(n, h, w, c) + mix.bias_h[:, :, None]
-
         if self.branches is Branches.parallel:
-            mixed = [along_w(x), along_h(x)]
+            mixed = [self.mix.along_w_nhwc(x), self.mix.along_h_nhwc(x)]
         else:
-            mixed = [along_h(self.mid(along_w(x)))]
+            mixed = [self.mix.along_h_nhwc(self.mid(self.mix.along_w_nhwc(x)))]
         cat = torch.cat([x] * self.identity + [self.fuse_in(m) for m in mixed], dim=-1)
         return torch.matmul(cat, self.fuse.weight[:, :, 0, 0].t()).permute(0, 3, 1, 2)
 
