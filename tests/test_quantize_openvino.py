@@ -187,6 +187,25 @@ def test_missing_runtime_says_what_to_install(tmp_path, monkeypatch, module, pac
     invoke_error(["--calib-size", "10"], f"needs {package}, which is not installed: run `pip install", tmp_path)
 
 
+def _small_model(size: int, randomize: bool = False, dim: int = 32, **design):
+    """A 4-stage sMLPNet (one block a stage) with seeded weights; ``randomize`` also draws its norm statistics."""
+    import torch
+
+    from edgesmlp import ModelConfig
+    from edgesmlp.model import sMLPNet
+    from tests.conftest import randomize_norms
+
+    torch.manual_seed(0)
+    model = sMLPNet(ModelConfig(dim=dim, depths=(1, 1, 1, 1), alpha=2, num_classes=4, image_size=size, **design))
+    return (randomize_norms(model, seed=0) if randomize else model).eval()
+
+
+def _images(size: int):
+    import numpy as np
+
+    return np.random.default_rng(0).standard_normal((8, 3, size, size)).astype(np.float32)
+
+
 def _executed(int8, size: int, kinds: tuple[str, ...]):
     import numpy as np
     import openvino as ov
@@ -202,21 +221,12 @@ def _executed(int8, size: int, kinds: tuple[str, ...]):
 def test_channels_last_int8_has_no_reorders_and_int8_token_mixing():
     """The OpenVINO INT8 source (channels-last mixing) keeps one layout through every block and runs both axial
     MatMuls in INT8; the NCHW deploy form needs Reorders around them and leaves P @ x in float."""
-    import numpy as np
-    import torch
-
-    from edgesmlp import ModelConfig
     from edgesmlp.deploy import to_deploy
     from edgesmlp.export import to_openvino
-    from edgesmlp.model import sMLPNet
     from edgesmlp.quantize.openvino_ptq import calibration_graph, quantize_openvino
     from edgesmlp.timing import cpu_flags
-    from tests.conftest import randomize_norms
 
-    torch.manual_seed(0)
-    deploy = to_deploy(randomize_norms(sMLPNet(ModelConfig(dim=32, depths=(1, 1, 1, 1), alpha=2, num_classes=4,
-                                                                 image_size=64)), seed=0))
-    calibration = np.random.default_rng(0).standard_normal((8, 3, 64, 64)).astype(np.float32)
+    deploy, calibration = to_deploy(_small_model(64, randomize=True)), _images(64)
     ours = quantize_openvino(calibration_graph(deploy, 3, 64), calibration, OpenVINOPTQConfig())
     nchw = quantize_openvino(to_openvino(deploy, 3, 64, batch=-1), calibration, OpenVINOPTQConfig())
     reorders = [name for name, _ in _executed(ours, 64, ("Reorder",))]
@@ -231,25 +241,18 @@ def test_channels_last_int8_has_no_reorders_and_int8_token_mixing():
 def test_channels_last_mixing_skips_blocks_openvino_cannot_compile():
     """A block whose mixing biases are zero keeps NCHW mixing (OpenVINO 2026.4 fails to compile it channels-last in
     INT8), and the INT8 graph compiles."""
-    import numpy as np
-    import openvino as ov
     import torch
 
-    from edgesmlp import ModelConfig
     from edgesmlp.deploy import channels_last_mixing, to_deploy
-    from edgesmlp.model import sMLPNet
     from edgesmlp.quantize.openvino_ptq import calibration_graph, quantize_openvino
+    from edgesmlp.runtimes.openvino import compile_error
 
-    torch.manual_seed(0)
-    deploy = to_deploy(sMLPNet(ModelConfig(dim=32, depths=(1, 1, 1, 1), alpha=2, num_classes=4, image_size=32)))
+    deploy = to_deploy(_small_model(32))
     with torch.no_grad():
         deploy.token_mix[0].mix.bias_w.zero_()
         deploy.token_mix[0].mix.bias_h.zero_()
     assert [tm.channels_last for tm in channels_last_mixing(deploy).token_mix] == [False, True, True, True]
-    calibration = np.random.default_rng(0).standard_normal((8, 3, 32, 32)).astype(np.float32)
-    int8 = quantize_openvino(calibration_graph(deploy, 3, 32), calibration, OpenVINOPTQConfig())
-    int8.reshape([1, 3, 32, 32])
-    ov.Core().compile_model(int8, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    assert compile_error(quantize_openvino(calibration_graph(deploy, 3, 32), _images(32), OpenVINOPTQConfig())) is None
 
 
 @pytest.mark.parametrize("branches", ["parallel", "sequential"])
@@ -261,17 +264,11 @@ def test_channels_last_int8_compiles_for_every_fc_design(branches, identity, dwc
     import openvino as ov
     import torch
 
-    from edgesmlp import ModelConfig
     from edgesmlp.deploy import to_deploy
-    from edgesmlp.model import sMLPNet
     from edgesmlp.quantize.openvino_ptq import calibration_graph, quantize_openvino
-    from tests.conftest import randomize_norms
 
-    torch.manual_seed(0)
-    model = randomize_norms(sMLPNet(ModelConfig(dim=16, depths=(1, 1, 1, 1), alpha=2, num_classes=4, image_size=32,
-                                                fusion="fc", dwconv=dwconv, branches=branches, identity=identity)),
-                            seed=0).eval()
-    calibration = np.random.default_rng(0).standard_normal((8, 3, 32, 32)).astype(np.float32)
+    model = _small_model(32, randomize=True, dim=16, fusion="fc", dwconv=dwconv, branches=branches, identity=identity)
+    calibration = _images(32)
     int8 = quantize_openvino(calibration_graph(to_deploy(model), 3, 32), calibration, OpenVINOPTQConfig())
     int8.reshape([1, 3, 32, 32])
     got = ov.Core().compile_model(int8, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(calibration[:1])[0].ravel()
@@ -282,18 +279,11 @@ def test_channels_last_int8_compiles_for_every_fc_design(branches, identity, dwc
 def test_quantize_for_cpu_falls_back_to_nchw_when_openvino_cannot_compile():
     """quantize_sums puts a FakeQuantize right after each left MatMul, which OpenVINO 2026.4 fails to compile
     channels-last: the NCHW deploy form is calibrated instead, and the log says so."""
-    import numpy as np
-    import torch
-
-    from edgesmlp import ModelConfig
     from edgesmlp.deploy import to_deploy
-    from edgesmlp.model import sMLPNet
     from edgesmlp.quantize.openvino_ptq import quantize_for_cpu
     from edgesmlp.runtimes.openvino import compile_error
 
-    torch.manual_seed(0)
-    deploy = to_deploy(sMLPNet(ModelConfig(dim=32, depths=(1, 1, 1, 1), alpha=2, num_classes=4, image_size=32)))
-    calibration = np.random.default_rng(0).standard_normal((8, 3, 32, 32)).astype(np.float32)
+    deploy, calibration = to_deploy(_small_model(32)), _images(32)
     lines = []
     graph, int8 = quantize_for_cpu(deploy, calibration, OpenVINOPTQConfig(quantize_sums=True), 3, 32, lines.append)
     fallback = [line for line in lines if "NCHW deploy form" in line]
