@@ -9,6 +9,17 @@ from edgesmlp.model import sMLPNet
 SMALL = ModelConfig(dim=8, depths=(1, 1, 2, 1), alpha=2, num_classes=5, in_chans=3, image_size=32)
 
 
+def nhwc_transpose_pairs(xml) -> int:
+    """How many blocks of the OpenVINO IR ``xml`` mix tokens channels-last: its only Transposes are channels-last
+    mixing's, into and out of the NHWC view, one pair a block (an assertion error if any other Transpose is there)."""
+    import openvino as ov
+
+    orders = [tuple(op.input(1).get_source_output().get_node().get_data())
+              for op in ov.Core().read_model(str(xml)).get_ops() if op.get_type_name() == "Transpose"]
+    assert orders.count((0, 2, 3, 1)) == orders.count((0, 3, 1, 2)) == len(orders) / 2, orders
+    return len(orders) // 2
+
+
 def randomize_norms(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Give every BatchNorm/LayerNorm non-trivial statistics and affines, as a trained model has."""
     g = torch.Generator().manual_seed(seed)

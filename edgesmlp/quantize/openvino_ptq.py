@@ -107,9 +107,9 @@ def calibration_graph(model, in_chans: int, image_size: int):
 def quantize_for_cpu(model, calibration: np.ndarray, config: OpenVINOPTQConfig, in_chans: int, image_size: int,
                      log=print):
     """``(graph, int8)``: NNCF INT8 of ``model``'s :func:`calibration_graph`, and that graph (the float model with the
-    same layer names). Should OpenVINO's CPU plugin fail to compile the channels-last INT8 graph (2026.4 does when a
-    FakeQuantize directly follows a left MatMul, as ``quantize_sums`` places one), the NCHW deploy form is calibrated
-    instead, and ``log`` says so."""
+    same layer names). Should OpenVINO's CPU plugin fail to compile the channels-last INT8 graph (2026.4 does where a
+    FakeQuantize or the Concat directly follows an INT8 left MatMul; ``channels_last_mixing`` keeps the blocks it knows
+    of NCHW), the NCHW deploy form is calibrated instead, and ``log`` says so."""
     from edgesmlp.deploy import DeploySMLPNet
     from edgesmlp.export import to_openvino
     from edgesmlp.runtimes.openvino import compile_error
