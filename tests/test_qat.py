@@ -18,6 +18,7 @@ from edgesmlp.targets.base import RunSettings
 from edgesmlp.quantize import qat as qat_module
 from edgesmlp.quantize.qat import QATConfig, QATJob
 from edgesmlp.quantize.qdq_lint import lint_qdq
+from tests.conftest import nhwc_transpose_pairs
 
 runner = CliRunner()
 PTQ_FILES = {
@@ -46,6 +47,8 @@ def test_qat_matches_ptq_artifacts_and_accuracy(tmp_path, target):
     assert manifest["qat"]["epochs"] == 2 and manifest["qat"]["labelled"]
     if target == "jetson":
         assert lint_qdq(folder / "model_int8_qdq.onnx") == []
+    else:  # trained, then shipped with the token mixing channels-last, as PTQ's graph
+        assert nhwc_transpose_pairs(folder / "model.xml") > 0
 
 
 def test_openvino_qat_compiles_nothing_beside_a_stale_extension_lock(tmp_path):
@@ -196,3 +199,31 @@ def test_two_processes_under_torchrun_end_with_identical_weights(tmp_path):
     assert set(digests) == {"0", "1"} and digests["0"] == digests["1"]
     assert (tmp_path / "out" / "jetson" / "model_int8_qdq.onnx").is_file()
     assert json.loads((tmp_path / "out" / "jetson" / "manifest.json").read_text())["qat"]["world_size"] == 2
+
+
+def test_openvino_qat_exports_nchw_when_openvino_cannot_compile_channels_last(monkeypatch):
+    """The trained student ships channels-last; should OpenVINO fail to compile that INT8 graph, the NCHW form is
+    exported instead and the log says so. (Training is skipped: this is about the export. OpenVINO 2026.4 compiles
+    every channels-last graph edgesmlp makes, so a stand-in for compile_error reports the failure once.)"""
+    import numpy as np
+
+    from edgesmlp.checkpoint import load_checkpoint
+    from edgesmlp.deploy import to_deploy
+    from edgesmlp.quantize import openvino_qat
+    from edgesmlp.runtimes.openvino import compile_error
+
+    calls = []
+
+    def fails_once(model):
+        calls.append(model)
+        return "Check 'any_of(scale.size(), OC, 1U)' failed" if len(calls) == 1 else compile_error(model)
+
+    monkeypatch.setattr(openvino_qat, "fine_tune", lambda *args, **kwargs: {"epochs": 0})
+    monkeypatch.setattr(openvino_qat, "compile_error", fails_once)
+    ckpt = load_checkpoint()
+    calibration = np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32)
+    lines = []
+    int8, _ = openvino_qat.quantize_aware_training(to_deploy(ckpt.model), ckpt.model, calibration, None, None,
+                                                   lines.append)
+    assert len(calls) == 1 and any("exporting the NCHW deploy form" in line for line in lines), lines
+    assert "Transpose" not in {op.get_type_name() for op in int8.get_ops()} and compile_error(int8) is None

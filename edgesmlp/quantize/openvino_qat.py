@@ -4,7 +4,8 @@ The student is the deploy form with edgesmlp's own fake quantization (``QATDeplo
 channel, activations per tensor at the Q/DQ placement, ranges calibrated on the calibration images
 and then trained with the weights (``learn_ranges``). Its fake-quantize ops convert to OpenVINO
 FakeQuantize nodes, which OpenVINO's CPU plugin executes in INT8, and ``save_model`` stores the
-quantized weights as INT8. (NNCF's PyTorch QAT compiles a C++ extension on first use, which can time
+quantized weights as INT8. The trained student is exported with its token mixing channels-last, as PTQ's graph is
+(``deploy.set_channels_last``: 1.33x faster INT8 on sMLPNet-T, no Reorders), unless OpenVINO cannot compile it. (NNCF's PyTorch QAT compiles a C++ extension on first use, which can time
 out on a loaded machine and then stays locked; this path needs none.)
 """
 
@@ -13,10 +14,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from edgesmlp.deploy import set_channels_last
 from edgesmlp.export import to_openvino
 from edgesmlp.quantize.calibrate import CalibMethod
 from edgesmlp.quantize.fakequant import QATDeploySMLPNet
 from edgesmlp.quantize.qat import QATJob, fine_tune
+from edgesmlp.runtimes.openvino import compile_error, with_batch
 
 INIT_METHOD, INIT_PERCENTILE = CalibMethod.percentile, 99.99  # where the trained ranges start
 
@@ -28,4 +31,10 @@ def quantize_aware_training(model: torch.nn.Module, teacher: torch.nn.Module, ca
     student.calibrate(torch.from_numpy(calibration), INIT_METHOD, INIT_PERCENTILE)
     summary = fine_tune(student, teacher, job, preprocess, log)
     c = student.model.config
-    return to_openvino(student.eval(), c.in_chans, c.image_size), summary
+    set_channels_last(student.eval().model)
+    int8 = to_openvino(student, c.in_chans, c.image_size, batch=-1)  # NHWC reshapes follow the batch, as in PTQ
+    if (error := compile_error(int8)) is not None:
+        log(f"OpenVINO cannot compile the channels-last QAT graph ({error}): exporting the NCHW deploy form")
+        set_channels_last(student.model, enabled=False)
+        int8 = to_openvino(student, c.in_chans, c.image_size, batch=-1)
+    return with_batch(int8, 1), summary
