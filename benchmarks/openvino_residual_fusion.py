@@ -37,6 +37,7 @@ def main() -> None:
 
     from edgesmlp.deploy import to_deploy
     from edgesmlp.quantize.openvino_ptq import OpenVINOPTQConfig, calibration_graph, quantize_openvino
+    from edgesmlp.quantize.sensitivity import cosine
     from edgesmlp.runtimes.openvino import with_batch
     from edgesmlp.timing import interleaved, paired_ratio
 
@@ -50,7 +51,7 @@ def main() -> None:
     calibration = np.random.default_rng(1).standard_normal((32, 3, 224, 224)).astype(np.float32)
     graph = calibration_graph(deploy, 3, 224)
     x = calibration[:1]
-    expected = deploy(torch.from_numpy(x)).detach().numpy().ravel()
+    expected = deploy(torch.from_numpy(x)).detach().numpy()
     candidates, facts = {}, {}
     for name, config in (("default (Adds left in float)", OpenVINOPTQConfig()),
                          ("quantize_sums=True", OpenVINOPTQConfig(quantize_sums=True))):
@@ -58,8 +59,7 @@ def main() -> None:
         compiled = ov.Core().compile_model(int8, "CPU", {"INFERENCE_NUM_THREADS": args.threads,
                                                          "PERFORMANCE_HINT": "LATENCY"})
         request = compiled.create_infer_request()
-        got = request.infer({0: x})[0].ravel()
-        facts[name] = (fused_residuals(compiled), float(got @ expected / np.linalg.norm(got) / np.linalg.norm(expected)))
+        facts[name] = (fused_residuals(compiled), cosine(request.infer({0: x})[0], expected))
         candidates[name] = lambda r=request: r.infer({0: x})
     timings, per_round = interleaved(candidates, rounds=args.rounds, iters=args.iters)
     base = next(iter(candidates))
@@ -69,9 +69,9 @@ def main() -> None:
              "| recipe | residual Adds fused into a convolution | cosine to float | p50 ms | time over the default |",
              "| --- | --- | --- | --- | --- |"]
     for name, t in timings.items():
-        fused, cosine = facts[name]
+        fused, cos = facts[name]
         ratio = paired_ratio(per_round, name, base)  # median over rounds of this recipe's time / the default's
-        lines.append(f"| {name} | {fused} | {cosine:.5f} | {t.p50:.2f} | {ratio:.3f}x |")
+        lines.append(f"| {name} | {fused} | {cos:.5f} | {t.p50:.2f} | {ratio:.3f}x |")
         print(lines[-1], flush=True)
     write_result("openvino_residual_fusion", lines, "torch", "openvino", "nncf")
 

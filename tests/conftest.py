@@ -20,6 +20,19 @@ def nhwc_transpose_pairs(xml) -> int:
     return len(orders) // 2
 
 
+def compile_error_failing_once(real):
+    """A stand-in for ``runtimes.openvino.compile_error`` that reports OpenVINO 2026.4's channels-last failure on its
+    first call and asks ``real`` after that, for testing the fallbacks (no graph edgesmlp makes fails on 2026.4)."""
+    calls = []
+
+    def compile_error(model):
+        calls.append(model)
+        return "Check 'any_of(scale.size(), OC, 1U)' failed" if len(calls) == 1 else real(model)
+
+    compile_error.calls = calls
+    return compile_error
+
+
 def randomize_norms(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Give every BatchNorm/LayerNorm non-trivial statistics and affines, as a trained model has."""
     g = torch.Generator().manual_seed(seed)

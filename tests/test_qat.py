@@ -18,7 +18,7 @@ from edgesmlp.targets.base import RunSettings
 from edgesmlp.quantize import qat as qat_module
 from edgesmlp.quantize.qat import QATConfig, QATJob
 from edgesmlp.quantize.qdq_lint import lint_qdq
-from tests.conftest import nhwc_transpose_pairs
+from tests.conftest import compile_error_failing_once, nhwc_transpose_pairs
 
 runner = CliRunner()
 PTQ_FILES = {
@@ -212,12 +212,7 @@ def test_openvino_qat_exports_nchw_when_openvino_cannot_compile_channels_last(mo
     from edgesmlp.quantize import openvino_qat
     from edgesmlp.runtimes.openvino import compile_error
 
-    calls = []
-
-    def fails_once(model):
-        calls.append(model)
-        return "Check 'any_of(scale.size(), OC, 1U)' failed" if len(calls) == 1 else compile_error(model)
-
+    fails_once = compile_error_failing_once(compile_error)
     monkeypatch.setattr(openvino_qat, "fine_tune", lambda *args, **kwargs: {"epochs": 0})
     monkeypatch.setattr(openvino_qat, "compile_error", fails_once)
     ckpt = load_checkpoint()
@@ -225,5 +220,5 @@ def test_openvino_qat_exports_nchw_when_openvino_cannot_compile_channels_last(mo
     lines = []
     int8, _ = openvino_qat.quantize_aware_training(to_deploy(ckpt.model), ckpt.model, calibration, None, None,
                                                    lines.append)
-    assert len(calls) == 1 and any("exporting the NCHW deploy form" in line for line in lines), lines
+    assert len(fails_once.calls) == 1 and any("exporting the NCHW deploy form" in line for line in lines), lines
     assert "Transpose" not in {op.get_type_name() for op in int8.get_ops()} and compile_error(int8) is None

@@ -14,7 +14,7 @@ from edgesmlp.jobs.quantize import run_quantize
 from edgesmlp.jobs.spec import Calibration, QuantizeRequest
 from edgesmlp.targets.base import RunSettings
 from edgesmlp.quantize.openvino_ptq import OpenVINOPTQConfig
-from tests.conftest import nhwc_transpose_pairs
+from tests.conftest import compile_error_failing_once, nhwc_transpose_pairs
 
 runner = CliRunner()
 REQUIRED = ("target", "precision", "top1", "top5", "latency_ms_p50", "latency_ms_p90", "throughput_ips", "size_mb")
@@ -286,13 +286,8 @@ def test_quantize_for_cpu_falls_back_to_nchw_when_openvino_cannot_compile(monkey
     from edgesmlp.quantize.openvino_ptq import quantize_for_cpu
     from edgesmlp.runtimes import openvino as runtime
 
-    real, calls = runtime.compile_error, []
-
-    def fails_once(model):
-        calls.append(model)
-        return "Check 'any_of(scale.size(), OC, 1U)' failed" if len(calls) == 1 else real(model)
-
-    monkeypatch.setattr(runtime, "compile_error", fails_once)
+    real = runtime.compile_error
+    monkeypatch.setattr(runtime, "compile_error", compile_error_failing_once(real))
     deploy, calibration = to_deploy(_small_model(32)), _images(32)
     lines = []
     graph, int8 = quantize_for_cpu(deploy, calibration, OpenVINOPTQConfig(), 3, 32, lines.append)

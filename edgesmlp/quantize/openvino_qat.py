@@ -33,9 +33,10 @@ def quantize_aware_training(model: torch.nn.Module, teacher: torch.nn.Module, ca
     summary = fine_tune(student, teacher, job, preprocess, log)
     c = student.model.config
     set_channels_last(student.eval().model)
-    int8 = to_openvino(student, c.in_chans, c.image_size, batch=-1)  # NHWC reshapes follow the batch, as in PTQ
+    # Exported with a dynamic batch so the NHWC reshapes follow the batch (as PTQ's graph), then shipped at batch 1.
+    int8 = with_batch(to_openvino(student, c.in_chans, c.image_size, batch=-1), 1)
     if (error := compile_error(int8)) is not None:
         log(f"OpenVINO cannot compile the channels-last QAT graph ({error}): exporting the NCHW deploy form")
         set_channels_last(student.model, enabled=False)
-        int8 = to_openvino(student, c.in_chans, c.image_size, batch=-1)
-    return with_batch(int8, 1), summary
+        int8 = with_batch(to_openvino(student, c.in_chans, c.image_size, batch=-1), 1)
+    return int8, summary
