@@ -67,14 +67,26 @@ class AxialMix(nn.Module):
 class ChannelLayerNorm(nn.Module):
     """LayerNorm over the channel axis of an NCHW tensor (affine already folded into the next conv)."""
 
+    channels_last = False  # set by set_channels_last(): normalize the (N, H*W, C) view
+
     def __init__(self, eps: float):
         super().__init__()
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            # OpenVINO's CPU MVN kernel normalizes trailing axes only: over axis 1 of NCHW it is decomposed into
+            # two ReduceMeans and two elementwise passes, while the (N, H*W, C) view (its permutes no-ops on the
+            # plugin's channels-last memory) runs as one MVN node with the next quantizer fused in: 6% faster
+            # at batch 1 on sMLPNet-T INT8 (benchmarks/results/openvino_int8.md).
+            n, c, h, w = x.shape
+            return self._normalize(x.permute(0, 2, 3, 1).reshape(n, h * w, c), -1).view(n, h, w, c).permute(0, 3, 1, 2)
+        return self._normalize(x, 1)
+
+    def _normalize(self, x: torch.Tensor, dim: int) -> torch.Tensor:
         # Written as (x - mean) / sqrt(var + eps): the pattern OpenVINO fuses into one MVN op.
-        centred = x - x.mean(dim=1, keepdim=True)
-        return centred / torch.sqrt(centred.pow(2).mean(dim=1, keepdim=True) + self.eps)
+        centred = x - x.mean(dim=dim, keepdim=True)
+        return centred / torch.sqrt(centred.pow(2).mean(dim=dim, keepdim=True) + self.eps)
 
 
 class TokenMix(nn.Module):
@@ -262,8 +274,8 @@ def to_deploy(model: sMLPNet, inputs: torch.Tensor | None = None, rtol: float = 
 @torch.no_grad()
 def channels_last_mixing(model: DeploySMLPNet, inputs: torch.Tensor | None = None,
                          rtol: float = DEPLOY_RTOL) -> DeploySMLPNet:
-    """A copy of ``model`` (sharing its weights) whose fc-fused token mixing runs on an NHWC view; raise FoldError
-    unless the logits match.
+    """A copy of ``model`` (sharing its weights) whose fc-fused token mixing and channel norms run on NHWC views
+    (:func:`set_channels_last`); raise FoldError unless the logits match.
 
     For OpenVINO INT8 only: there the NCHW mixing costs four layout Reorders a block and leaves ``P @ x`` in float
     (1.26x slower on sMLPNet-T, benchmarks/results/openvino_int8.md), while in float at bf16 this form is the slower
@@ -273,15 +285,17 @@ def channels_last_mixing(model: DeploySMLPNet, inputs: torch.Tensor | None = Non
     inputs = example_inputs(model) if inputs is None else inputs
     shared = {id(t): t for t in (*model.parameters(), *model.buffers())}  # a new module tree on the same weights
     out = set_channels_last(copy.deepcopy(model, memo=shared).eval())
-    check_equivalent(model.eval()(inputs), out, inputs, "channels-last token mixing", rtol)
+    check_equivalent(model.eval()(inputs), out, inputs, "channels-last mixing and norms", rtol)
     return out
 
 
 def set_channels_last(model: DeploySMLPNet, enabled: bool = True) -> DeploySMLPNet:
     """Switch ``model``'s fc-fused token mixing to the NHWC view in place, where OpenVINO can compile it (non-zero
-    mixing biases, see :func:`channels_last_mixing`), and return it. Unproved: for QAT's student, whose fake
-    quantizers sit at the same tensors in either layout; float models go through :func:`channels_last_mixing`.
-    ``enabled=False`` switches every block back to NCHW."""
+    mixing biases, see :func:`channels_last_mixing`), and every channel LayerNorm to its (N, H*W, C) view; return
+    it. Unproved: for QAT's student, whose fake quantizers sit at the same tensors in either layout; float models
+    go through :func:`channels_last_mixing`. ``enabled=False`` switches every block back to NCHW."""
     for tm in model.token_mix:
         tm.channels_last = enabled and tm.fuse is not None and bool(tm.mix.bias_w.any()) and bool(tm.mix.bias_h.any())
+    for cm in model.channel_mix:
+        cm.norm.channels_last = enabled
     return model

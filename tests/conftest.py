@@ -9,15 +9,16 @@ from edgesmlp.model import sMLPNet
 SMALL = ModelConfig(dim=8, depths=(1, 1, 2, 1), alpha=2, num_classes=5, in_chans=3, image_size=32)
 
 
-def nhwc_transpose_pairs(xml) -> int:
-    """How many blocks of the OpenVINO IR ``xml`` mix tokens channels-last: its only Transposes are channels-last
-    mixing's, into and out of the NHWC view, one pair a block (an assertion error if any other Transpose is there)."""
+def nhwc_transpose_pairs(xml, scope: str = "token_mix") -> int:
+    """How many blocks of the OpenVINO IR ``xml`` run ``scope`` (a layer name part: "token_mix" for the token
+    mixing, "norm" for the channel LayerNorms) on an NHWC view. The IR's only Transposes are the views', into and
+    out of NHWC, one pair per block and scope (an assertion error if any other Transpose is there)."""
     import openvino as ov
 
-    orders = [tuple(op.input(1).get_source_output().get_node().get_data())
-              for op in ov.Core().read_model(str(xml)).get_ops() if op.get_type_name() == "Transpose"]
+    transposes = [op for op in ov.Core().read_model(str(xml)).get_ops() if op.get_type_name() == "Transpose"]
+    orders = [tuple(op.input(1).get_source_output().get_node().get_data()) for op in transposes]
     assert orders.count((0, 2, 3, 1)) == orders.count((0, 3, 1, 2)) == len(orders) / 2, orders
-    return len(orders) // 2
+    return sum(f"{scope}" in op.get_friendly_name() for op in transposes) // 2
 
 
 def compile_error_failing_once(real):

@@ -19,10 +19,8 @@ import zipfile
 import zlib
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from typer.testing import CliRunner
 
 from edgesmlp.cli import app

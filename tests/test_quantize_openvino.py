@@ -67,6 +67,7 @@ def test_int8_ir_is_really_quantized(default_run):
     types = [op.get_type_name() for op in model.get_ops()]
     assert types.count("FakeQuantize") >= 20
     assert nhwc_transpose_pairs(default_run.directory / "model.xml") > 0  # token mixing channels-last
+    assert nhwc_transpose_pairs(default_run.directory / "model.xml", ".norm/") > 0  # and the channel norms
 
 
 def test_cli_no_arguments_and_real_imagefolder(digits_tree, tmp_path, monkeypatch):
@@ -229,6 +230,11 @@ def test_channels_last_int8_has_no_reorders_and_int8_token_mixing():
     nchw = quantize_openvino(to_openvino(deploy, 3, 64, batch=-1), calibration, OpenVINOPTQConfig())
     reorders = [name for name, _ in _executed(ours, 64, ("Reorder",))]
     assert reorders and all("stems.0" in name for name in reorders)  # only the input's, into the first conv
+    # Each channel LayerNorm is one MVN node (its quantizer fused in), not ReduceMeans and elementwise passes.
+    # The only ReduceMean left is the head's average pool ("aten::mean"); the NCHW form has two more a block.
+    reduces = lambda int8: [name for name, _ in _executed(int8, 64, ("ReduceMean",)) if "aten::mean" not in name]
+    assert len(_executed(ours, 64, ("MVN",))) == 4 and not reduces(ours)
+    assert len(reduces(nchw)) == 2 * 4 and not _executed(nchw, 64, ("MVN",))
     # The NCHW form reorders in every block (3 or 4 Reorders each, by CPU: AMD EPYC with VNNI 4, Xeon with AMX 3).
     in_blocks = {m.group(1) for n, _ in _executed(nchw, 64, ("Reorder",)) if (m := re.search(r"token_mix\.(\d+)", n))}
     assert len(in_blocks) == 4, in_blocks

@@ -268,7 +268,6 @@ def to_unsigned_activations(model):
     (``P @ x``), which meets u8 activations and so becomes u8 too.
     """
     import onnx
-    from onnx import numpy_helper
 
     out = onnx.ModelProto()
     out.CopyFrom(model)
