@@ -139,7 +139,7 @@ def _why_not_faster(results: list[Result], ckpt) -> list[str]:
                 "see `edgesmlp bench` and benchmarks/openvino_int8.py for where the time goes."]
     return [f"INT8 is not faster here because this model is tiny ({macs / 1e6:.1f} M MACs per image): per-operation "
             "overhead, not arithmetic, sets its latency. On sMLPNet-T at 224 (5 G MACs) edgesmlp's OpenVINO INT8 "
-            "measured 1.7-2.0x faster than the official graph at OpenVINO's default precision (bf16) and 2.6-3.8x faster than "
+            "measured 1.7-2.1x faster than the official graph at OpenVINO's default precision (bf16) and 2.6-4.3x faster than "
             "f32 on 2-core AVX-512 VNNI and AMX CPUs (README); benchmarks/openvino_int8.py "
             "measures it on yours."]
 
