@@ -130,6 +130,20 @@ def test_preprocess_matches_imagenet_eval_recipe():
     np.testing.assert_allclose(out, expected.transpose(2, 0, 1), atol=1e-5)
 
 
+def test_loaded_images_are_uint8_pixels_normalised_exactly_as_preprocess(tmp_path):
+    rng = np.random.default_rng(2)
+    for i in range(3):
+        save(tmp_path / f"{i}.png", Image.fromarray(rng.integers(0, 256, (40, 50, 3), np.uint8)))
+    pre = Preprocess(image_size=32)
+    loaded = load_tensors(open_images(tmp_path), pre)
+    assert loaded.x.pixels.dtype == np.uint8 and loaded.x.pixels.shape == (3, 3, 32, 32)  # a quarter of float32
+    expected = np.stack([pre(Image.open(tmp_path / f"{i}.png")) for i in range(3)])
+    assert loaded.x.dtype == np.float32 and loaded.x.shape == expected.shape and len(loaded.x) == 3
+    np.testing.assert_array_equal(np.asarray(loaded.x), expected)  # bit-identical, not merely close
+    np.testing.assert_array_equal(loaded.x[1:3], expected[1:3])
+    np.testing.assert_array_equal(np.stack(list(loaded.x)), expected)
+
+
 def test_image_at_input_size_passes_unchanged():
     pixels = np.random.default_rng(1).integers(0, 255, (32, 32, 3), np.uint8)
     out = PRE(Image.fromarray(pixels))

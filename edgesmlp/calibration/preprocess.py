@@ -51,6 +51,10 @@ class Preprocess:
 
     def __call__(self, image: Image.Image) -> np.ndarray:
         """A float32 (C, H, W) array."""
+        return normalize(self.pixels(image), self.mean, self.std)
+
+    def pixels(self, image: Image.Image) -> np.ndarray:
+        """The resized and cropped image as a uint8 (C, H, W) array, before scaling and normalising."""
         image = to_model_mode(image, self.channels)
         size = self.image_size
         if image.size != (size, size) or self.crop_pct != 1.0:
@@ -63,14 +67,51 @@ class Preprocess:
             image = image.resize(new, INTERPOLATIONS[self.interpolation])
             left, top = (new[0] - size) // 2, (new[1] - size) // 2
             image = image.crop((left, top, left + size, top + size))
-        array = np.asarray(image, dtype=np.float32) / 255.0
+        array = np.asarray(image, dtype=np.uint8)
         if array.ndim == 2:
             array = array[:, :, None]
-        array = (array - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return np.ascontiguousarray(array.transpose(2, 0, 1))
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def normalize(pixels: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """uint8 pixels (..., C, H, W) scaled to [0, 1] and normalised, as float32."""
+    shape = (len(mean), 1, 1)
+    scaled = pixels.astype(np.float32) / 255.0
+    return (scaled - np.asarray(mean, np.float32).reshape(shape)) / np.asarray(std, np.float32).reshape(shape)
+
+
+@dataclass(frozen=True, eq=False)
+class Images:
+    """Preprocessed images kept as their uint8 pixels, a quarter of the float32 array's memory (1,000 images at
+    224 are 144 MiB, not 574), and normalised to float32 (N, C, H, W) when indexed or iterated: a read-only
+    stand-in for that array wherever it is sliced, iterated or passed to numpy."""
+
+    pixels: np.ndarray  # (N, C, H, W) uint8
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    dtype = np.dtype(np.float32)
+    ndim = 4
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.pixels.shape
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def __getitem__(self, key) -> np.ndarray:
+        return normalize(self.pixels[key], self.mean, self.std)
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        array = self[:]
+        return array if dtype is None else array.astype(dtype, copy=False)
 
 
 def to_model_mode(image: Image.Image, channels: int) -> Image.Image:

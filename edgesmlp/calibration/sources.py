@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from edgesmlp.calibration.preprocess import Images, Preprocess
 from edgesmlp.errors import DataError, ImageTooLarge
 
 MAX_PIXELS = 64_000_000  # per image; Pillow itself refuses only beyond about 179 million
@@ -83,7 +84,7 @@ class ImageSet:
 
 @dataclass
 class LoadedImages:
-    x: np.ndarray  # (N, C, H, W) float32, preprocessed
+    x: Images | np.ndarray  # (N, C, H, W) float32 when indexed, preprocessed (Images: kept as uint8 pixels)
     labels: np.ndarray | None  # (N,) int64, or None when unlabelled
     keys: list[str]
     skipped: list[tuple[str, str]]  # (key, reason)
@@ -184,11 +185,13 @@ def _from_list(path: Path, num_classes: int | None) -> ImageSet:
 DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
-def decode(item: ImageItem, preprocess: Callable[[Image.Image], np.ndarray], skipped: list) -> np.ndarray | None:
-    """The preprocessed image, or None with ``(key, reason)`` appended to ``skipped`` when it cannot be read."""
+def decode(item: ImageItem, preprocess: Callable[[Image.Image], np.ndarray], skipped: list,
+           pixels: bool = False) -> np.ndarray | None:
+    """The preprocessed image (``pixels``: a Preprocess's uint8 pixels, not yet normalised), or None with
+    ``(key, reason)`` appended to ``skipped`` when it cannot be read."""
     side = getattr(preprocess, "resize_side", None)
     try:
-        return preprocess(item.open(side))
+        return (preprocess.pixels if pixels else preprocess)(item.open(side))
     except DECODE_ERRORS as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         skipped.append((item.key, display(reason)[:160]))
@@ -198,13 +201,15 @@ def decode(item: ImageItem, preprocess: Callable[[Image.Image], np.ndarray], ski
 def load_tensors(
     images: ImageSet, preprocess: Callable[[Image.Image], np.ndarray], description: str = "Loading images"
 ) -> LoadedImages:
-    """Decode and preprocess every image; skip (and count) the unreadable ones."""
+    """Decode and preprocess every image; skip (and count) the unreadable ones. With a :class:`Preprocess` the
+    images are kept as uint8 pixels (:class:`Images`), normalised when used."""
     from edgesmlp.progress import progress_bar
 
+    pixels = isinstance(preprocess, Preprocess)
     tensors, labels, keys, skipped = [], [], [], []
     with progress_bar(description, total=len(images.items)) as advance:
         for item in images.items:
-            x = decode(item, preprocess, skipped)
+            x = decode(item, preprocess, skipped, pixels)
             if x is not None:
                 tensors.append(x)
                 labels.append(item.label)
@@ -216,7 +221,7 @@ def load_tensors(
                         "check the files are valid images")
     has_labels = all(label is not None for label in labels)
     return LoadedImages(
-        x=np.stack(tensors),
+        x=Images(np.stack(tensors), preprocess.mean, preprocess.std) if pixels else np.stack(tensors),
         labels=np.array(labels, np.int64) if has_labels else None,
         keys=keys,
         skipped=skipped,

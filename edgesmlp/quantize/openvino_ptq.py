@@ -156,7 +156,8 @@ def quantize_openvino(model, calibration: np.ndarray, config: OpenVINOPTQConfig,
         advanced.smooth_quant_alphas = AdvancedSmoothQuantParameters(
             convolution=config.smooth_quant, matmul=config.smooth_quant
         )
-    samples = [calibration[i : i + 1] for i in range(len(calibration))]
+    # One image a sample, normalised as NNCF asks for it (calibration may be uint8-backed Images).
+    samples = nncf.Dataset(range(len(calibration)), lambda i: calibration[i : i + 1])
     # NNCF draws its progress bars on stdout; keep stdout for results (tables, JSON), and its INFO lines quiet.
     nncf_log = logging.getLogger("nncf")
     level = nncf_log.level
@@ -187,9 +188,9 @@ def _ignored_scope(nncf, config: OpenVINOPTQConfig):
 def _nncf_quantize(nncf, model, samples, config: OpenVINOPTQConfig, advanced, kwargs):
     return nncf.quantize(
         model,
-        nncf.Dataset(samples),
+        samples,
         preset=nncf.QuantizationPreset.PERFORMANCE if config.preset is Preset.performance else nncf.QuantizationPreset.MIXED,
-        subset_size=len(samples),
+        subset_size=samples.get_length(),
         fast_bias_correction=config.bias_correction is not BiasCorrection.full,
         ignored_scope=_ignored_scope(nncf, config),
         advanced_parameters=advanced,

@@ -29,7 +29,7 @@ def quantize_aware_training(model: torch.nn.Module, teacher: torch.nn.Module, ca
                             preprocess, log) -> tuple[object, dict]:
     """Return (the fine-tuned INT8 ov.Model, the training summary) for the deploy form ``model``."""
     student = QATDeploySMLPNet(model, learn_ranges=True)
-    student.calibrate(torch.from_numpy(calibration), INIT_METHOD, INIT_PERCENTILE)
+    student.calibrate(torch.from_numpy(np.asarray(calibration)), INIT_METHOD, INIT_PERCENTILE)
     summary = fine_tune(student, teacher, job, preprocess, log)
     c = student.model.config
     set_channels_last(student.eval().model)

@@ -23,7 +23,7 @@ def quantize_aware_training(model: torch.nn.Module, teacher: torch.nn.Module, ca
                             config: QDQConfig, job: QATJob, preprocess, out_path: Path, scratch: Path, log) -> dict:
     """Fine-tune the deploy form ``model``; write its Q/DQ ONNX to ``out_path``; return the training summary."""
     student = QATDeploySMLPNet(model)
-    student.calibrate(torch.from_numpy(calibration), config.method, config.percentile)
+    student.calibrate(torch.from_numpy(np.asarray(calibration)), config.method, config.percentile)
     summary = fine_tune(student, teacher, job, preprocess, log)
     tuned = student.float_model()
     c = tuned.config

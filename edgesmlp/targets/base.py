@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # heavy types, for annotations only: the device side imports 
     import numpy as np
     import torch
 
-    from edgesmlp.calibration.preprocess import Preprocess
+    from edgesmlp.calibration.preprocess import Images, Preprocess
     from edgesmlp.checkpoint import Checkpoint
     from edgesmlp.quantize.budget import Budget
     from edgesmlp.quantize.qat import QATJob
@@ -89,12 +89,12 @@ class Job:
     model: torch.nn.Module  # the form being shipped (the deploy form unless --form reference)
     form: str
     preprocess: Preprocess
-    calibration: np.ndarray  # (N, C, H, W) preprocessed calibration images
+    calibration: Images | np.ndarray  # (N, C, H, W) preprocessed calibration images (Images: uint8-backed)
     config: TargetConfig  # the target's own frozen config (Target.config_type)
     run: RunSettings = RunSettings()
     qat: QATJob | None = None  # quantization-aware training instead of post-training only
     budget: Budget | None = None  # the accuracy asked for; a target that can keep layers in float meets it
-    search: np.ndarray | None = None  # (M, C, H, W) images the budget is met on: from the calibration source
+    search: Images | np.ndarray | None = None  # (M, C, H, W) images the budget is met on: from the calibration source
     search_labels: np.ndarray | None = None  # (M,) their labels, when they have them
 
 
