@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import random
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,7 +83,7 @@ class ImageSet:
 
 @dataclass
 class LoadedImages:
-    x: Images | np.ndarray  # (N, C, H, W) float32 when indexed, preprocessed (Images: kept as uint8 pixels)
+    x: Images  # (N, C, H, W) preprocessed: uint8 pixels, float32 when indexed
     labels: np.ndarray | None  # (N,) int64, or None when unlabelled
     keys: list[str]
     skipped: list[tuple[str, str]]  # (key, reason)
@@ -185,31 +184,26 @@ def _from_list(path: Path, num_classes: int | None) -> ImageSet:
 DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
-def decode(item: ImageItem, preprocess: Callable[[Image.Image], np.ndarray], skipped: list,
-           pixels: bool = False) -> np.ndarray | None:
-    """The preprocessed image (``pixels``: a Preprocess's uint8 pixels, not yet normalised), or None with
+def decode(item: ImageItem, preprocess: Preprocess, skipped: list, pixels: bool = False) -> np.ndarray | None:
+    """The preprocessed image (``pixels``: its uint8 pixels, not yet normalised), or None with
     ``(key, reason)`` appended to ``skipped`` when it cannot be read."""
-    side = getattr(preprocess, "resize_side", None)
     try:
-        return (preprocess.pixels if pixels else preprocess)(item.open(side))
+        return (preprocess.pixels if pixels else preprocess)(item.open(preprocess.resize_side))
     except DECODE_ERRORS as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         skipped.append((item.key, display(reason)[:160]))
         return None
 
 
-def load_tensors(
-    images: ImageSet, preprocess: Callable[[Image.Image], np.ndarray], description: str = "Loading images"
-) -> LoadedImages:
-    """Decode and preprocess every image; skip (and count) the unreadable ones. With a :class:`Preprocess` the
-    images are kept as uint8 pixels (:class:`Images`), normalised when used."""
+def load_tensors(images: ImageSet, preprocess: Preprocess, description: str = "Loading images") -> LoadedImages:
+    """Decode and preprocess every image; skip (and count) the unreadable ones. The images are kept as their
+    uint8 pixels (:class:`Images`), normalised when used."""
     from edgesmlp.progress import progress_bar
 
-    pixels = isinstance(preprocess, Preprocess)
     tensors, labels, keys, skipped = [], [], [], []
     with progress_bar(description, total=len(images.items)) as advance:
         for item in images.items:
-            x = decode(item, preprocess, skipped, pixels)
+            x = decode(item, preprocess, skipped, pixels=True)
             if x is not None:
                 tensors.append(x)
                 labels.append(item.label)
@@ -221,7 +215,7 @@ def load_tensors(
                         "check the files are valid images")
     has_labels = all(label is not None for label in labels)
     return LoadedImages(
-        x=Images(np.stack(tensors), preprocess.mean, preprocess.std) if pixels else np.stack(tensors),
+        x=Images(np.stack(tensors), preprocess.mean, preprocess.std),
         labels=np.array(labels, np.int64) if has_labels else None,
         keys=keys,
         skipped=skipped,
