@@ -1,0 +1,159 @@
+"""Rewrites of the shipped OpenVINO INT8 graph that were measured and not shipped (sMLPNet-T, 224).
+
+    python benchmarks/openvino_int8_probes.py [--rounds 5]
+
+Each probe changes one thing in the openvino target's channels-last deploy form, goes through the shipped
+recipe (NNCF performance preset, min-max ranges, 32 random calibration images) and is timed against the
+shipped graph in interleaved rounds in one process, compiled with no hint as shipped: at batch 1 on 2 threads,
+and at batch 8 on 1 thread (one stream of the throughput pool `bench` runs on 2 cores).
+
+  bias_after_fuse   the axial MatMuls without their biases, which are carried past the fuse as two broadcast
+                    Adds ((H, C) and (W, C) tables: exact in float), so each MatMul's requantization can fuse
+                    into it; the P weights are requantized per tensor, because OpenVINO 2026.4 does not compile
+                    an INT8 left MatMul with per-row weight scales feeding a FakeQuantize
+  no_mixing_bias    the same without the carried biases: not sMLPNet, the most that removing those Adds saves
+  gelu_tanh         every GELU in its tanh approximation (not sMLPNet's erf GELU, and it breaks the logits proof)
+  flat_concat       the Concat and fuse on the (N*H*W, C) view instead of (N, H, W, C)
+
+Random weights are fine for speed. Writes benchmarks/results/openvino_int8_probes.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent.parent))
+from benchmarks.common import random_smlpnet_t, write_result  # noqa: E402
+
+SIZE = 224
+
+
+def _fuse_parts(tm, x: torch.Tensor, bias: bool) -> list[torch.Tensor]:
+    """The Concat's inputs on the NHWC view ``x``: identity, W-mixed and H-mixed, with or without the MatMul biases."""
+    n, h, w, c = x.shape
+    along_w = torch.matmul(tm.mix.weight_w.t(), x)
+    along_h = torch.matmul(tm.mix.weight_h, x.reshape(n, h, w * c)).view(n, h, w, c)
+    if bias:
+        along_w, along_h = along_w + tm.mix.bias_w[:, None], along_h + tm.mix.bias_h.view(h, 1, 1)
+    return [x, tm.fuse_in(along_w), tm.fuse_in(along_h)]
+
+
+def bias_after_fuse(tm, qa: torch.Tensor, carried: bool = True) -> torch.Tensor:
+    """fuse(cat[x, Pw x + bw, Ph x + bh]) = fuse(cat[x, Pw x, Ph x]) + bw (x) sw + bh (x) sh, where sw and sh are
+    the fuse weight's row sums over the W- and H-mixed channels: the biases become an (W, C) and an (H, C) table."""
+    x = qa.permute(0, 2, 3, 1)
+    c = x.shape[-1]
+    weight = tm.fuse.weight[:, :, 0, 0]
+    out = torch.matmul(torch.cat(_fuse_parts(tm, x, bias=False), dim=-1), weight.t())
+    if carried:
+        out = out + tm.mix.bias_w[:, None] * weight[:, c:2 * c].sum(1) + (tm.mix.bias_h * weight[:, 2 * c:].sum(1))[:, None]
+    return out.permute(0, 3, 1, 2)
+
+
+def flat_concat(tm, qa: torch.Tensor) -> torch.Tensor:
+    x = qa.permute(0, 2, 3, 1)
+    n, h, w, c = x.shape
+    cat = torch.cat([p.reshape(n * h * w, c) for p in _fuse_parts(tm, x, bias=True)], dim=-1)
+    return torch.matmul(cat, tm.fuse.weight[:, :, 0, 0].t()).view(n, h, w, c).permute(0, 3, 1, 2)
+
+
+def probe_model(model, probe: str):
+    from edgesmlp.deploy import channels_last_mixing, to_deploy
+
+    deploy = channels_last_mixing(to_deploy(model))
+    mixes = {"bias_after_fuse": bias_after_fuse, "no_mixing_bias": lambda tm, qa: bias_after_fuse(tm, qa, False),
+             "flat_concat": flat_concat}
+    for tm in deploy.token_mix:
+        if probe in mixes and tm.channels_last:
+            tm._mix_channels_last = lambda qa, tm=tm: mixes[probe](tm, qa)
+        if probe == "gelu_tanh":
+            tm.act = torch.nn.GELU(approximate="tanh")
+    if probe == "gelu_tanh":
+        for cm in deploy.channel_mix:
+            cm.act = torch.nn.GELU(approximate="tanh")
+    return deploy
+
+
+def per_tensor_mixing_weights(int8) -> int:
+    """Requantize every left-operand MatMul's weight (P) per tensor, in place; return how many."""
+    import openvino.opset13 as ops
+
+    from edgesmlp.quantize.openvino_bias import _value
+
+    count = 0
+    for op in int8.get_ordered_ops():
+        if op.get_type_name() != "MatMul":
+            continue
+        weight = op.input(0).get_source_output().get_node()
+        if weight.get_type_name() != "Multiply":
+            continue
+        value = _value(weight)
+        scale = np.float32(np.abs(value).max() / 127)
+        q = np.clip(np.round(value / scale), -127, 127).astype(np.int8)
+        chain = ops.multiply(ops.convert(ops.constant(q), "f32"), ops.constant(np.array(scale).reshape(1, 1)))
+        op.input(0).replace_source_output(chain.output(0))
+        count += 1
+    return count
+
+
+def main() -> None:
+    import openvino as ov
+
+    import openvino_int8 as recorded
+    from edgesmlp.export import to_openvino
+    from edgesmlp.quantize.openvino_ptq import OpenVINOPTQConfig, quantize_openvino
+    from edgesmlp.runtimes.openvino import with_batch
+    from edgesmlp.timing import interleaved, paired_ratio
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    model, calibration = random_smlpnet_t(), recorded.calibration(32)
+    x = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model(x)
+    graphs, float_error = {}, {}
+    for probe in ("shipped", "bias_after_fuse", "no_mixing_bias", "gelu_tanh", "flat_concat"):
+        deploy = probe_model(model, probe)
+        with torch.no_grad():
+            float_error[probe] = float((deploy(x) - expected).abs().max() / expected.abs().max())
+        int8 = quantize_openvino(to_openvino(deploy, 3, SIZE, batch=-1), calibration, OpenVINOPTQConfig())
+        if probe in ("bias_after_fuse", "no_mixing_bias"):
+            per_tensor_mixing_weights(int8)
+        graphs[probe] = int8
+        print(f"{probe}: float logits relative error {float_error[probe]:.1e}", flush=True)
+    core, ratios = ov.Core(), {}
+    for batch, threads, iters in ((1, 2, 8), (8, 1, 2)):
+        inputs = np.random.default_rng(0).standard_normal((batch, 3, SIZE, SIZE)).astype(np.float32)
+        calls = {}
+        for probe, int8 in graphs.items():
+            request = core.compile_model(with_batch(int8, batch), "CPU", {"INFERENCE_NUM_THREADS": threads,
+                                                                          "PERFORMANCE_HINT": "LATENCY"}).create_infer_request()
+            calls[probe] = lambda request=request: request.infer({0: inputs})
+        timings, per_round = interleaved(calls, rounds=args.rounds, iters=iters)
+        for probe in graphs:
+            ratios[probe, batch] = (timings[probe].p50, paired_ratio(per_round, "shipped", probe))
+            print(f"batch {batch}, {threads} threads: {probe:16s} p50 {timings[probe].p50:8.2f} ms, "
+                  f"{ratios[probe, batch][1]:.3f}x the shipped graph's speed", flush=True)
+    lines = ["# OpenVINO INT8 probes: rewrites measured and not shipped (sMLPNet-T, 224)", "",
+             f"`python benchmarks/openvino_int8_probes.py --rounds {args.rounds}`: each probe through the shipped "
+             "recipe, compiled with no hint as shipped, timed in interleaved rounds in one process against the "
+             "shipped graph. Speed is the median over rounds of shipped time / probe time (> 1: the probe is "
+             "faster). Float error: the probe's float logits against the official module's (the deploy proof "
+             "asks <= 1e-5).", "",
+             "| probe | float logits error | batch 1, 2 threads: p50 ms | speed | batch 8, 1 thread: p50 ms | speed |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for probe in graphs:
+        (p1, r1), (p8, r8) = ratios[probe, 1], ratios[probe, 8]
+        lines.append(f"| {probe} | {float_error[probe]:.1e} | {p1:.2f} | {r1:.3f}x | {p8:.1f} | {r8:.3f}x |")
+    write_result("openvino_int8_probes", lines, "openvino", "nncf", "torch")
+
+
+if __name__ == "__main__":
+    main()
