@@ -14,6 +14,8 @@ and at batch 8 on 1 thread (one stream of the throughput pool `bench` runs on 2 
   no_mixing_bias    the same without the carried biases: not sMLPNet, the most that removing those Adds saves
   gelu_tanh         every GELU in its tanh approximation (not sMLPNet's erf GELU, and it breaks the logits proof)
   flat_concat       the Concat and fuse on the (N*H*W, C) view instead of (N, H, W, C)
+  nchw_concat       the mixed branches permuted back to NCHW, concatenated on its channel axis and fused by the
+                    1x1 convolution (the plugin's channels-last Concat kernel instead of its reference one)
 
 Random weights are fine for speed. Writes benchmarks/results/openvino_int8_probes.md.
 """
@@ -62,12 +64,18 @@ def flat_concat(tm, qa: torch.Tensor) -> torch.Tensor:
     return torch.matmul(cat, tm.fuse.weight[:, :, 0, 0].t()).view(n, h, w, c).permute(0, 3, 1, 2)
 
 
+def nchw_concat(tm, qa: torch.Tensor) -> torch.Tensor:
+    x = qa.permute(0, 2, 3, 1)
+    mixed = [part.permute(0, 3, 1, 2) for part in _fuse_parts(tm, x, bias=True)[1:]]
+    return tm.fuse(torch.cat([qa, *mixed], dim=1))
+
+
 def probe_model(model, probe: str):
     from edgesmlp.deploy import channels_last_mixing, to_deploy
 
     deploy = channels_last_mixing(to_deploy(model))
     mixes = {"bias_after_fuse": bias_after_fuse, "no_mixing_bias": lambda tm, qa: bias_after_fuse(tm, qa, False),
-             "flat_concat": flat_concat}
+             "flat_concat": flat_concat, "nchw_concat": nchw_concat}
     for tm in deploy.token_mix:
         if probe in mixes and tm.channels_last:
             tm._mix_channels_last = lambda qa, tm=tm: mixes[probe](tm, qa)
@@ -119,7 +127,7 @@ def main() -> None:
     with torch.no_grad():
         expected = model(x)
     graphs, float_error = {}, {}
-    for probe in ("shipped", "bias_after_fuse", "no_mixing_bias", "gelu_tanh", "flat_concat"):
+    for probe in ("shipped", "bias_after_fuse", "no_mixing_bias", "gelu_tanh", "flat_concat", "nchw_concat"):
         deploy = probe_model(model, probe)
         with torch.no_grad():
             float_error[probe] = float((deploy(x) - expected).abs().max() / expected.abs().max())
