@@ -1,6 +1,6 @@
 """Rewrites of the shipped OpenVINO INT8 graph that were measured and not shipped (sMLPNet-T, 224).
 
-    python benchmarks/openvino_int8_probes.py [--rounds 5]
+    python benchmarks/openvino_int8_probes.py [--rounds 5] [--probes NAME ...] [--name openvino_int8_probes]
 
 Each probe changes one thing in the openvino target's channels-last deploy form, goes through the shipped
 recipe (NNCF performance preset, min-max ranges, 32 random calibration images) and is timed against the
@@ -16,8 +16,10 @@ and at batch 8 on 1 thread (one stream of the throughput pool `bench` runs on 2 
   flat_concat       the Concat and fuse on the (N*H*W, C) view instead of (N, H, W, C)
   nchw_concat       the mixed branches permuted back to NCHW, concatenated on its channel axis and fused by the
                     1x1 convolution (the plugin's channels-last Concat kernel instead of its reference one)
+  ffn_matmul        the channel MLP's two 1x1 convolutions as MatMuls on the normalized (N, H*W, C) view, so the
+                    plugin runs them as FullyConnected (as NNCF's plain graph runs its Linear layers)
 
-Random weights are fine for speed. Writes benchmarks/results/openvino_int8_probes.md.
+Random weights are fine for speed. Writes benchmarks/results/openvino_int8_probes.md (or --name NAME.md).
 """
 
 from __future__ import annotations
@@ -72,6 +74,17 @@ def nchw_concat(tm, qa: torch.Tensor) -> torch.Tensor:
     return tm.fuse(torch.cat([qa, *mixed], dim=1))
 
 
+def ffn_matmul(cm, x: torch.Tensor) -> torch.Tensor:
+    n, c, h, w = x.shape
+    flat = cm.norm._normalize(x.permute(0, 2, 3, 1).reshape(n, h * w, c), -1)
+    hidden = cm.act(torch.matmul(cm.fc1_in(flat), cm.fc1.weight[:, :, 0, 0].t()) + cm.fc1.bias)
+    out = torch.matmul(cm.fc2_in(hidden), cm.fc2.weight[:, :, 0, 0].t()) + cm.fc2.bias
+    return out.view(n, h, w, c).permute(0, 3, 1, 2)
+
+
+PROBES = ("bias_after_fuse", "no_mixing_bias", "gelu_tanh", "flat_concat", "nchw_concat", "ffn_matmul")
+
+
 def probe_model(model, probe: str):
     from edgesmlp.deploy import channels_last_mixing, to_deploy
 
@@ -83,9 +96,11 @@ def probe_model(model, probe: str):
             tm._mix_channels_last = lambda qa, tm=tm: mixes[probe](tm, qa)
         if probe == "gelu_tanh":
             tm.act = torch.nn.GELU(approximate="tanh")
-    if probe == "gelu_tanh":
-        for cm in deploy.channel_mix:
+    for cm in deploy.channel_mix:
+        if probe == "gelu_tanh":
             cm.act = torch.nn.GELU(approximate="tanh")
+        if probe == "ffn_matmul":
+            cm.forward = lambda x, cm=cm: ffn_matmul(cm, x)
     return deploy
 
 
@@ -122,6 +137,9 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--probes", nargs="+", choices=PROBES, default=list(PROBES))
+    parser.add_argument("--name", default="openvino_int8_probes",
+                        help="record as benchmarks/results/NAME.md (one record per kind of CPU)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     model, calibration = random_smlpnet_t(), recorded.calibration(32)
@@ -129,7 +147,7 @@ def main() -> None:
     with torch.no_grad():
         expected = model(x)
     graphs, float_error = {}, {}
-    for probe in ("shipped", "bias_after_fuse", "no_mixing_bias", "gelu_tanh", "flat_concat", "nchw_concat"):
+    for probe in ("shipped", *args.probes):
         deploy = probe_model(model, probe)
         with torch.no_grad():
             float_error[probe] = float((deploy(x) - expected).abs().max() / expected.abs().max())
@@ -152,7 +170,9 @@ def main() -> None:
             print(f"batch {batch}, {threads} threads: {probe:16s} p50 {timings[probe].p50:8.2f} ms, "
                   f"{ratios[probe, batch][1]:.3f}x the shipped graph's speed", flush=True)
     lines = ["# OpenVINO INT8 probes: rewrites measured and not shipped (sMLPNet-T, 224)", "",
-             f"`python benchmarks/openvino_int8_probes.py --rounds {args.rounds}`: each probe through the shipped "
+             f"`python benchmarks/openvino_int8_probes.py --rounds {args.rounds}"
+             + (f" --name {args.name}" if args.name != "openvino_int8_probes" else "")
+             + (f" --probes {' '.join(args.probes)}" if tuple(args.probes) != PROBES else "") + "`: each probe through the shipped "
              "recipe, compiled with no hint as shipped, timed in interleaved rounds in one process against the "
              "shipped graph. Speed is the median over rounds of shipped time / probe time (> 1: the probe is "
              "faster). Float error: the probe's float logits against the official module's (the deploy proof "
@@ -162,7 +182,7 @@ def main() -> None:
     for probe in graphs:
         (p1, r1), (p8, r8) = ratios[probe, 1], ratios[probe, 8]
         lines.append(f"| {probe} | {float_error[probe]:.1e} | {p1:.2f} | {r1:.3f}x | {p8:.1f} | {r8:.3f}x |")
-    write_result("openvino_int8_probes", lines, "openvino", "nncf", "torch")
+    write_result(args.name, lines, "openvino", "nncf", "torch")
 
 
 if __name__ == "__main__":
