@@ -178,6 +178,39 @@ def test_bad_options(tmp_path):
         OpenVINOPTQConfig(smooth_quant=2.0)
     with pytest.raises(ConfigError, match="--preset 'fast' unknown: use performance, mixed"):
         OpenVINOPTQConfig(preset="fast")  # the library refuses it too, not only the CLI
+    invoke_error(["--calib-batch", "0"], "--calib-batch must be a whole number of images, 1 or more", tmp_path)
+    invoke_error(["--calib-batch", "4", "--activation-range", "histogram"], "needs --activation-range minmax",
+                 tmp_path)
+    invoke_error(["--calib-batch", "2", "--smooth-quant", "0.5"], "cannot go with NNCF's SmoothQuant", tmp_path)
+    invoke_error(["--calib-batch", "2", "--bias-correction", "fast", "--form", "reference"],
+                 "cannot go with NNCF's bias correction", tmp_path)
+
+
+def test_calibration_batches_give_the_same_int8_graph():
+    """NNCF takes --calib-batch images an inference; with min-max ranges every FakeQuantize range is the same as
+    with one image an inference, including a last, short batch (10 images in batches of 4)."""
+    import numpy as np
+
+    from edgesmlp.deploy import to_deploy
+    from edgesmlp.quantize.openvino_ptq import calibration_graph, quantize_openvino
+
+    deploy = to_deploy(_small_model(32, randomize=True))
+    calibration = np.random.default_rng(0).standard_normal((10, 3, 32, 32)).astype(np.float32)
+
+    def ranges(batch: int) -> dict:
+        int8 = quantize_openvino(calibration_graph(deploy, 3, 32), calibration, OpenVINOPTQConfig(calib_batch=batch))
+        return {op.get_friendly_name(): [op.input(k).get_source_output().get_node().get_data() for k in range(1, 5)]
+                for op in int8.get_ordered_ops() if op.get_type_name() == "FakeQuantize"}
+
+    one, four = ranges(1), ranges(4)
+    assert len(one) > 20 and one.keys() == four.keys()
+    for name, constants in one.items():
+        for a, b in zip(constants, four[name]):
+            np.testing.assert_array_equal(a, b, err_msg=name)
+    # A range that missed the last batch's images would differ: the test sees every image.
+    fewer = quantize_openvino(calibration_graph(deploy, 3, 32), calibration[:8], OpenVINOPTQConfig(calib_batch=4))
+    assert any(not np.array_equal(one[op.get_friendly_name()][k - 1], op.input(k).get_source_output().get_node().get_data())
+               for op in fewer.get_ordered_ops() if op.get_type_name() == "FakeQuantize" for k in range(1, 5))
 
 
 @pytest.mark.parametrize("module, package", [("openvino", "openvino"), ("nncf", "nncf")])

@@ -46,6 +46,7 @@ class TargetOptions:
     bias_correction: str | None = None  # openvino
     smooth_quant: float | None = None  # openvino
     activation_range: str | None = None  # openvino: minmax, histogram or nncf
+    calib_batch: int | None = None  # openvino: calibration images per NNCF inference
     ignored: tuple[str, ...] = ()  # openvino, jetson: node names kept in float
     calib_method: str | None = None  # Q/DQ targets (jetson, onnxruntime)
     percentile: float | None = None  # Q/DQ targets

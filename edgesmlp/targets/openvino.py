@@ -54,7 +54,7 @@ class OpenVINOTarget(Target):
 
     def config_from(self, options: TargetOptions) -> OpenVINOPTQConfig:
         return OpenVINOPTQConfig(**given(options, "preset", "bias_correction", "smooth_quant", "ignored",
-                                         "activation_range"))
+                                         "activation_range", "calib_batch"))
 
     def check(self, config: OpenVINOPTQConfig, form: str, qat: bool = False) -> None:
         from edgesmlp.quantize.openvino_ptq import check_request
