@@ -69,13 +69,13 @@ def prepare(kind: str, n: int):
     return to_openvino(to_deploy(model) if kind == "edgesmlp_nchw" else model, 3, SIZE, batch=-1), np.asarray(calibration(n))
 
 
-def run_ptq(kind: str, ov_model, data, n: int):
+def run_ptq(kind: str, ov_model, data, n: int, calib_batch: int = 1):
     import nncf
 
     from edgesmlp.quantize.openvino_ptq import OpenVINOPTQConfig, quantize_openvino
 
-    if kind.startswith("edgesmlp"):
-        return quantize_openvino(ov_model, data, OpenVINOPTQConfig())  # all n images: subset_size is len(data)
+    if kind.startswith("edgesmlp"):  # all n images: subset_size is len(data)
+        return quantize_openvino(ov_model, data, OpenVINOPTQConfig(calib_batch=calib_batch))
     return nncf.quantize(ov_model, nncf.Dataset([data[i : i + 1] for i in range(n)]), subset_size=n)
 
 
@@ -112,7 +112,14 @@ class RSSSampler:
         self.thread.join()
 
 
-def _child(kind: str, n: int, queue) -> None:
+def fake_quantize_ranges(int8) -> dict[str, np.ndarray]:
+    """Each FakeQuantize's four range constants (input low/high, output low/high), flattened, by node name."""
+    return {op.get_friendly_name(): np.concatenate([op.input(k).get_source_output().get_node().get_data().ravel()
+                                                    for k in range(1, 5)])
+            for op in int8.get_ordered_ops() if op.get_type_name() == "FakeQuantize"}
+
+
+def _child(kind: str, n: int, queue, calib_batch: int, ranges: bool) -> None:
     import gc
 
     # A spawned child inherits the spawn start method, and OpenVINO's telemetry (which NNCF calls) starts a process
@@ -124,16 +131,19 @@ def _child(kind: str, n: int, queue) -> None:
     gc.collect()
     with RSSSampler() as rss:
         start = time.perf_counter()
-        run_ptq(kind, ov_model, data, n)
+        int8 = run_ptq(kind, ov_model, data, n, calib_batch)
         seconds = time.perf_counter() - start
     queue.put({"seconds": seconds, "peak_rss_mb": rss.peak / 2**20, "ptq_rss_increase_mb": (rss.peak - rss.start) / 2**20,
-               "process_high_water_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+               "process_high_water_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+               **({"ranges": fake_quantize_ranges(int8)} if ranges else {})})
 
 
-def measure_ptq(kind: str, n: int) -> dict:
+def measure_ptq(kind: str, n: int, calib_batch: int = 1, ranges: bool = False) -> dict:
+    """PTQ seconds and memory in a fresh process (edgesmlp's recipe at ``calib_batch`` images an NNCF inference), and
+    with ``ranges`` the INT8 graph's :func:`fake_quantize_ranges`."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(kind, n, queue))
+    proc = ctx.Process(target=_child, args=(kind, n, queue, calib_batch, ranges))
     proc.start()
     result = queue.get()
     proc.join()

@@ -6,7 +6,7 @@ NNCF runs one inference per calibration item; `--calib-batch B` (``OpenVINOPTQCo
 images an item. With min-max activation ranges (edgesmlp's default) a range is the min or max over all the images
 however they are batched, so every B should give the same INT8 graph in B times fewer inferences. Each B runs the
 shipped recipe (``quantize_openvino``, on the openvino target's channels-last calibration graph, random weights) in a fresh
-process whose own subprocesses are forked, as in openvino_int8.py; resident memory is sampled during the PTQ call
+process, measured by ``openvino_int8.measure_ptq`` as that benchmark's PTQ row is; resident memory is sampled during the PTQ call
 alone, and every FakeQuantize's four range constants are compared with the batch-1 graph's. Writes
 benchmarks/results/openvino_ptq_batch.md.
 """
@@ -14,50 +14,16 @@ benchmarks/results/openvino_ptq_batch.md.
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 sys.path.insert(0, str(Path(__file__).parent))
 from benchmarks.common import write_result  # noqa: E402
-
-
-def _child(batch: int, n: int, queue) -> None:
-    mp.set_start_method("fork", force=True)  # see openvino_int8._child
-    torch.set_num_threads(2)
-    import gc
-
-    import openvino_int8 as recorded
-
-    from edgesmlp.quantize.openvino_ptq import OpenVINOPTQConfig, quantize_openvino
-
-    graph, data = recorded.prepare("edgesmlp", n)
-    gc.collect()
-    with recorded.RSSSampler() as rss:
-        start = time.perf_counter()
-        int8 = quantize_openvino(graph, data, OpenVINOPTQConfig(calib_batch=batch))
-        seconds = time.perf_counter() - start
-    ranges = {op.get_friendly_name(): np.concatenate([op.input(k).get_source_output().get_node().get_data().ravel()
-                                                      for k in range(1, 5)])
-              for op in int8.get_ordered_ops() if op.get_type_name() == "FakeQuantize"}
-    queue.put({"seconds": seconds, "peak_mb": rss.peak / 2**20, "increase_mb": (rss.peak - rss.start) / 2**20,
-               "ranges": ranges})
-
-
-def measure(batch: int, n: int) -> dict:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(batch, n, queue))
-    proc.start()
-    result = queue.get()
-    proc.join()
-    return result
+from openvino_int8 import measure_ptq  # noqa: E402
 
 
 def main() -> None:
@@ -70,12 +36,13 @@ def main() -> None:
     runs: dict[int, list[dict]] = {batch: [] for batch in batches}
     for k in range(args.rounds):  # the host drifts: alternate the order and pair each B with batch 1 in its round
         for batch in batches if k % 2 == 0 else batches[::-1]:
-            runs[batch].append(r := measure(batch, args.calib))
-            print(f"round {k}, batch {batch}: {r['seconds']:.1f} s, peak RSS during PTQ {r['peak_mb']:.0f} MB "
-                  f"(+{r['increase_mb']:.0f})", flush=True)
+            runs[batch].append(r := measure_ptq("edgesmlp", args.calib, batch, ranges=True))
+            print(f"round {k}, batch {batch}: {r['seconds']:.1f} s, peak RSS during PTQ {r['peak_rss_mb']:.0f} MB "
+                  f"(+{r['ptq_rss_increase_mb']:.0f})", flush=True)
     results = {batch: {"seconds": statistics.median(r["seconds"] for r in rs),
                        "speedup": statistics.median(runs[1][k]["seconds"] / r["seconds"] for k, r in enumerate(rs)),
-                       "peak_mb": max(r["peak_mb"] for r in rs), "increase_mb": max(r["increase_mb"] for r in rs),
+                       "peak_mb": max(r["peak_rss_mb"] for r in rs),
+                       "increase_mb": max(r["ptq_rss_increase_mb"] for r in rs),
                        "ranges": rs[0]["ranges"]} for batch, rs in runs.items()}
     reference = results[1]["ranges"]
     lines = ["# OpenVINO PTQ: calibration images per NNCF item (sMLPNet-T, 224)", "",
