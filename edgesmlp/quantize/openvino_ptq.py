@@ -73,6 +73,9 @@ class OpenVINOPTQConfig:
         if self.calib_batch > 1 and self.activation_range is not ActivationRange.minmax:
             raise ConfigError(f"--calib-batch {self.calib_batch} needs --activation-range minmax: the "
                               f"{self.activation_range.value} ranges depend on how the images are batched")
+        if self.calib_batch > 1 and self.smooth_quant is not None:
+            raise ConfigError(f"--calib-batch {self.calib_batch} cannot go with NNCF's SmoothQuant, whose statistics "
+                              "depend on how the images are batched: use --calib-batch 1")
         if self.smooth_quant is not None and not 0.0 <= self.smooth_quant <= 1.0:
             raise ConfigError(f"--smooth-quant alpha must be in [0, 1], got {self.smooth_quant}")
 
@@ -94,17 +97,21 @@ def require_nncf():
 def check_request(config: OpenVINOPTQConfig, deploy_form: bool) -> None:
     """Everything that can be refused before any work: the runtime, and option combinations."""
     require_nncf()
-    nncf_bias = config.bias_correction is BiasCorrection.full or (
-        config.bias_correction is BiasCorrection.fast and not deploy_form)
-    if config.calib_batch > 1 and (nncf_bias or config.smooth_quant is not None):
-        raise ConfigError(f"--calib-batch {config.calib_batch} cannot go with NNCF's "
-                          f"{'bias correction' if nncf_bias else 'SmoothQuant'}, whose statistics depend on how the "
-                          "images are batched: use --calib-batch 1")
+    if config.calib_batch > 1 and _nncf_corrects_biases(config, deploy_form):
+        raise ConfigError(f"--calib-batch {config.calib_batch} cannot go with NNCF's bias correction, whose statistics "
+                          "depend on how the images are batched: use --calib-batch 1")
     if deploy_form and config.bias_correction is BiasCorrection.full:
         raise ConfigError(
             "--bias-correction full cannot run on the deploy form: NNCF's bias correction fails on its "
             "left-operand MatMul (P @ x); use --bias-correction fast (edgesmlp's own there) or --form reference"
         )
+
+
+def _nncf_corrects_biases(config: OpenVINOPTQConfig, deploy_form: bool) -> bool:
+    """Whether NNCF's own bias correction runs: ``full``, or ``fast`` off the deploy form (there fast is edgesmlp's
+    ``openvino_bias``, as NNCF's crashes on the left-operand MatMul)."""
+    return config.bias_correction is BiasCorrection.full or (
+        config.bias_correction is BiasCorrection.fast and not deploy_form)
 
 
 def calibration_graph(model, in_chans: int, image_size: int):
@@ -160,8 +167,7 @@ def quantize_openvino(model, calibration: np.ndarray, config: OpenVINOPTQConfig,
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     ours = deploy_form and config.bias_correction is BiasCorrection.fast  # NNCF's crashes there (module doc)
-    advanced = AdvancedQuantizationParameters(
-        disable_bias_correction=ours or config.bias_correction is BiasCorrection.off)
+    advanced = AdvancedQuantizationParameters(disable_bias_correction=not _nncf_corrects_biases(config, deploy_form))
     if config.activation_range is not ActivationRange.nncf:
         advanced.activations_range_estimator_params = getattr(RangeEstimatorParametersSet,
                                                               config.activation_range.value.upper())
