@@ -325,6 +325,10 @@ def quantize(
     calib_method: Annotated[str, typer.Option(metavar="[max|percentile|entropy|mse]", help="jetson, onnxruntime: activation range from max, percentile, "
                                               "entropy (KL) or mse.")] = "percentile",
     percentile: Annotated[float, typer.Option(help="jetson: the percentile of |x| for --calib-method percentile.")] = 99.99,
+    weight_bits: Annotated[Optional[int], typer.Option(metavar="[7|8]", help="onnxruntime: bits of the signed "
+                                                       "weights. Default: 7 on x86 CPUs without VNNI (AVX2, AVX-512 "
+                                                       "before Cascade Lake), whose u8 x s8 kernels saturate on 8-bit "
+                                                       "weights, else 8. Set it for the CPU you deploy to.")] = None,
     form: Annotated[Form, typer.Option(help="deploy (fast, no transposes) or reference (the official graph).")] = Form.deploy,
     image_size: Annotated[Optional[int], typer.Option(help="Input side (must match the weights).")] = None,
     crop_pct: Annotated[Optional[float], typer.Option(help="Centre-crop fraction; resize the shorter side to "
@@ -394,7 +398,7 @@ def quantize(
         raise ConfigError(f"--method {method!r} unknown: use ptq or qat")
     options = TargetOptions(preset=preset, bias_correction=bias_correction, smooth_quant=smooth_quant,
                             ignored=tuple(ignore or ()), calib_method=calib_method, percentile=percentile,
-                            activation_range=activation_range, calib_batch=calib_batch)
+                            activation_range=activation_range, calib_batch=calib_batch, weight_bits=weight_bits)
     preprocess = PreprocessOverrides(image_size, crop_pct, interpolation, _floats(mean, "--mean"), _floats(std, "--std"))
     qat = (QATConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, train=train, resume=resume)
            if method == "qat" else None)

@@ -39,9 +39,12 @@ class QDQConfig:
     quantize_residuals: bool = True
     quantize_outputs: bool = False  # ONNX Runtime's placement: Q/DQ after each quantized op as well (see above)
     ignored: tuple[str, ...] = ()  # Conv/MatMul/Gemm node names kept in float (TensorRT runs them in FP16)
+    weight_bits: int = 8  # 7: weights in [-63, 63], for ONNX Runtime on x86 CPUs whose u8 x s8 kernels saturate
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ignored", tuple(self.ignored))
+        if self.weight_bits not in (7, 8):
+            raise ConfigError(f"--weight-bits must be 7 or 8, got {self.weight_bits}")
         if self.method not in {m.value for m in CalibMethod}:
             raise ConfigError(f"--calib-method {self.method!r} unknown: use {', '.join(m.value for m in CalibMethod)}")
         object.__setattr__(self, "method", CalibMethod(self.method))
@@ -58,7 +61,12 @@ class QDQConfig:
     def to_dict(self) -> dict:
         return {"method": self.method.value, "percentile": self.percentile, "bins": self.bins,
                 "quantize_residuals": self.quantize_residuals,
-                "quantize_outputs": self.quantize_outputs, "ignored": list(self.ignored)}
+                "quantize_outputs": self.quantize_outputs, "ignored": list(self.ignored),
+                "weight_bits": self.weight_bits}
+
+    @property
+    def weight_qmax(self) -> int:
+        return 2 ** (self.weight_bits - 1) - 1
 
 
 @dataclass
@@ -146,7 +154,7 @@ def _scalar(name: str, value, dtype):
     return numpy_helper.from_array(np.asarray(value, dtype=dtype), name)
 
 
-def _quantize_weights(model, plan: QDQPlan) -> None:
+def _quantize_weights(model, plan: QDQPlan, qmax: int = QMAX) -> None:
     from onnx import helper, numpy_helper
 
     graph = model.graph
@@ -163,11 +171,11 @@ def _quantize_weights(model, plan: QDQPlan) -> None:
         if key not in done:
             reduce_axes = tuple(a for a in range(w.ndim) if a != axis)
             amax = np.abs(w).max(axis=reduce_axes)
-            scale = np.where(amax > 0, amax / QMAX, 1.0).astype(np.float32)
+            scale = np.where(amax > 0, amax / qmax, 1.0).astype(np.float32)
             shape = [1] * w.ndim
             if axis is not None:
                 shape[axis] = -1
-            q = np.clip(np.round(w / scale.reshape(shape)), -QMAX, QMAX).astype(np.int8)
+            q = np.clip(np.round(w / scale.reshape(shape)), -qmax, qmax).astype(np.int8)
             base = f"{source}_int8"
             graph.initializer.extend([numpy_helper.from_array(q, base), _scalar(f"{base}_scale", scale, np.float32),
                                       _scalar(f"{base}_zp", np.zeros_like(scale, np.int8), np.int8)])
@@ -250,7 +258,7 @@ def quantize_qdq(fp32_path: Path, out_path: Path, calibration: np.ndarray, confi
         for t in group:
             if t in amax:
                 amax[t] = shared
-    _quantize_weights(model, plan)
+    _quantize_weights(model, plan, config.weight_qmax)
     _insert_activation_qdq(model, plan, amax)
     _drop_unused_initializers(model)
     _toposort(model)
@@ -258,6 +266,18 @@ def quantize_qdq(fp32_path: Path, out_path: Path, calibration: np.ndarray, confi
     with atomic_file(out_path) as tmp:
         onnx.save(model, str(tmp))
     return QDQSummary(len(plan.weights), len(plan.edges), len(plan.shared), len(plan.residuals), config.method.value)
+
+
+def weight_bits_of(model) -> int:
+    """The bits a Q/DQ graph's signed weights use: 7 when every int8 initializer a DequantizeLinear reads lies in
+    [-64, 63] (``QDQConfig.weight_bits=7``), else 8. A graph with no signed weights counts as 8."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    weights = [numpy_helper.to_array(inits[n.input[0]]) for n in model.graph.node
+               if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].data_type == 3]  # int8
+    weights = [w for w in weights if w.size > 1]  # a scalar is a quantized constant, not a weight
+    return 7 if weights and all(-64 <= w.min() and w.max() <= 63 for w in weights) else 8
 
 
 def to_unsigned_activations(model):

@@ -84,3 +84,22 @@ def wants_unsigned_activations() -> bool:
     import platform
 
     return platform.machine().lower() in {"x86_64", "amd64", "i386", "i686"}
+
+
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # /proc/cpuinfo names of the int8 dot-product instructions
+
+
+def u8s8_saturates() -> bool:
+    """Whether ONNX Runtime's u8 x s8 kernels saturate on this CPU: x86 without VNNI (AVX2, and AVX-512 before
+    Cascade Lake) multiplies with VPMADDUBSW, whose int16 sum of two u8 x s8 products clips above 32767 (2 x 255 x
+    127 = 64770). On an AVX2 EPYC the bundled model's u8 INT8 kept FP32's class on 96.8% of its images, and 100.0%
+    with 7-bit weights (2 x 255 x 63 = 32130 cannot clip), at the same speed (benchmarks/results/
+    onnxruntime_int8_avx2.md). Where the flags cannot be read, x86 is taken to saturate: 7 bits are always right."""
+    from edgesmlp.timing import cpu_flags
+
+    return wants_unsigned_activations() and not any(flag in cpu_flags() for flag in VNNI_FLAGS)
+
+
+def weight_bits_for_this_cpu() -> int:
+    """The s8 weight width ONNX Runtime's integer kernels compute exactly here: 7 where u8 x s8 saturates, else 8."""
+    return 7 if u8s8_saturates() else 8

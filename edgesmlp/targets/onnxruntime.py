@@ -5,19 +5,21 @@ MatMul / Gemm too, so ONNX Runtime fuses each into QLinearConv / QLinearMatMul (
 placement it ran every Conv in float between a DQ and a float consumer: 0.7-0.8x of FP32), and no
 Q/DQ on the residual Adds (ONNX Runtime fuses no Add into a Conv; they only cost a requantize). On x86
 its activations (and the left weight of ``P @ x``) are u8 (exact: zero point 128), the only kind
-ONNX Runtime's x86 integer kernels take fast.
+ONNX Runtime's x86 integer kernels take fast; on x86 CPUs without VNNI, whose u8 x s8 kernels saturate, the
+signed weights are 7-bit (``runtimes.onnxruntime.u8s8_saturates``) unless ``--weight-bits`` says otherwise.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from edgesmlp.artifacts import atomic_file
 from edgesmlp.errors import InputError
 from edgesmlp.quantize.qdq import QDQConfig
-from edgesmlp.runtimes.onnxruntime import OnnxRuntimeRunner, wants_unsigned_activations
+from edgesmlp.runtimes.onnxruntime import (OnnxRuntimeRunner, u8s8_saturates, wants_unsigned_activations,
+                                           weight_bits_for_this_cpu)
 from edgesmlp.targets.base import Build, Job, Log, RunSettings, Target, TargetOptions, Variant, size_mb
 
 RUNTIME = "ONNX Runtime CPU"
@@ -32,9 +34,14 @@ def ort_placement(qdq: QDQConfig) -> QDQConfig:
     return replace(qdq, quantize_outputs=True, quantize_residuals=False)
 
 
+def _for_this_cpu(qdq: QDQConfig, weight_bits: int | None = None) -> QDQConfig:
+    """ONNX Runtime's placement, and the weight bits given (None: the ones this CPU computes exactly)."""
+    return replace(ort_placement(qdq), weight_bits=weight_bits_for_this_cpu() if weight_bits is None else weight_bits)
+
+
 @dataclass(frozen=True)
 class OnnxRuntimeConfig:
-    qdq: QDQConfig = ort_placement(QDQConfig())
+    qdq: QDQConfig = field(default_factory=lambda: _for_this_cpu(QDQConfig()))
 
     def to_dict(self) -> dict:
         return self.qdq.to_dict()
@@ -42,6 +49,19 @@ class OnnxRuntimeConfig:
 
 def _runner(path: Path, run: RunSettings):
     return lambda batch: OnnxRuntimeRunner(path, run.cpu_threads)
+
+
+SATURATION_NOTE = ("this CPU has no VNNI, and {file} has 8-bit weights: ONNX Runtime's u8 x s8 kernels "
+                   "saturate here, so its INT8 accuracy is below what the graph computes elsewhere. For this kind "
+                   "of CPU, quantize with --weight-bits 7 (the default when quantizing on one).")
+
+
+def _weight_bits(path: Path) -> int:
+    import onnx
+
+    from edgesmlp.quantize.qdq import weight_bits_of
+
+    return weight_bits_of(onnx.load(str(path)))
 
 
 def _signedness() -> tuple[bool, str]:
@@ -56,7 +76,8 @@ class OnnxRuntimeTarget(Target):
     reads = ("onnxruntime", "jetson")
 
     def config_from(self, options: TargetOptions) -> OnnxRuntimeConfig:
-        return OnnxRuntimeConfig(ort_placement(QDQConfig.chosen(options.calib_method, options.percentile)))
+        return OnnxRuntimeConfig(_for_this_cpu(QDQConfig.chosen(options.calib_method, options.percentile),
+                                               options.weight_bits))
 
     def available(self) -> str | None:
         import importlib.util
@@ -87,15 +108,21 @@ class OnnxRuntimeTarget(Target):
         """This target's own folder, or a Jetson bundle (whose Q/DQ graph is the TensorRT emulation)."""
         if not (folder / FP32_ONNX).is_file():
             raise InputError(f"{folder} has no {FP32_ONNX}: point --from at a quantize output with ONNX models")
+        notes = [f"ONNX Runtime INT8 uses ONNX Runtime's Q/DQ placement (QLinearConv, QLinearMatMul) with "
+                 f"{_signedness()[1]}; the Jetson graph keeps TensorRT's."]
         if (folder / INT8_ONNX).is_file():
-            int8, runtime, note = folder / INT8_ONNX, RUNTIME, f"Q/DQ graph, {_signedness()[1]}"
+            int8, runtime = folder / INT8_ONNX, RUNTIME
+            bits = _weight_bits(int8)
+            note = f"Q/DQ graph, {_signedness()[1]}, {bits}-bit weights"
+            if bits == 8 and u8s8_saturates():
+                notes.append(SATURATION_NOTE.format(file=int8.name))
+                log(f"warning: {notes[-1]}")
         else:
             int8, runtime, note = folder / BUNDLE_INT8_ONNX, EMULATED, "the Jetson bundle's Q/DQ graph (s8 activations)"
         return Build([
             Variant("fp32", RUNTIME, _runner(folder / FP32_ONNX, run), size_mb(folder / FP32_ONNX)),
             Variant("int8", runtime, _runner(int8, run), size_mb(int8), note=note),
-        ], [f"ONNX Runtime INT8 uses ONNX Runtime's Q/DQ placement (QLinearConv, QLinearMatMul) with "
-            f"{_signedness()[1]}; the Jetson graph keeps TensorRT's."])
+        ], notes)
 
 
 TARGET = OnnxRuntimeTarget()
