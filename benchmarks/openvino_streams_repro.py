@@ -1,7 +1,7 @@
 """A minimal reproduction, ready to report upstream: OpenVINO's CPU plugin compiles an NNCF INT8 model with
 NUM_STREAMS=2 into one that computes different logits, on some compilations and not others.
 
-    python benchmarks/openvino_streams_repro.py [--trials 20]
+    python benchmarks/openvino_streams_repro.py [--trials 20] [--name openvino_streams_repro]
 
 The model (53 ops): a 4x4 stem conv, GELU, then Concat([a, a @ W, P @ a]) into a 1x1 conv and a mean.
 NNCF's default INT8 of it is compiled again and again, with NUM_STREAMS=1 and with NUM_STREAMS=2
@@ -183,6 +183,8 @@ def pool_throughput(rounds: int = 5, batch: int = 8, calls: int = 6) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--name", default="openvino_streams_repro",
+                        help="record as benchmarks/results/NAME.md (one record per kind of CPU)")
     args = parser.parse_args()
     rows = []
     for mode in ("concat with left matmul", "concat of right matmuls", "left matmul alone", "concat of copies",
@@ -192,7 +194,7 @@ def main() -> None:
     rows.append(("concat with left matmul", "fp32", trial("concat with left matmul", args.trials, int8=False)))
     print(rows[-1], flush=True)
     lines = ["# OpenVINO: INT8 compiled with two streams computes other logits (minimal reproduction)", "",
-             f"`python benchmarks/openvino_streams_repro.py --trials {args.trials}`: " + __doc__.split("\n\n")[2]
+             f"`python benchmarks/openvino_streams_repro.py --trials {args.trials} --name {args.name}`: " + __doc__.split("\n\n")[2]
              .replace("\n", " "), "",
              "| model | precision | 2-stream compilations whose logits differ from 1 stream (> 0.1% of max) |",
              "| --- | --- | --- |"]
@@ -206,12 +208,11 @@ def main() -> None:
               "nor the accuracy mode matters: it takes two streams inside one compiled model. Two models compiled "
               "separately with one stream each are always right: that is the workaround. On this 2-core machine, two "
               "of them with one thread each, fed concurrently (pinning off), ran sMLPNet-T INT8 at batch 8 at "
-              f"{ratio:.2f}x the img/s of one 2-thread stream (median of 5 rounds; earlier runs the same day gave 1.00x "
-              "and 1.23x: within this shared machine's noise). The channels-last form edgesmlp ships has no wrong "
+              f"{ratio:.2f}x the img/s of one 2-thread stream (median of 5 rounds on a shared machine). The channels-last form edgesmlp ships has no wrong "
               "2-stream compilation (the table's last INT8 row), so its model.xml is safe under OpenVINO's own "
               "THROUGHPUT hint; edgesmlp's throughput rows keep the single-stream pool, which is right for every "
               "graph, the NCHW ones included."]
-    write_result("openvino_streams_repro", lines, "openvino", "nncf", "torch")
+    write_result(args.name, lines, "openvino", "nncf", "torch")
 
 
 if __name__ == "__main__":
