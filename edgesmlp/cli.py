@@ -325,8 +325,9 @@ def quantize(
     calib_method: Annotated[str, typer.Option(metavar="[max|percentile|entropy|mse]", help="jetson, onnxruntime: activation range from max, percentile, "
                                               "entropy (KL) or mse.")] = "percentile",
     percentile: Annotated[float, typer.Option(help="jetson: the percentile of |x| for --calib-method percentile.")] = 99.99,
-    weight_bits: Annotated[Optional[int], typer.Option(metavar="[7|8]", help="onnxruntime: bits of the signed "
-                                                       "weights. Default: 7 on x86 CPUs without VNNI (AVX2, AVX-512 "
+    weight_bits: Annotated[Optional[int], typer.Option(metavar="[7|8]", help="onnxruntime, openvino: bits of the "
+                                                       "signed weights (openvino: 7 is NNCF's overflow fix on every "
+                                                       "layer). Default: 7 on x86 CPUs without VNNI (AVX2, AVX-512 "
                                                        "before Cascade Lake), whose u8 x s8 kernels saturate on 8-bit "
                                                        "weights, else 8. Set it for the CPU you deploy to.")] = None,
     form: Annotated[Form, typer.Option(help="deploy (fast, no transposes) or reference (the official graph).")] = Form.deploy,

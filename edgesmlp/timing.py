@@ -99,6 +99,17 @@ def cpu_flags() -> frozenset[str]:
     return _cpuinfo()[1]
 
 
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # /proc/cpuinfo names of the int8 dot-product instructions
+
+
+def x86_without_vnni() -> bool:
+    """An x86 CPU with no int8 dot-product instructions (AVX2, AVX-512 before Cascade Lake): its int8 kernels
+    (oneDNN's in OpenVINO, MLAS in ONNX Runtime) multiply u8 x s8 with VPMADDUBSW, whose int16 sum of two products
+    saturates on 8-bit weights (2 x 255 x 127 > 32767). Where the flags cannot be read, x86 is taken to be one."""
+    return platform.machine().lower() in {"x86_64", "amd64", "i386", "i686"} and not any(
+        flag in cpu_flags() for flag in VNNI_FLAGS)
+
+
 def machine_info() -> dict:
     model, flags = _cpuinfo()
     isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8") if f in flags]

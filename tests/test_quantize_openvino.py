@@ -338,3 +338,31 @@ def test_quantize_for_cpu_falls_back_to_nchw_when_openvino_cannot_compile(monkey
     graph, int8 = quantize_for_cpu(deploy, calibration, OpenVINOPTQConfig(quantize_sums=True), 3, 32, lines.append)
     assert not any("NCHW" in line for line in lines) and "Transpose" in {op.get_type_name() for op in graph.get_ops()}
     assert real(int8) is None
+
+
+def test_weight_bits_follow_the_cpu_and_halve_the_weight_range(monkeypatch):
+    """7 bits on x86 without VNNI (NNCF's overflow fix on every layer: weights in half the INT8 range, which its
+    u8 x s8 kernels cannot saturate), 8 elsewhere (NNCF's default: the fix on the first layer only); given, it wins."""
+    import numpy as np
+
+    import edgesmlp.timing
+    from edgesmlp.deploy import to_deploy
+    from edgesmlp.export import to_openvino
+    from edgesmlp.quantize.openvino_ptq import quantize_openvino
+    from edgesmlp.targets.base import TargetOptions
+    from edgesmlp.targets.openvino import TARGET
+
+    for without_vnni, bits in ((True, 7), (False, 8)):
+        monkeypatch.setattr(edgesmlp.timing, "x86_without_vnni", lambda v=without_vnni: v)
+        assert OpenVINOPTQConfig().weight_bits == bits and TARGET.config_from(TargetOptions()).weight_bits == bits
+    assert TARGET.config_from(TargetOptions(weight_bits=7)).weight_bits == 7
+    with pytest.raises(ConfigError, match="--weight-bits must be 7 or 8"):
+        OpenVINOPTQConfig(weight_bits=6)
+    fp32 = to_openvino(to_deploy(_small_model(32, randomize=True, dim=16)), 3, 32)
+    halved = {}
+    for bits in (7, 8):
+        int8 = quantize_openvino(fp32, _images(32), OpenVINOPTQConfig(weight_bits=bits))
+        weights = [op.get_data() for op in int8.get_ops() if op.get_type_name() == "Constant"
+                   and op.get_element_type().get_type_name() == "i8" and op.get_data().size > 1]
+        halved[bits] = np.mean([np.abs(w.astype(int)).max() <= 64 for w in weights])
+    assert halved[7] > 0.8 and halved[8] < 0.2, halved

@@ -59,25 +59,26 @@ class ActQuant(nn.Module):
         self.log_amax = nn.Parameter(torch.tensor(math.log(max(float(self.amax), 1e-8))))
 
 
-def quant_weight(w: torch.Tensor, axis: int) -> torch.Tensor:
-    """Per-channel symmetric INT8 fake quantization of a weight on its output-channel axis."""
+def quant_weight(w: torch.Tensor, axis: int, qmax: int = QMAX) -> torch.Tensor:
+    """Per-channel symmetric INT8 fake quantization of a weight on its output-channel axis, in [-qmax, qmax]
+    (63: 7-bit weights, for x86 CPUs without VNNI, whose integer kernels saturate on 8-bit ones)."""
     axis %= w.ndim
     reduce = tuple(a for a in range(w.ndim) if a != axis)
-    scale = (w.detach().abs().amax(dim=reduce) / QMAX).clamp_min(1e-8).float()
+    scale = (w.detach().abs().amax(dim=reduce) / qmax).clamp_min(1e-8).float()
     zero = torch.zeros_like(scale, dtype=torch.int32)
-    return torch.fake_quantize_per_channel_affine(w, scale, zero, axis, -127, 127)
+    return torch.fake_quantize_per_channel_affine(w, scale, zero, axis, -qmax, qmax)
 
 
 class WeightQuant(nn.Module):
     """A parametrization: the weight, fake-quantized per channel on ``axis`` once ``enabled``."""
 
-    def __init__(self, axis: int):
+    def __init__(self, axis: int, qmax: int = QMAX):
         super().__init__()
-        self.axis = axis
+        self.axis, self.qmax = axis, qmax
         self.enabled = False
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        return quant_weight(w, self.axis) if self.enabled else w
+        return quant_weight(w, self.axis, self.qmax) if self.enabled else w
 
 
 def _weights(deploy: DeploySMLPNet) -> list[tuple[nn.Module, str, int]]:
@@ -117,7 +118,7 @@ class QATDeploySMLPNet(nn.Module):
     The forward is the deploy form's own, so every variant trains the graph it ships.
     """
 
-    def __init__(self, deploy: DeploySMLPNet, learn_ranges: bool = False):
+    def __init__(self, deploy: DeploySMLPNet, learn_ranges: bool = False, weight_bits: int = 8):
         super().__init__()
         self.learn_ranges = learn_ranges
         self._template = [copy.deepcopy(deploy).eval()]  # a list: not a submodule, not in the state dict
@@ -125,7 +126,7 @@ class QATDeploySMLPNet(nn.Module):
         _place_quantizers(self.model)
         self.weight_quantizers = []
         for module, name, axis in _weights(self.model):
-            quantizer = WeightQuant(axis)
+            quantizer = WeightQuant(axis, 2 ** (weight_bits - 1) - 1)
             parametrize.register_parametrization(module, name, quantizer)
             self.weight_quantizers.append(quantizer)
 

@@ -26,9 +26,10 @@ INIT_METHOD, INIT_PERCENTILE = CalibMethod.percentile, 99.99  # where the traine
 
 
 def quantize_aware_training(model: torch.nn.Module, teacher: torch.nn.Module, calibration: np.ndarray, job: QATJob,
-                            preprocess, log) -> tuple[object, dict]:
-    """Return (the fine-tuned INT8 ov.Model, the training summary) for the deploy form ``model``."""
-    student = QATDeploySMLPNet(model, learn_ranges=True)
+                            preprocess, log, weight_bits: int = 8) -> tuple[object, dict]:
+    """Return (the fine-tuned INT8 ov.Model, the training summary) for the deploy form ``model``, its weights
+    trained and shipped in ``weight_bits`` (7 for x86 CPUs without VNNI: ``OpenVINOPTQConfig.weight_bits``)."""
+    student = QATDeploySMLPNet(model, learn_ranges=True, weight_bits=weight_bits)
     student.calibrate(torch.from_numpy(np.asarray(calibration)), INIT_METHOD, INIT_PERCENTILE)
     summary = fine_tune(student, teacher, job, preprocess, log)
     c = student.model.config

@@ -114,9 +114,9 @@ class QDQPartial:
             self.layers.append(Layer(node.name, module_path(node, weight_first), node.op_type))
 
     def _run(self, model, x: np.ndarray) -> np.ndarray:
-        from edgesmlp.runtimes.onnxruntime import cpu_session
+        from edgesmlp.runtimes.onnxruntime import emulation_session
 
-        session = cpu_session(model.SerializeToString(), self.threads)
+        session = emulation_session(model.SerializeToString(), self.threads)  # the fp32 graph has no Q/DQ to fuse
         name = session.get_inputs()[0].name
         return run_batched(lambda chunk: session.run(None, {name: chunk})[0], x)
 

@@ -128,9 +128,9 @@ def block_cosines(fp32, qdq, x: np.ndarray, threads: int = 0) -> list[tuple[str,
 
 
 def _run(model, x: np.ndarray, threads: int, outputs: list[str], batch: int = 16) -> list[np.ndarray]:
-    from edgesmlp.runtimes.onnxruntime import cpu_session
+    from edgesmlp.runtimes.onnxruntime import emulation_session
 
-    session = cpu_session(model.SerializeToString(), threads)
+    session = emulation_session(model.SerializeToString(), threads)
     name = session.get_inputs()[0].name
     chunks = [session.run(outputs, {name: x[i : i + batch]}) for i in range(0, len(x), batch)]
     return [np.concatenate([c[k] for c in chunks]) for k in range(len(chunks[0]))]

@@ -18,11 +18,15 @@ def require_onnxruntime():
     return onnxruntime
 
 
-def cpu_session(model: str | Path | bytes, threads: int = 0, profile_prefix: str | None = None):
-    """An ONNX Runtime CPU session for a path or serialized model, quiet unless something fails."""
+def cpu_session(model: str | Path | bytes, threads: int = 0, profile_prefix: str | None = None,
+                unfused: bool = False):
+    """An ONNX Runtime CPU session for a path or serialized model, quiet unless something fails. ``unfused``: no
+    graph optimization, so every Q/DQ pair runs as written, in float (the graph's exact math, no integer kernels)."""
     ort = require_onnxruntime()
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if unfused:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if threads:
         options.intra_op_num_threads = threads
     if profile_prefix is not None:
@@ -35,9 +39,9 @@ def cpu_session(model: str | Path | bytes, threads: int = 0, profile_prefix: str
 class OnnxRuntimeRunner(Runner):
     """``runner(x) -> logits`` for an ONNX file with a dynamic (or matching) batch dimension."""
 
-    def __init__(self, path: str | Path, threads: int = 0):
+    def __init__(self, path: str | Path, threads: int = 0, unfused: bool = False):
         self.path, self.threads = path, threads
-        self.session = cpu_session(path, threads)
+        self.session = cpu_session(path, threads, unfused=unfused)
         self.input = self.session.get_inputs()[0].name
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -86,16 +90,13 @@ def wants_unsigned_activations() -> bool:
     return platform.machine().lower() in {"x86_64", "amd64", "i386", "i686"}
 
 
-VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # /proc/cpuinfo names of the int8 dot-product instructions
-
-
 def u8s8_saturates() -> bool:
     """Whether ONNX Runtime's u8 x s8 kernels saturate on this CPU: x86 without VNNI (AVX2, and AVX-512 before
     Cascade Lake) multiplies with VPMADDUBSW, whose int16 sum of two u8 x s8 products clips above 32767 (2 x 255 x
     127 = 64770). On an AVX2 EPYC the bundled model's u8 INT8 kept FP32's class on 96.8% of its images, and 100.0%
     with 7-bit weights (2 x 255 x 63 = 32130 cannot clip), at the same speed (benchmarks/results/
     onnxruntime_int8_avx2.md). Where the flags cannot be read, x86 is taken to saturate: 7 bits are always right."""
-    from edgesmlp.timing import cpu_flags
+    from edgesmlp.timing import VNNI_FLAGS, cpu_flags
 
     return wants_unsigned_activations() and not any(flag in cpu_flags() for flag in VNNI_FLAGS)
 
@@ -103,3 +104,23 @@ def u8s8_saturates() -> bool:
 def weight_bits_for_this_cpu() -> int:
     """The s8 weight width ONNX Runtime's integer kernels compute exactly here: 7 where u8 x s8 saturates, else 8."""
     return 7 if u8s8_saturates() else 8
+
+
+def emulates_unfused() -> bool:
+    """Whether ONNX Runtime, as the accuracy proxy for TensorRT's INT8, runs the s8 Q/DQ graph unfused (each Q/DQ
+    in float: the graph's own math) rather than in its integer kernels: where those saturate, on x86 without VNNI
+    (``timing.x86_without_vnni``). Fused there, a random sMLPNet's logits moved by up to 32% of their range
+    against QAT's fake quantization of the same graph; unfused, they match it to float rounding."""
+    from edgesmlp.timing import x86_without_vnni
+
+    return x86_without_vnni()
+
+
+def emulation_session(model: str | Path | bytes, threads: int = 0):
+    """A session that computes what a TensorRT-rule Q/DQ graph means, on this CPU (:func:`emulates_unfused`)."""
+    return cpu_session(model, threads, unfused=emulates_unfused())
+
+
+def emulation_runner(path: str | Path, threads: int = 0) -> OnnxRuntimeRunner:
+    """:func:`emulation_session` as a runner."""
+    return OnnxRuntimeRunner(path, threads, unfused=emulates_unfused())

@@ -50,7 +50,7 @@ class TargetOptions:
     ignored: tuple[str, ...] = ()  # openvino, jetson: node names kept in float
     calib_method: str | None = None  # Q/DQ targets (jetson, onnxruntime)
     percentile: float | None = None  # Q/DQ targets
-    weight_bits: int | None = None  # onnxruntime: 7 or 8 (None: 7 where its u8 x s8 kernels saturate, else 8)
+    weight_bits: int | None = None  # onnxruntime, openvino: 7 or 8 (None: 7 on x86 without VNNI, else 8)
     dla_core: int | None = None  # jetson, on the device
 
 

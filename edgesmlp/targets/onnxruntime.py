@@ -51,6 +51,12 @@ def _runner(path: Path, run: RunSettings):
     return lambda batch: OnnxRuntimeRunner(path, run.cpu_threads)
 
 
+def _emulated(path: Path, run: RunSettings):
+    from edgesmlp.runtimes.onnxruntime import emulation_runner
+
+    return lambda batch: emulation_runner(path, run.cpu_threads)
+
+
 SATURATION_NOTE = ("this CPU has no VNNI, and {file} has 8-bit weights: ONNX Runtime's u8 x s8 kernels "
                    "saturate here, so its INT8 accuracy is below what the graph computes elsewhere. For this kind "
                    "of CPU, quantize with --weight-bits 7 (the default when quantizing on one).")
@@ -119,9 +125,10 @@ class OnnxRuntimeTarget(Target):
                 log(f"warning: {notes[-1]}")
         else:
             int8, runtime, note = folder / BUNDLE_INT8_ONNX, EMULATED, "the Jetson bundle's Q/DQ graph (s8 activations)"
+        int8_runner = _emulated(int8, run) if runtime == EMULATED else _runner(int8, run)
         return Build([
             Variant("fp32", RUNTIME, _runner(folder / FP32_ONNX, run), size_mb(folder / FP32_ONNX)),
-            Variant("int8", runtime, _runner(int8, run), size_mb(int8), note=note),
+            Variant("int8", runtime, int8_runner, size_mb(int8), note=note),
         ], notes)
 
 
