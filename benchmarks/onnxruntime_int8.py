@@ -106,7 +106,7 @@ def main() -> None:
            for k, r in runners.items()}
     lines = ["# ONNX Runtime CPU: FP32 vs INT8 graphs of the deploy form (sMLPNet-T, 224)", "",
              f"`python benchmarks/onnxruntime_int8.py --rounds {args.rounds} --iters {args.iters} --threads "
-             f"{args.threads}`: random weights, interleaved rounds in one process. Speedup is the median over rounds "
+             f"{args.threads} --name {args.name}`: random weights, interleaved rounds in one process. Speedup is the median over rounds "
              "of FP32 time / candidate time. 'integer / float': the QLinearConv and QLinearMatMul kernels "
              "ONNX Runtime runs after its fusions, and the Conv and MatMul it still runs in float between DQs. Cosine: the "
              "logits against FP32 on 8 random inputs.", ""]
