@@ -116,7 +116,7 @@ class QDQPartial:
     def _run(self, model, x: np.ndarray) -> np.ndarray:
         from edgesmlp.runtimes.onnxruntime import emulation_session
 
-        session = emulation_session(model.SerializeToString(), self.threads)  # the fp32 graph has no Q/DQ to fuse
+        session = emulation_session(model.SerializeToString(), self.threads)  # the fp32 graph too: the same math
         name = session.get_inputs()[0].name
         return run_batched(lambda chunk: session.run(None, {name: chunk})[0], x)
 
