@@ -142,7 +142,7 @@ def bundled_fidelity(tmp: Path) -> list[str]:
     from edgesmlp.deploy import to_deploy
     from edgesmlp.export import export_onnx
     from edgesmlp.quantize.qdq import QDQConfig, quantize_qdq, to_unsigned_activations
-    from edgesmlp.runtimes.onnxruntime import u8s8_saturates
+    from edgesmlp.timing import x86_without_vnni
     from edgesmlp.targets.onnxruntime import ort_placement
 
     ckpt = load_checkpoint()
@@ -170,7 +170,7 @@ def bundled_fidelity(tmp: Path) -> list[str]:
              f"Its {len(val)} validation images; the graphs calibrated on 300 of its calibration images (percentile, "
              "as `quantize` does). 'Kernels keep the graph's class': ONNX Runtime with its fusions (the integer "
              "kernels) against the same file with every optimization off (each Q/DQ executed in float, what the "
-             f"graph means). This CPU {'has no VNNI: u8 x s8 saturates' if u8s8_saturates() else 'does not saturate u8 x s8'}.",
+             f"graph means). This CPU {'has no VNNI: u8 x s8 saturates' if x86_without_vnni() else 'does not saturate u8 x s8'}.",
              "", "| graph | kernels keep the graph's class | agreement with FP32 |", "| --- | --- | --- |"]
     for name, path in graphs.items():
         fused = classes(path, True)

@@ -193,7 +193,7 @@ def test_onnxruntime_integer_kernels_compute_the_graph_on_this_cpu(fp32_onnx, da
     assert (fused.argmax(1) == written.argmax(1)).mean() >= 0.99
 
 
-@pytest.mark.skipif("not __import__('edgesmlp.runtimes.onnxruntime', fromlist=['x']).u8s8_saturates()",
+@pytest.mark.skipif("not __import__('edgesmlp.timing', fromlist=['x']).x86_without_vnni()",
                     reason="this CPU has VNNI (or is not x86): ONNX Runtime's u8 x s8 kernels do not saturate here")
 def test_eight_bit_weights_saturate_on_x86_without_vnni(fp32_onnx, data, tmp_path):
     """Why 7 bits on this CPU: with 8-bit weights the fused kernels lose the class the graph computes."""
@@ -221,14 +221,15 @@ def test_weight_bits(fp32_onnx, data, tmp_path):
 def test_onnxruntime_weight_bits_follow_the_cpu(monkeypatch, fp32_onnx, data, tmp_path):
     """7 bits on x86 without VNNI, 8 with it; --weight-bits wins; and a folder with 8-bit weights benched on a CPU
     that saturates says so."""
+    import platform
+
     import edgesmlp.timing
-    from edgesmlp.runtimes import onnxruntime as runtime
     from edgesmlp.targets.base import RunSettings, TargetOptions
     from edgesmlp.targets.onnxruntime import TARGET
 
-    monkeypatch.setattr(runtime, "wants_unsigned_activations", lambda: True)
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
     monkeypatch.setattr(edgesmlp.timing, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
-    assert runtime.u8s8_saturates() and TARGET.config_from(TargetOptions()).qdq.weight_bits == 7
+    assert edgesmlp.timing.x86_without_vnni() and TARGET.config_from(TargetOptions()).qdq.weight_bits == 7
     assert TARGET.config_from(TargetOptions(weight_bits=8)).qdq.weight_bits == 8
     folder = tmp_path / "onnxruntime"
     folder.mkdir()
@@ -239,6 +240,6 @@ def test_onnxruntime_weight_bits_follow_the_cpu(monkeypatch, fp32_onnx, data, tm
     assert "8-bit weights" in build.variants[1].note and any("--weight-bits 7" in n for n in build.notes)
     assert logged and logged[0].startswith("warning: this CPU has no VNNI")
     monkeypatch.setattr(edgesmlp.timing, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_vnni"}))
-    assert not runtime.u8s8_saturates() and TARGET.config_from(TargetOptions()).qdq.weight_bits == 8
+    assert not edgesmlp.timing.x86_without_vnni() and TARGET.config_from(TargetOptions()).qdq.weight_bits == 8
     build = TARGET.load(folder, TARGET.config_from(TargetOptions()), RunSettings(), logged.append)
     assert not any("VNNI" in n for n in build.notes) and len(logged) == 1

@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from edgesmlp.deploy import AxialMix, DeploySMLPNet
-from edgesmlp.quantize.calibrate import QMAX, CalibMethod, amax_from_histogram
+from edgesmlp.quantize.calibrate import QMAX, CalibMethod, amax_from_histogram, weight_qmax
 
 
 class ActQuant(nn.Module):
@@ -126,7 +126,7 @@ class QATDeploySMLPNet(nn.Module):
         _place_quantizers(self.model)
         self.weight_quantizers = []
         for module, name, axis in _weights(self.model):
-            quantizer = WeightQuant(axis, 2 ** (weight_bits - 1) - 1)
+            quantizer = WeightQuant(axis, weight_qmax(weight_bits))
             parametrize.register_parametrization(module, name, quantizer)
             self.weight_quantizers.append(quantizer)
 

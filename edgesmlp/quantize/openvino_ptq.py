@@ -23,6 +23,7 @@ from enum import Enum
 import numpy as np
 
 from edgesmlp.errors import ConfigError, MissingDependencyError
+from edgesmlp.quantize.calibrate import weight_qmax
 
 
 class Preset(str, Enum):
@@ -71,8 +72,7 @@ class OpenVINOPTQConfig:
             from edgesmlp.timing import x86_without_vnni
 
             object.__setattr__(self, "weight_bits", 7 if x86_without_vnni() else 8)
-        if self.weight_bits not in (7, 8):
-            raise ConfigError(f"--weight-bits must be 7 or 8, got {self.weight_bits!r}")
+        weight_qmax(self.weight_bits)  # refuses anything but 7 or 8
         object.__setattr__(self, "preset", _choice(Preset, self.preset, "--preset"))
         object.__setattr__(self, "bias_correction", _choice(BiasCorrection, self.bias_correction, "--bias-correction"))
         object.__setattr__(self, "activation_range", _choice(ActivationRange, self.activation_range,

@@ -26,7 +26,7 @@ import numpy as np
 
 from edgesmlp.artifacts import atomic_file
 from edgesmlp.errors import ConfigError
-from edgesmlp.quantize.calibrate import QMAX, CalibMethod, amax_from_histogram, collect_histograms
+from edgesmlp.quantize.calibrate import QMAX, CalibMethod, amax_from_histogram, collect_histograms, weight_qmax
 
 WEIGHTED = ("Conv", "MatMul", "Gemm")
 
@@ -43,8 +43,7 @@ class QDQConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ignored", tuple(self.ignored))
-        if self.weight_bits not in (7, 8):
-            raise ConfigError(f"--weight-bits must be 7 or 8, got {self.weight_bits}")
+        weight_qmax(self.weight_bits)  # refuses anything but 7 or 8
         if self.method not in {m.value for m in CalibMethod}:
             raise ConfigError(f"--calib-method {self.method!r} unknown: use {', '.join(m.value for m in CalibMethod)}")
         object.__setattr__(self, "method", CalibMethod(self.method))
@@ -64,9 +63,6 @@ class QDQConfig:
                 "quantize_outputs": self.quantize_outputs, "ignored": list(self.ignored),
                 "weight_bits": self.weight_bits}
 
-    @property
-    def weight_qmax(self) -> int:
-        return 2 ** (self.weight_bits - 1) - 1
 
 
 @dataclass
@@ -154,7 +150,7 @@ def _scalar(name: str, value, dtype):
     return numpy_helper.from_array(np.asarray(value, dtype=dtype), name)
 
 
-def _quantize_weights(model, plan: QDQPlan, qmax: int = QMAX) -> None:
+def _quantize_weights(model, plan: QDQPlan, qmax: int) -> None:
     from onnx import helper, numpy_helper
 
     graph = model.graph
@@ -258,7 +254,7 @@ def quantize_qdq(fp32_path: Path, out_path: Path, calibration: np.ndarray, confi
         for t in group:
             if t in amax:
                 amax[t] = shared
-    _quantize_weights(model, plan, config.weight_qmax)
+    _quantize_weights(model, plan, weight_qmax(config.weight_bits))
     _insert_activation_qdq(model, plan, amax)
     _drop_unused_initializers(model)
     _toposort(model)

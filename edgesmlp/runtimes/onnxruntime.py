@@ -90,37 +90,28 @@ def wants_unsigned_activations() -> bool:
     return platform.machine().lower() in {"x86_64", "amd64", "i386", "i686"}
 
 
-def u8s8_saturates() -> bool:
-    """Whether ONNX Runtime's u8 x s8 kernels saturate on this CPU: x86 without VNNI (AVX2, and AVX-512 before
-    Cascade Lake) multiplies with VPMADDUBSW, whose int16 sum of two u8 x s8 products clips above 32767 (2 x 255 x
-    127 = 64770). On an AVX2 EPYC the bundled model's u8 INT8 kept FP32's class on 96.8% of its images, and 100.0%
-    with 7-bit weights (2 x 255 x 63 = 32130 cannot clip), at the same speed (benchmarks/results/
-    onnxruntime_int8_avx2.md). Where the flags cannot be read, x86 is taken to saturate: 7 bits are always right."""
-    from edgesmlp.timing import VNNI_FLAGS, cpu_flags
-
-    return wants_unsigned_activations() and not any(flag in cpu_flags() for flag in VNNI_FLAGS)
-
-
 def weight_bits_for_this_cpu() -> int:
-    """The s8 weight width ONNX Runtime's integer kernels compute exactly here: 7 where u8 x s8 saturates, else 8."""
-    return 7 if u8s8_saturates() else 8
-
-
-def emulates_unfused() -> bool:
-    """Whether ONNX Runtime, as the accuracy proxy for TensorRT's INT8, runs the s8 Q/DQ graph unfused (each Q/DQ
-    in float: the graph's own math) rather than in its integer kernels: where those saturate, on x86 without VNNI
-    (``timing.x86_without_vnni``). Fused there, a random sMLPNet's logits moved by up to 32% of their range
-    against QAT's fake quantization of the same graph; unfused, they match it to float rounding."""
+    """The s8 weight width ONNX Runtime's integer kernels compute exactly here: 7 on x86 without VNNI
+    (``timing.x86_without_vnni``: VPMADDUBSW's int16 sums saturate on 8-bit weights; on an AVX2 EPYC the bundled
+    model's u8 INT8 kept FP32's class on 96.8% of its images, and 100.0% with 7-bit weights at the same speed,
+    benchmarks/results/onnxruntime_int8_avx2.md), else 8."""
     from edgesmlp.timing import x86_without_vnni
 
-    return x86_without_vnni()
+    return 7 if x86_without_vnni() else 8
 
 
 def emulation_session(model: str | Path | bytes, threads: int = 0):
-    """A session that computes what a TensorRT-rule Q/DQ graph means, on this CPU (:func:`emulates_unfused`)."""
-    return cpu_session(model, threads, unfused=emulates_unfused())
+    """A session that computes what a TensorRT-rule Q/DQ graph means, as the accuracy proxy for TensorRT's INT8.
+    Where this CPU's integer kernels saturate (``timing.x86_without_vnni``) its Q/DQ pairs run unfused, in float:
+    fused there, a random sMLPNet's logits moved by up to 32% of their range against QAT's fake quantization of the
+    same graph; unfused, they match it to float rounding."""
+    from edgesmlp.timing import x86_without_vnni
+
+    return cpu_session(model, threads, unfused=x86_without_vnni())
 
 
 def emulation_runner(path: str | Path, threads: int = 0) -> OnnxRuntimeRunner:
     """:func:`emulation_session` as a runner."""
-    return OnnxRuntimeRunner(path, threads, unfused=emulates_unfused())
+    from edgesmlp.timing import x86_without_vnni
+
+    return OnnxRuntimeRunner(path, threads, unfused=x86_without_vnni())

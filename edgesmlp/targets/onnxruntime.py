@@ -6,7 +6,7 @@ placement it ran every Conv in float between a DQ and a float consumer: 0.7-0.8x
 Q/DQ on the residual Adds (ONNX Runtime fuses no Add into a Conv; they only cost a requantize). On x86
 its activations (and the left weight of ``P @ x``) are u8 (exact: zero point 128), the only kind
 ONNX Runtime's x86 integer kernels take fast; on x86 CPUs without VNNI, whose u8 x s8 kernels saturate, the
-signed weights are 7-bit (``runtimes.onnxruntime.u8s8_saturates``) unless ``--weight-bits`` says otherwise.
+signed weights are 7-bit (``timing.x86_without_vnni``) unless ``--weight-bits`` says otherwise.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 from edgesmlp.artifacts import atomic_file
 from edgesmlp.errors import InputError
 from edgesmlp.quantize.qdq import QDQConfig
-from edgesmlp.runtimes.onnxruntime import (OnnxRuntimeRunner, u8s8_saturates, wants_unsigned_activations,
-                                           weight_bits_for_this_cpu)
+from edgesmlp.runtimes.onnxruntime import OnnxRuntimeRunner, wants_unsigned_activations, weight_bits_for_this_cpu
+from edgesmlp.timing import x86_without_vnni
 from edgesmlp.targets.base import Build, Job, Log, RunSettings, Target, TargetOptions, Variant, size_mb
 
 RUNTIME = "ONNX Runtime CPU"
@@ -120,7 +120,7 @@ class OnnxRuntimeTarget(Target):
             int8, runtime = folder / INT8_ONNX, RUNTIME
             bits = _weight_bits(int8)
             note = f"Q/DQ graph, {_signedness()[1]}, {bits}-bit weights"
-            if bits == 8 and u8s8_saturates():
+            if bits == 8 and x86_without_vnni():
                 notes.append(SATURATION_NOTE.format(file=int8.name))
                 log(f"warning: {notes[-1]}")
         else:
