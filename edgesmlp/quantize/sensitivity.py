@@ -122,16 +122,15 @@ def block_cosines(fp32, qdq, x: np.ndarray, threads: int = 0) -> list[tuple[str,
     marks = [m for m in marks if m in found]
     for model in (fp32, qdq):
         model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(m) for m in marks)
-    a = _run(fp32, x, threads, marks, emulate=False)
+    a = _run(fp32, x, threads, marks)  # same session kind as the Q/DQ graph: cosines see quantization only
     b = _run(qdq, x, threads, marks)
     return [(name, cosine(u, v)) for name, u, v in zip(marks, a, b)]
 
 
-def _run(model, x: np.ndarray, threads: int, outputs: list[str], batch: int = 16,
-         emulate: bool = True) -> list[np.ndarray]:
-    from edgesmlp.runtimes.onnxruntime import cpu_session, emulation_session
+def _run(model, x: np.ndarray, threads: int, outputs: list[str], batch: int = 16) -> list[np.ndarray]:
+    from edgesmlp.runtimes.onnxruntime import emulation_session
 
-    session = (emulation_session if emulate else cpu_session)(model.SerializeToString(), threads)
+    session = emulation_session(model.SerializeToString(), threads)
     name = session.get_inputs()[0].name
     chunks = [session.run(outputs, {name: x[i : i + batch]}) for i in range(0, len(x), batch)]
     return [np.concatenate([c[k] for c in chunks]) for k in range(len(chunks[0]))]
