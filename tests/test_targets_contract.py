@@ -57,13 +57,29 @@ class TargetContract:
     def target(self) -> Target:
         return targets.get(self.name)
 
-    @pytest.fixture
-    def folder(self, target, loaded, tmp_path):
+    @pytest.fixture(scope="class")
+    @classmethod
+    def built_once(cls, loaded, tmp_path_factory):
+        """One build per target for the whole class (a build quantizes: seconds to tens of seconds)."""
         ckpt, deploy, preprocess, calib = loaded
-        job = Job(ckpt, deploy, "deploy", preprocess, calib, target.config_type(), RunSettings())
-        folder = tmp_path / self.name
-        folder.mkdir()
-        return folder, target.build(job, folder, QUIET)
+        with pytest.MonkeyPatch.context() as patch:
+            cls.register(patch)
+            target = targets.get(cls.name)
+            job = Job(ckpt, deploy, "deploy", preprocess, calib, target.config_type(), RunSettings())
+            folder = tmp_path_factory.mktemp(cls.name)
+            return folder, target.build(job, folder, QUIET)
+
+    @pytest.fixture
+    def folder(self, built_once, tmp_path):
+        """A copy of the build's folder for each test, which may write there (load saves engines)."""
+        import shutil
+
+        pristine, build = built_once
+        return shutil.copytree(pristine, tmp_path / self.name), build
+
+    @staticmethod
+    def register(patch: pytest.MonkeyPatch) -> None:
+        """Put the target in the registry (the built-in ones are there already)."""
 
     @pytest.fixture
     def reference(self, loaded, inputs):
@@ -174,9 +190,13 @@ class TestToyTarget(TargetContract):
 
     name, built, loaded = "toy", {"fp32"}, {"fp32"}
 
+    @staticmethod
+    def register(patch: pytest.MonkeyPatch) -> None:
+        patch.setitem(targets.REGISTRY, "toy", "tests.toy_target")
+
     @pytest.fixture(autouse=True)
     def registered(self, monkeypatch):
-        monkeypatch.setitem(targets.REGISTRY, "toy", "tests.toy_target")
+        self.register(monkeypatch)
 
     def test_quantize_and_bench_through_the_cli(self, tmp_path):
         runner = CliRunner()
