@@ -106,10 +106,15 @@ def to_openvino(model: torch.nn.Module, in_chans: int, image_size: int, batch: i
     from edgesmlp.runtimes.openvino import require_openvino
 
     ov = require_openvino()
+    from openvino.frontend.pytorch.ts_decoder import TorchScriptPythonDecoder
+
     example = torch.zeros(max(batch, 1), in_chans, image_size, image_size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit.trace deprecation notes from OpenVINO's frontend
-        converted = ov.convert_model(model.eval(), example_input=example, input=[batch, in_chans, image_size, image_size])
+        # OpenVINO's own tracing, less torch.jit.trace's check_trace (a second trace and run to compare, about
+        # a second per model): sMLPNet has no data-dependent control flow for a second trace to catch.
+        decoder = TorchScriptPythonDecoder(model.eval(), example_input=example, trace_kwargs={"check_trace": False})
+        converted = ov.convert_model(decoder, example_input=example, input=[batch, in_chans, image_size, image_size])
     converted.inputs[0].get_tensor().set_names({"input"})
     converted.outputs[0].get_tensor().set_names({"logits"})
     return converted
