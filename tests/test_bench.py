@@ -61,7 +61,7 @@ def test_check_passes_on_the_bench_report(bench_dir):
 def quantized(tmp_path_factory):
     """`edgesmlp quantize` on the bundled model (the OpenVINO target), for the benches that read it back."""
     out = tmp_path_factory.mktemp("quantized") / "q"
-    result = runner.invoke(app, ["quantize", "-o", str(out), "--calib-size", "50"])
+    result = runner.invoke(app, ["quantize", "-o", str(out), "--calib-size", "50", "--latency-seconds", "0"])
     assert result.exit_code == 0, result.output
     return out
 
@@ -113,7 +113,8 @@ def test_jetson_bench_here_says_what_is_missing(tmp_path):
 def test_bench_a_jetson_bundle_on_the_device(tmp_path, device_standins):
     """What `edgesmlp bench --target jetson --from BUNDLE` does on a Jetson, with the recording TensorRT
     stand-in and the CUDA runtime stand-in in place of the device: engines built from the bundle, saved, reported."""
-    quantized = runner.invoke(app, ["quantize", "--target", "jetson", "-o", str(tmp_path / "q"), "--calib-size", "50"])
+    quantized = runner.invoke(app, ["quantize", "--target", "jetson", "-o", str(tmp_path / "q"), "--calib-size", "50",
+                                     "--latency-seconds", "0"])
     assert quantized.exit_code == 0, quantized.output
     bundle = tmp_path / "q" / "jetson"
     result = runner.invoke(app, ["bench", "--target", "jetson", "-t", "onnxruntime", "--from", str(bundle),

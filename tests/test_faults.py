@@ -311,13 +311,14 @@ def test_hostile_images_are_skipped_and_counted(files, tmp_path, monkeypatch):
     os.rename(calib / "3.png", calib.as_posix().encode() + b"/caf\xe9-\xff.png")  # not UTF-8
     listed = tmp_path / "list.csv"
     listed.write_bytes(b"calib/caf\xe9-\xff.png\ncalib/1.png\n")  # a Latin-1 byte in a list file
-    result = runner.invoke(app, ["quantize", "--calib", str(calib), "--calib-size", "100", "-o", "out"])
+    result = runner.invoke(app, ["quantize", "--calib", str(calib), "--calib-size", "100", "-o", "out", "--latency-seconds", "0"])
     assert result.exit_code == 0, result.output
     assert "Traceback" not in result.output
     assert "skipped 2 unreadable calibration image(s)" in result.stderr
     manifest = json.loads((tmp_path / "out" / "openvino" / "manifest.json").read_text())
     assert manifest["calibration"]["images"] == 16  # every good one, the non-UTF-8 name included
-    listed_run = runner.invoke(app, ["quantize", "--calib", str(listed), "--calib-size", "16", "-o", "out2"])
+    listed_run = runner.invoke(app, ["quantize", "--calib", str(listed), "--calib-size", "16", "-o", "out2",
+                                      "--latency-seconds", "0"])
     assert listed_run.exit_code == 0 and "Traceback" not in listed_run.output, listed_run.output
 
 
@@ -386,7 +387,7 @@ def test_a_killed_run_is_cleaned_up_by_the_next(tmp_path):
     run.kill()
     run.wait()
     assert list((tmp_path / "out").glob(".openvino.*"))  # SIGKILL cannot clean up: its leftovers are there
-    again = edgesmlp("quantize", "--calib-size", "16", "-o", "out", cwd=tmp_path)
+    again = edgesmlp("quantize", "--calib-size", "16", "-o", "out", "--latency-seconds", "0", cwd=tmp_path)
     _, err = again.communicate(timeout=300)
     assert again.returncode == 0, err
     assert f"removed {Path('out') / ('.openvino.partial-' + str(run.pid))}" in err
@@ -395,7 +396,7 @@ def test_a_killed_run_is_cleaned_up_by_the_next(tmp_path):
 
 @pytest.mark.slow
 def test_two_runs_in_one_folder_both_keep_their_output(tmp_path):
-    runs = [edgesmlp("quantize", "--calib-size", "16", cwd=tmp_path) for _ in range(2)]
+    runs = [edgesmlp("quantize", "--calib-size", "16", "--latency-seconds", "0", cwd=tmp_path) for _ in range(2)]
     outputs = [run.communicate(timeout=300) for run in runs]
     assert [run.returncode for run in runs] == [0, 0], outputs
     written = sorted(line.split(":")[0] for out, _ in outputs for line in out.splitlines() if line.startswith("wrote "))

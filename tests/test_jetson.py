@@ -104,7 +104,7 @@ def test_build_script_dla_and_missing_trtexec(bundle, tmp_path):
 
 def test_cli_jetson_with_max_calibration(tmp_path):
     result = runner.invoke(app, ["quantize", "--target", "jetson", "-o", str(tmp_path), "--calib-method", "max",
-                                 "--calib-size", "64"])
+                                 "--calib-size", "64", "--latency-seconds", "0"])
     assert result.exit_code == 0, result.output
     assert re.search(r"^jetson +int8 +\d", result.stdout, re.M) and "emulated" in result.stdout
     assert "| jetson | int8 | emulated (ONNX Runtime CPU) | ok |" in (tmp_path / "jetson" / "report.md").read_text()
