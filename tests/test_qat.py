@@ -134,6 +134,28 @@ def test_resume_from_another_target_is_refused(tmp_path, monkeypatch):
     assert missing.exit_code == 2 and "no checkpoint" in missing.stderr
 
 
+@pytest.mark.parametrize(("made", "resumed"), [("8", "7"), ("7", "8")])
+def test_resume_with_the_other_weight_width_is_refused(tmp_path, made, resumed):
+    """The weight width is no tensor in the checkpoint: resuming an 8-bit run with --weight-bits 7 (or back) would
+    train the other width silently, so the identity carries it and the resume is refused before any work."""
+    from edgesmlp.checkpoint import load_checkpoint
+    from edgesmlp.deploy import to_deploy
+    from edgesmlp.quantize.fakequant import QATDeploySMLPNet
+
+    ckpt = load_checkpoint()
+    identity = qat_module.model_identity(ckpt.sha256, "openvino", "deploy", ckpt.config.to_dict(), int(made))
+    student = QATDeploySMLPNet(to_deploy(ckpt.model), weight_bits=int(made))
+    optimizer = torch.optim.AdamW(student.parameters())
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    qat_module._save(tmp_path / "openvino.qat-checkpoint.pt", identity, student, optimizer, schedule, 1)
+    result = runner.invoke(app, ["quantize", "--target", "openvino", "--method", "qat", "--resume", "-o", str(tmp_path),
+                                 "--epochs", "2", "--weight-bits", resumed])
+    assert result.exit_code == 2, result.output
+    assert f"made for another --weight-bits ('{made}', this run is '{resumed}')" in result.stderr
+    assert not (tmp_path / "openvino").exists() and (tmp_path / "openvino.qat-checkpoint.pt").is_file()
+    assert qat_module.load_resumable(tmp_path / "openvino.qat-checkpoint.pt", identity)["epoch"] == 1  # same width
+
+
 def test_unlabelled_training_folder_distils_only(tmp_path):
     from edgesmlp.calibration.digits import load_split
 

@@ -63,7 +63,7 @@ def run_quantize(request: QuantizeRequest, log: Log = print) -> QuantizeOutcome:
     output = (reserved_dir(candidates, request.force, explicit=request.output is not None, log=log) if rank == 0
               else _scratch(target.name))
     with output as (target_dir, tmp):
-        qat = _prepare_qat(request, ckpt, target.name, target_dir) if request.qat is not None else None
+        qat = _prepare_qat(request, ckpt, target.name, target_dir, config) if request.qat is not None else None
         model = to_deploy(ckpt.model) if request.form.value == "deploy" else ckpt.model
         search = (_search_images(request, preprocess, calib_set, calib) if request.budget.searches and qat is None
                   else None)
@@ -152,10 +152,13 @@ def _rank(request: QuantizeRequest) -> int:
     return distributed()[0]
 
 
-def _prepare_qat(request: QuantizeRequest, ckpt, target: str, target_dir: Path):
+def _prepare_qat(request: QuantizeRequest, ckpt, target: str, target_dir: Path, config):
     from edgesmlp.quantize.qat import model_identity, prepare_qat
 
-    identity = model_identity(ckpt.sha256, target, request.form.value, ckpt.config.to_dict())
+    # The weight width is a constructor argument of the fake quantizers, not a tensor in the checkpoint: without
+    # it in the identity, a run resumed with the other --weight-bits would train the other width silently.
+    identity = model_identity(ckpt.sha256, target, request.form.value, ckpt.config.to_dict(),
+                              config.to_dict().get("weight_bits"))
     checkpoint = target_dir.parent / f"{target_dir.name}.qat-checkpoint.pt"
     return prepare_qat(request.qat, ckpt.bundled, ckpt.config.num_classes, identity, checkpoint)
 

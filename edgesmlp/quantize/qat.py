@@ -85,9 +85,16 @@ def _check_one_batch(images: ImageSet, config: QATConfig, world: int) -> None:
                         f"{config.batch_size}{f' x {world} processes' if world > 1 else ''}: lower --batch-size")
 
 
-def model_identity(weights_sha256: str, target: str, form: str, model_config: dict) -> dict[str, str]:
-    return {"weights_sha256": weights_sha256, "target": target, "form": form,
-            "model": json.dumps(model_config, sort_keys=True)}
+_SETTINGS = ("--weight-bits",)  # identity entries that are quantize options, not which model and target
+
+
+def model_identity(weights_sha256: str, target: str, form: str, model_config: dict,
+                   weight_bits: int | None = None) -> dict[str, str]:
+    identity = {"weights_sha256": weights_sha256, "target": target, "form": form,
+                "model": json.dumps(model_config, sort_keys=True)}
+    if weight_bits is not None:
+        identity["--weight-bits"] = str(weight_bits)
+    return identity
 
 
 def distributed() -> tuple[int, int]:
@@ -239,7 +246,7 @@ def load_resumable(path: Path | None, identity: dict) -> dict:
     if not isinstance(state.get("identity"), dict) or not isinstance(state.get("epoch"), int) or not all(
             isinstance(state.get(k), dict) for k in ("model", "optimizer", "schedule")):
         raise InputError(f"--resume: {path} is damaged (entries missing); delete it and start fresh")
-    for key, value in identity.items():
+    for key, value in sorted(identity.items(), key=lambda item: item[0] in _SETTINGS):  # the job before its settings
         if state["identity"].get(key) != value:
             raise InputError(f"--resume: {path} was made for another {key} ({state['identity'].get(key)!r}, this run "
                              f"is {value!r}); delete it or drop --resume")
