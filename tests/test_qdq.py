@@ -185,7 +185,7 @@ def test_onnxruntime_integer_kernels_compute_the_graph_on_this_cpu(fp32_onnx, da
     """With the weight bits the onnxruntime target picks for this CPU, ONNX Runtime's fused integer kernels keep the
     class the Q/DQ graph computes (executed unfused, in float) on 99% of the images. On x86 without VNNI, 8-bit weights
     do not (their u8 x s8 products saturate: 96.8% on an AVX2 EPYC); 7-bit weights do."""
-    from edgesmlp.runtimes.onnxruntime import weight_bits_for_this_cpu
+    from edgesmlp.timing import weight_bits_for_this_cpu
 
     xc, xv, _ = data
     path = _ort_int8(fp32_onnx, xc[:128], tmp_path / "int8.onnx", weight_bits_for_this_cpu())

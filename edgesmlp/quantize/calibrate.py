@@ -10,6 +10,7 @@ from enum import Enum
 
 import numpy as np
 
+from edgesmlp.errors import ConfigError
 from edgesmlp.progress import progress_bar
 
 QMAX = 127  # symmetric signed INT8 as TensorRT uses it: scale = amax / 127
@@ -18,8 +19,6 @@ QMAX = 127  # symmetric signed INT8 as TensorRT uses it: scale = amax / 127
 def weight_qmax(bits: int) -> int:
     """The largest magnitude of a symmetric signed weight of ``bits`` (7 or 8); 7 for x86 CPUs without VNNI, whose
     u8 x s8 kernels saturate on 8-bit weights (``timing.x86_without_vnni``)."""
-    from edgesmlp.errors import ConfigError
-
     if bits not in (7, 8):
         raise ConfigError(f"--weight-bits must be 7 or 8, got {bits!r}")
     return 2 ** (bits - 1) - 1

@@ -69,9 +69,9 @@ class OpenVINOPTQConfig:
 
     def __post_init__(self) -> None:
         if self.weight_bits is None:
-            from edgesmlp.timing import x86_without_vnni
+            from edgesmlp.timing import weight_bits_for_this_cpu
 
-            object.__setattr__(self, "weight_bits", 7 if x86_without_vnni() else 8)
+            object.__setattr__(self, "weight_bits", weight_bits_for_this_cpu())
         weight_qmax(self.weight_bits)  # refuses anything but 7 or 8
         object.__setattr__(self, "preset", _choice(Preset, self.preset, "--preset"))
         object.__setattr__(self, "bias_correction", _choice(BiasCorrection, self.bias_correction, "--bias-correction"))

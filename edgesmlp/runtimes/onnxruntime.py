@@ -85,19 +85,9 @@ def wants_unsigned_activations() -> bool:
     """On x86 ONNX Runtime's integer kernels are u8 activations x s8 weights (VPMADDUBSW, VNNI's VPDPBUSD):
     s8 activations ran 1.5x slower than u8 even on a VNNI CPU (benchmarks/results/onnxruntime_int8.md).
     On ARM the signed graph (ONNX Runtime's default S8S8, SDOT) stays."""
-    import platform
+    from edgesmlp.timing import is_x86
 
-    return platform.machine().lower() in {"x86_64", "amd64", "i386", "i686"}
-
-
-def weight_bits_for_this_cpu() -> int:
-    """The s8 weight width ONNX Runtime's integer kernels compute exactly here: 7 on x86 without VNNI
-    (``timing.x86_without_vnni``: VPMADDUBSW's int16 sums saturate on 8-bit weights; on an AVX2 EPYC the bundled
-    model's u8 INT8 kept FP32's class on 96.8% of its images, and 100.0% with 7-bit weights at the same speed,
-    benchmarks/results/onnxruntime_int8_avx2.md), else 8."""
-    from edgesmlp.timing import x86_without_vnni
-
-    return 7 if x86_without_vnni() else 8
+    return is_x86()
 
 
 def emulation_session(model: str | Path | bytes, threads: int = 0):

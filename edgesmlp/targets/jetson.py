@@ -47,17 +47,13 @@ def _quantized_layers(path: Path) -> int:
     return len(quantized_nodes(onnx.load(str(path))))
 
 
-def _ort(path: Path, run: RunSettings):
-    from edgesmlp.runtimes.onnxruntime import OnnxRuntimeRunner
+def _ort(path: Path, run: RunSettings, emulated: bool = False):
+    """ONNX Runtime on ``path``; ``emulated``: the Q/DQ graph's own math on this CPU
+    (``runtimes.onnxruntime.emulation_runner``), TensorRT's accuracy proxy."""
+    from edgesmlp.runtimes.onnxruntime import OnnxRuntimeRunner, emulation_runner
 
-    return lambda batch: OnnxRuntimeRunner(path, run.cpu_threads)
-
-
-def _emulated(path: Path, run: RunSettings):
-    """The Q/DQ graph's own math on this CPU (``runtimes.onnxruntime.emulation_runner``): TensorRT's accuracy proxy."""
-    from edgesmlp.runtimes.onnxruntime import emulation_runner
-
-    return lambda batch: emulation_runner(path, run.cpu_threads)
+    make = emulation_runner if emulated else OnnxRuntimeRunner
+    return lambda batch: make(path, run.cpu_threads)
 
 
 class JetsonTarget(Target):
@@ -118,10 +114,10 @@ class JetsonTarget(Target):
         write_device_readme(folder, c)
         variants = [Variant("fp32", "ONNX Runtime CPU", _ort(folder / FP32_ONNX, job.run), size_mb(folder / FP32_ONNX))]
         if job.qat is not None:
-            variants.append(Variant("int8-ptq", EMULATED, _emulated(ptq_path, job.run), size_mb(ptq_path),
+            variants.append(Variant("int8-ptq", EMULATED, _ort(ptq_path, job.run, emulated=True), size_mb(ptq_path),
                                     note="PTQ, for comparison"))
         variants += compare
-        variants.append(Variant("int8", EMULATED, _emulated(folder / INT8_ONNX, job.run), size_mb(folder / INT8_ONNX), seconds,
+        variants.append(Variant("int8", EMULATED, _ort(folder / INT8_ONNX, job.run, emulated=True), size_mb(folder / INT8_ONNX), seconds,
                                 note=("QAT; " if job.qat else "") + "Q/DQ graph executed by ONNX Runtime on the CPU: "
                                 "accuracy proxy for the TensorRT INT8 engine", kept_float=config.ignored,
                                 quantized_layers=_quantized_layers(folder / INT8_ONNX)))
@@ -154,7 +150,7 @@ class JetsonTarget(Target):
         compare = []
         if choice.kept_float:
             (folder / INT8_ONNX).replace(folder / ALL_INT8_ONNX)
-            compare.append(Variant("int8-all", EMULATED, _emulated(folder / ALL_INT8_ONNX, job.run),
+            compare.append(Variant("int8-all", EMULATED, _ort(folder / ALL_INT8_ONNX, job.run, emulated=True),
                                    size_mb(folder / ALL_INT8_ONNX), kept_float=config.ignored,
                                    quantized_layers=len(graph.layers), compare_only=True,
                                    note="every layer INT8 (but --ignore), for comparison; not shipped"))

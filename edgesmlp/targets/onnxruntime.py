@@ -18,8 +18,8 @@ from pathlib import Path
 from edgesmlp.artifacts import atomic_file
 from edgesmlp.errors import InputError
 from edgesmlp.quantize.qdq import QDQConfig
-from edgesmlp.runtimes.onnxruntime import OnnxRuntimeRunner, wants_unsigned_activations, weight_bits_for_this_cpu
-from edgesmlp.timing import x86_without_vnni
+from edgesmlp.runtimes.onnxruntime import OnnxRuntimeRunner, emulation_runner, wants_unsigned_activations
+from edgesmlp.timing import weight_bits_for_this_cpu, x86_without_vnni
 from edgesmlp.targets.base import Build, Job, Log, RunSettings, Target, TargetOptions, Variant, size_mb
 
 RUNTIME = "ONNX Runtime CPU"
@@ -47,14 +47,10 @@ class OnnxRuntimeConfig:
         return self.qdq.to_dict()
 
 
-def _runner(path: Path, run: RunSettings):
-    return lambda batch: OnnxRuntimeRunner(path, run.cpu_threads)
-
-
-def _emulated(path: Path, run: RunSettings):
-    from edgesmlp.runtimes.onnxruntime import emulation_runner
-
-    return lambda batch: emulation_runner(path, run.cpu_threads)
+def _runner(path: Path, run: RunSettings, emulated: bool = False):
+    """ONNX Runtime on ``path``; ``emulated``: the Q/DQ graph's own math (``emulation_runner``), for a Jetson bundle."""
+    make = emulation_runner if emulated else OnnxRuntimeRunner
+    return lambda batch: make(path, run.cpu_threads)
 
 
 SATURATION_NOTE = ("this CPU has no VNNI, and {file} has 8-bit weights: ONNX Runtime's u8 x s8 kernels "
@@ -125,10 +121,9 @@ class OnnxRuntimeTarget(Target):
                 log(f"warning: {notes[-1]}")
         else:
             int8, runtime, note = folder / BUNDLE_INT8_ONNX, EMULATED, "the Jetson bundle's Q/DQ graph (s8 activations)"
-        int8_runner = _emulated(int8, run) if runtime == EMULATED else _runner(int8, run)
         return Build([
             Variant("fp32", RUNTIME, _runner(folder / FP32_ONNX, run), size_mb(folder / FP32_ONNX)),
-            Variant("int8", runtime, int8_runner, size_mb(int8), note=note),
+            Variant("int8", runtime, _runner(int8, run, emulated=runtime == EMULATED), size_mb(int8), note=note),
         ], notes)
 
 
