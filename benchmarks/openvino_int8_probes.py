@@ -16,6 +16,8 @@ and at batch 8 on 1 thread (one stream of the throughput pool `bench` runs on 2 
   flat_concat       the Concat and fuse on the (N*H*W, C) view instead of (N, H, W, C)
   nchw_concat       the mixed branches permuted back to NCHW, concatenated on its channel axis and fused by the
                     1x1 convolution (the plugin's channels-last Concat kernel instead of its reference one)
+  conv_fuse         the shipped channels-last Concat, permuted to NCHW and fused by the 1x1 convolution
+                    (the plugin's INT8 Convolution kernel instead of its INT8 FullyConnected one)
   ffn_matmul        the channel MLP's two 1x1 convolutions as MatMuls on the normalized (N, H*W, C) view, so the
                     plugin runs them as FullyConnected (as NNCF's plain graph runs its Linear layers)
 
@@ -74,6 +76,11 @@ def nchw_concat(tm, qa: torch.Tensor) -> torch.Tensor:
     return tm.fuse(torch.cat([qa, *mixed], dim=1))
 
 
+def conv_fuse(tm, qa: torch.Tensor) -> torch.Tensor:
+    x = qa.permute(0, 2, 3, 1)
+    return tm.fuse(torch.cat(_fuse_parts(tm, x, bias=True), dim=-1).permute(0, 3, 1, 2))
+
+
 def ffn_matmul(cm, x: torch.Tensor) -> torch.Tensor:
     n, c, h, w = x.shape
     flat = cm.norm._normalize(x.permute(0, 2, 3, 1).reshape(n, h * w, c), -1)
@@ -82,7 +89,7 @@ def ffn_matmul(cm, x: torch.Tensor) -> torch.Tensor:
     return out.view(n, h, w, c).permute(0, 3, 1, 2)
 
 
-PROBES = ("bias_after_fuse", "no_mixing_bias", "gelu_tanh", "flat_concat", "nchw_concat", "ffn_matmul")
+PROBES = ("bias_after_fuse", "no_mixing_bias", "gelu_tanh", "flat_concat", "nchw_concat", "conv_fuse", "ffn_matmul")
 
 
 def probe_model(model, probe: str):
@@ -90,7 +97,7 @@ def probe_model(model, probe: str):
 
     deploy = channels_last_mixing(to_deploy(model))
     mixes = {"bias_after_fuse": bias_after_fuse, "no_mixing_bias": lambda tm, qa: bias_after_fuse(tm, qa, False),
-             "flat_concat": flat_concat, "nchw_concat": nchw_concat}
+             "flat_concat": flat_concat, "nchw_concat": nchw_concat, "conv_fuse": conv_fuse}
     for tm in deploy.token_mix:
         if probe in mixes and tm.channels_last:
             tm._mix_channels_last = lambda qa, tm=tm: mixes[probe](tm, qa)
