@@ -40,6 +40,11 @@ MaxDropOpt = Annotated[float, typer.Option(metavar="POINTS", help="Accuracy floo
 MinAgreementOpt = Annotated[Optional[float], typer.Option(metavar="PERCENT", help="Accuracy floor without labels: exit 1 "
                                                      "when an INT8 row keeps FP32's top class on fewer images than "
                                                      "this (e.g. 99.5).")]
+WeightBitsOpt = Annotated[Optional[int], typer.Option(metavar="[7|8]", help="onnxruntime, openvino: bits of the "
+                                                 "signed weights (openvino: 7 is NNCF's overflow fix on every layer). "
+                                                 "Default: 7 on x86 CPUs without VNNI (AVX2, AVX-512 before Cascade "
+                                                 "Lake), whose u8 x s8 kernels saturate on 8-bit weights, else 8. Set "
+                                                 "it for the CPU you deploy to.")]
 WideOpt = Annotated[bool, typer.Option("--wide", help="Print every column (the default table fits 80 columns).")]
 
 
@@ -325,11 +330,7 @@ def quantize(
     calib_method: Annotated[str, typer.Option(metavar="[max|percentile|entropy|mse]", help="jetson, onnxruntime: activation range from max, percentile, "
                                               "entropy (KL) or mse.")] = "percentile",
     percentile: Annotated[float, typer.Option(help="jetson: the percentile of |x| for --calib-method percentile.")] = 99.99,
-    weight_bits: Annotated[Optional[int], typer.Option(metavar="[7|8]", help="onnxruntime, openvino: bits of the "
-                                                       "signed weights (openvino: 7 is NNCF's overflow fix on every "
-                                                       "layer). Default: 7 on x86 CPUs without VNNI (AVX2, AVX-512 "
-                                                       "before Cascade Lake), whose u8 x s8 kernels saturate on 8-bit "
-                                                       "weights, else 8. Set it for the CPU you deploy to.")] = None,
+    weight_bits: WeightBitsOpt = None,
     form: Annotated[Form, typer.Option(help="deploy (fast, no transposes) or reference (the official graph).")] = Form.deploy,
     image_size: Annotated[Optional[int], typer.Option(help="Input side (must match the weights).")] = None,
     crop_pct: Annotated[Optional[float], typer.Option(help="Centre-crop fraction; resize the shorter side to "
@@ -476,6 +477,7 @@ def bench(
     min_agreement: MinAgreementOpt = None,
     wide: WideOpt = False,
     dla_core: Annotated[Optional[int], typer.Option(help="jetson: build engines for this DLA core (GPU fallback).")] = None,
+    weight_bits: WeightBitsOpt = None,
     profile: Annotated[bool, typer.Option("--profile", help="Add, per target and precision, the time per op type and "
                                           "the precision each layer executed in, from the runtime's own profiler "
                                           "(OpenVINO's performance counters, ONNX Runtime's profiler, TensorRT's "
@@ -507,7 +509,10 @@ def bench(
     from edgesmlp.targets.base import TargetOptions
 
     names = resolve_targets(_target_names(target_list))
-    options = TargetOptions(dla_core=dla_core)
+    if weight_bits is not None and from_dir is not None:
+        raise ConfigError(f"--weight-bits cannot go with --from: {from_dir} holds weights quantized already (its "
+                          "manifest.json says how many bits); quantize again to change them")
+    options = TargetOptions(dla_core=dla_core, weight_bits=weight_bits)
     request = BenchRequest(
         **_spec(weights, variant, ema, val, calib, calib_size, 0, threads, throughput_batch=batch,
                 latency_iters=latency_iters, latency_seconds=latency_seconds),

@@ -104,6 +104,13 @@ def test_unknown_target_and_existing_output(tmp_path):
     assert result.exit_code == 2 and "--force" in result.stderr
 
 
+def test_weight_bits_with_from_is_refused(tmp_path):
+    """--from benches weights quantized already: a width given there would not be the one that runs."""
+    result = runner.invoke(app, ["bench", "--from", str(tmp_path), "--weight-bits", "8", "-o", str(tmp_path / "b")])
+    assert result.exit_code == 2 and "--weight-bits cannot go with --from" in result.stderr
+    assert not (tmp_path / "b").exists()
+
+
 def test_jetson_bench_here_says_what_is_missing(tmp_path):
     result = runner.invoke(app, ["bench", "--target", "jetson", "-o", str(tmp_path / "b"), "--latency-seconds", "0", "--latency-iters", "3"])
     assert result.exit_code == 0, result.output
@@ -140,11 +147,21 @@ def test_two_back_to_back_benches_pass_the_latency_gate(quantized, tmp_path):
 
 def test_bench_profile_says_where_time_goes_and_what_ran_int8(tmp_path):
     """OpenVINO's performance counters and ONNX Runtime's profiler, read back: the INT8 IR's weighted layers
-    execute INT8 kernels and the f32 row's none; the report's tables and the terminal say so."""
+    execute INT8 kernels and the f32 row's none; the report's tables and the terminal say so. The run also takes
+    the weight width this CPU would not choose (--weight-bits), and the report records the configs it built."""
+    from edgesmlp.timing import weight_bits_for_this_cpu, x86_without_vnni
+
+    bits = 15 - weight_bits_for_this_cpu()  # 8 where this CPU's default is 7, and 7 where it is 8
     result = runner.invoke(app, ["bench", "-t", "openvino,onnxruntime", "--profile", "-o", str(tmp_path / "b"),
-                                 "--latency-seconds", "0", "--latency-iters", "3", "--calib-size", "50"])
+                                 "--latency-seconds", "0", "--latency-iters", "3", "--calib-size", "50",
+                                 "--weight-bits", str(bits), "--max-drop", "100"])  # 8 bits lose accuracy here
     assert result.exit_code == 0, result.output
+    assert result.stderr.count("warning: this CPU has no VNNI") == (bits == 8 and x86_without_vnni())  # said once
     report = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert report["configs"]["openvino"]["weight_bits"] == bits == report["configs"]["onnxruntime"]["weight_bits"]
+    # ONNX Runtime reads the width back off the INT8 file it built, and warns where this CPU saturates on 8 bits.
+    assert f"{bits}-bit weights" in rows(report)["onnxruntime/int8"]["note"]
+    assert any("saturate" in n for n in report["notes"]) == (bits == 8 and x86_without_vnni())
     profiles = {f"{p['target']}/{p['precision']}": p for p in report["profiles"]}
     assert set(profiles) == {f"{r['target']}/{r['precision']}" for r in report["results"] if r["status"] == "ok"}
     weighted = ("Convolution", "GroupConvolution", "MatMul", "FullyConnected", "FullyConnectedQuantizedLegacy")

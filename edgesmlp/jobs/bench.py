@@ -73,6 +73,8 @@ def run_bench(request: BenchRequest, log: Log = print) -> BenchOutcome:
         report["kind"] = "bench"
         report["budget"] = {"max_drop": request.max_drop, "min_agreement": request.min_agreement}
         report["reference"] = next(iter(builds), None)
+        if outputs is None:  # with --from, each target folder's manifest.json holds the config it was built with
+            report["configs"] = {name: _config(request, targets.get(name)).to_dict() for name in builds}
         if request.profile and evaluation is not None:
             report["profiles"] = _profiles(builds, evaluation.sample[:1], log)
         write_report(tmp, report)
@@ -124,8 +126,15 @@ def _build_all(names, request: BenchRequest, folder: Path, log: Log):
 def _built_then_loaded(target: Target, job, folder: Path, log: Log) -> Build:
     """``build`` into ``folder``, then ``load`` it back, keeping the quantize time ``build`` measured. The notes are
     ``load``'s, so a report reads the same whether bench built the artifacts or read them with --from."""
-    built = target.build(job, folder, log)
-    loaded = target.load(folder, job.config, job.run, log)
+    said: set[str] = set()
+
+    def build_log(line: str) -> None:
+        said.add(line)
+        log(line)
+
+    built = target.build(job, folder, build_log)
+    # A build that loads its own artifacts (onnxruntime) has logged their warnings already: not twice.
+    loaded = target.load(folder, job.config, job.run, lambda line: None if line in said else log(line))
     seconds = {v.precision: v.quantize_seconds for v in built.variants}
     for v in loaded.variants:
         v.quantize_seconds = v.quantize_seconds if v.quantize_seconds is not None else seconds.get(v.precision)
