@@ -93,6 +93,7 @@ class TokenMix(nn.Module):
     """The depthwise-conv block (if present) then the sMLP block (if present), as one residual branch."""
 
     channels_last = False  # set by channels_last_mixing(): the fc-fused mixing runs on an NHWC view
+    conv_fuse = False  # set by channels_last_mixing(conv_fuse=True): that view's Concat is fused by the 1x1 conv
 
     def __init__(self, channels: int, grid: int, config: ModelConfig, smlp: bool):
         super().__init__()
@@ -153,6 +154,11 @@ class TokenMix(nn.Module):
         else:
             mixed = [self.mix.along_h_nhwc(self.mid(self.mix.along_w_nhwc(x)))]
         cat = torch.cat([x] * self.identity + [self.fuse_in(m) for m in mixed], dim=-1)
+        if self.conv_fuse:
+            # The plugin's INT8 1x1-convolution kernel in place of its INT8 FullyConnected one: on x86 without VNNI
+            # the latter is oneDNN's jit_gemm_i8 (0.9 ms a block on sMLPNet-T against about 0.4 ms), see
+            # quantize.openvino_ptq.requantize_transposed_concats for the FakeQuantize that keeps it INT8.
+            return self.fuse(cat.permute(0, 3, 1, 2))
         return torch.matmul(cat, self.fuse.weight[:, :, 0, 0].t()).permute(0, 3, 1, 2)
 
     def _weighted_sum(self, a: torch.Tensor) -> torch.Tensor:
@@ -273,7 +279,7 @@ def to_deploy(model: sMLPNet, inputs: torch.Tensor | None = None, rtol: float = 
 
 @torch.no_grad()
 def channels_last_mixing(model: DeploySMLPNet, inputs: torch.Tensor | None = None,
-                         rtol: float = DEPLOY_RTOL) -> DeploySMLPNet:
+                         rtol: float = DEPLOY_RTOL, conv_fuse: bool = False) -> DeploySMLPNet:
     """A copy of ``model`` (sharing its weights) whose fc-fused token mixing and channel norms run on NHWC views
     (:func:`set_channels_last`); raise FoldError unless the logits match.
 
@@ -281,21 +287,26 @@ def channels_last_mixing(model: DeploySMLPNet, inputs: torch.Tensor | None = Non
     (1.26x slower on sMLPNet-T, benchmarks/results/openvino_int8.md), while in float at bf16 this form is the slower
     one, so FP32 artifacts keep the NCHW form. Blocks without an fc fusion are left as they are, and so are blocks
     whose mixing biases are all zero: OpenVINO folds the Add away, and 2026.4 then fails to compile the INT8 left
-    MatMul feeding the Concat directly ("any_of(scale.size(), OC, 1U)")."""
+    MatMul feeding the Concat directly ("any_of(scale.size(), OC, 1U)").
+
+    ``conv_fuse``: the channels-last Concat is permuted back to NCHW and fused by the 1x1 convolution, not by a
+    MatMul over channels (OpenVINOPTQConfig.fuse)."""
     inputs = example_inputs(model) if inputs is None else inputs
     shared = {id(t): t for t in (*model.parameters(), *model.buffers())}  # a new module tree on the same weights
-    out = set_channels_last(copy.deepcopy(model, memo=shared).eval())
+    out = set_channels_last(copy.deepcopy(model, memo=shared).eval(), conv_fuse=conv_fuse)
     check_equivalent(model.eval()(inputs), out, inputs, "channels-last mixing and norms", rtol)
     return out
 
 
-def set_channels_last(model: DeploySMLPNet, enabled: bool = True) -> DeploySMLPNet:
+def set_channels_last(model: DeploySMLPNet, enabled: bool = True, conv_fuse: bool = False) -> DeploySMLPNet:
     """Switch ``model``'s fc-fused token mixing to the NHWC view in place, where OpenVINO can compile it (non-zero
     mixing biases, see :func:`channels_last_mixing`), and every channel LayerNorm to its (N, H*W, C) view; return
     it. Unproved: for QAT's student, whose fake quantizers sit at the same tensors in either layout; float models
-    go through :func:`channels_last_mixing`. ``enabled=False`` switches every block back to NCHW."""
+    go through :func:`channels_last_mixing`. ``enabled=False`` switches every block back to NCHW; ``conv_fuse``
+    fuses the channels-last blocks' Concat by the 1x1 convolution (see :func:`channels_last_mixing`)."""
     for tm in model.token_mix:
         tm.channels_last = enabled and tm.fuse is not None and bool(tm.mix.bias_w.any()) and bool(tm.mix.bias_h.any())
+        tm.conv_fuse = conv_fuse and tm.channels_last
     for cm in model.channel_mix:
         cm.norm.channels_last = enabled
     return model

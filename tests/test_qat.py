@@ -245,3 +245,31 @@ def test_openvino_qat_exports_nchw_when_openvino_cannot_compile_channels_last(mo
                                                    lines.append)
     assert len(fails_once.calls) == 1 and any("exporting the NCHW deploy form" in line for line in lines), lines
     assert "Transpose" not in {op.get_type_name() for op in int8.get_ops()} and compile_error(int8) is None
+
+
+@pytest.mark.parametrize("conv_fuse", [False, True])
+def test_openvino_qat_export_fuses_as_ptq_does(monkeypatch, conv_fuse):
+    """With ``conv_fuse`` (``OpenVINOPTQConfig.fuse``, conv on x86 without VNNI) the trained student's channels-last
+    Concats are fused by INT8 1x1 Convolutions, as PTQ's are: its Concat inputs share one quantizer, so the
+    FakeQuantize repeated after the Transpose keeps them INT8. Without it the fuse is a MatMul (FullyConnected)."""
+    import numpy as np
+    import openvino as ov
+
+    from edgesmlp.checkpoint import load_checkpoint
+    from edgesmlp.deploy import to_deploy
+    from edgesmlp.quantize import openvino_qat
+
+    monkeypatch.setattr(openvino_qat, "fine_tune", lambda *args, **kwargs: {"epochs": 0})
+    ckpt = load_checkpoint()
+    c = ckpt.config
+    calibration = np.random.default_rng(0).standard_normal((4, c.in_chans, c.image_size, c.image_size)).astype(np.float32)
+    int8, _ = openvino_qat.quantize_aware_training(to_deploy(ckpt.model), ckpt.model, calibration, None, None,
+                                                   lambda line: None, conv_fuse=conv_fuse)
+    request = ov.Core().compile_model(int8, "CPU", {"PERF_COUNT": True}).create_infer_request()
+    request.infer({0: calibration[:1]})
+    fuses = [(p.node_type, p.exec_type) for p in request.profiling_info
+             if p.status.name == "EXECUTED" and p.node_type != "Reorder"
+             and (".fuse/" in p.node_name or "aten::matmul/MatMul_2" in p.node_name)]
+    assert fuses, [p.node_name for p in request.profiling_info][:40]
+    assert all(kind.lower().endswith("_i8") for _, kind in fuses), fuses
+    assert {op for op, _ in fuses} == ({"Convolution"} if conv_fuse else {"FullyConnectedQuantizedLegacy"}), fuses

@@ -174,6 +174,7 @@ def test_bad_options(tmp_path):
     invoke_error(["--image-size", "64"], "does not match the weights", tmp_path)
     invoke_error(["--method", "sgd"], "--method 'sgd' unknown", tmp_path)
     invoke_error(["--bias-correction", "always"], "--bias-correction 'always' unknown", tmp_path)
+    invoke_error(["--fuse", "gemm"], "--fuse 'gemm' unknown: use matmul, conv", tmp_path)
     with pytest.raises(ConfigError, match="alpha"):
         OpenVINOPTQConfig(smooth_quant=2.0)
     with pytest.raises(ConfigError, match="--preset 'fast' unknown: use performance, mixed"):
@@ -251,16 +252,17 @@ def _executed(int8, size: int, kinds: tuple[str, ...]):
 
 
 def test_channels_last_int8_has_no_reorders_and_int8_token_mixing():
-    """The OpenVINO INT8 source (channels-last mixing) keeps one layout through every block and runs both axial
-    MatMuls in INT8; the NCHW deploy form needs Reorders around them and (but with AMX) leaves P @ x in float."""
+    """The OpenVINO INT8 source (channels-last mixing, fused by a MatMul) keeps one layout through every block and
+    runs both axial MatMuls in INT8; the NCHW deploy form needs Reorders around them and (but with AMX) leaves P @ x
+    in float."""
     from edgesmlp.deploy import to_deploy
     from edgesmlp.export import to_openvino
     from edgesmlp.quantize.openvino_ptq import calibration_graph, quantize_openvino
     from edgesmlp.timing import cpu_flags
 
-    deploy, calibration = to_deploy(_small_model(64, randomize=True)), _images(64)
-    ours = quantize_openvino(calibration_graph(deploy, 3, 64), calibration, OpenVINOPTQConfig())
-    nchw = quantize_openvino(to_openvino(deploy, 3, 64, batch=-1), calibration, OpenVINOPTQConfig())
+    deploy, calibration, config = to_deploy(_small_model(64, randomize=True)), _images(64), OpenVINOPTQConfig(fuse="matmul")
+    ours = quantize_openvino(calibration_graph(deploy, 3, 64, config), calibration, config)
+    nchw = quantize_openvino(to_openvino(deploy, 3, 64, batch=-1), calibration, config)
     reorders = [name for name, _ in _executed(ours, 64, ("Reorder",))]
     assert reorders and all("stems.0" in name for name in reorders)  # only the input's, into the first conv
     # Each channel LayerNorm is one MVN node (its quantizer fused in), not ReduceMeans and elementwise passes.
@@ -276,6 +278,94 @@ def test_channels_last_int8_has_no_reorders_and_int8_token_mixing():
         assert len(matmuls) == 2 * 4 and all(kind.lower().endswith("_i8") for _, kind in matmuls), matmuls
         if "amx_int8" not in cpu_flags():  # with AMX the plugin has an INT8 kernel for the NCHW P @ x too
             assert any(kind.endswith("f32") for _, kind in _executed(nchw, 64, ("MatMul",)))
+
+
+def test_conv_fuse_runs_the_fuse_as_an_int8_convolution(monkeypatch):
+    """``fuse="conv"``: each channels-last Concat is fused by an INT8 1x1 Convolution, and the axial MatMuls stay
+    INT8. Without the FakeQuantize requantize_transposed_concats puts after the Transpose, OpenVINO's CPU plugin
+    runs that fuse (and the MatMuls) in f32: the pass is what keeps it INT8. The extra FakeQuantize repeats the
+    Concat's unified range, so in float it changes nothing: the INT8 logits match the same graph without it."""
+    import numpy as np
+    import openvino as ov
+
+    import edgesmlp.quantize.openvino_ptq as ptq
+    from edgesmlp.deploy import to_deploy
+
+    deploy, calibration, config = to_deploy(_small_model(64, randomize=True)), _images(64), OpenVINOPTQConfig(fuse="conv")
+    graph = ptq.calibration_graph(deploy, 3, 64, config)
+    fuses = lambda int8: [k for n, k in _executed(int8, 64, ("Convolution", "FullyConnected", "FullyConnectedCompressed",
+                                                             "FullyConnectedQuantizedLegacy")) if ".fuse/" in n]
+    ours = ptq.quantize_openvino(graph, calibration, config)
+    assert len(fuses(ours)) == 4 and all(k.endswith("_I8") for k in fuses(ours)), fuses(ours)
+    assert all(k.lower().endswith("_i8") for _, k in _executed(ours, 64, ("MatMul",)))
+    inserted = [op for op in ours.get_ops() if op.get_friendly_name().endswith(".fuse/aten::_convolution/Convolution/fq_input_0")]
+    assert len(inserted) == 4
+
+    monkeypatch.setattr(ptq, "requantize_transposed_concats", lambda int8: 0)
+    bare = ptq.quantize_openvino(graph, calibration, config)
+    assert not any(k.endswith("_I8") for k in fuses(bare)), fuses(bare)  # the plugin's f32 fallback, as measured
+
+    # The copy repeats the grid the Concat's values are already on: the same values, checked on its own constants.
+    import openvino.opset13 as ops
+
+    consts = [inserted[0].input(k).get_source_output() for k in range(1, 5)]
+    x = ops.parameter([2, 5, 6, 7], np.float32)
+    once = ops.transpose(ops.fake_quantize(x, *consts, inserted[0].get_levels()), ops.constant(np.array([0, 3, 1, 2])))
+    twice = ops.fake_quantize(once, *consts, inserted[0].get_levels())
+    high = 1.2 * float(np.abs(consts[1].get_node().get_data()).max())  # the whole grid, and a little clipping
+    values = np.random.default_rng(3).uniform(-high, high, (2, 5, 6, 7))
+    outs = ov.Core().compile_model(ov.Model([once, twice], [x]), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(
+        {0: values.astype(np.float32)})
+    assert np.array_equal(outs[0], outs[1]) and len(np.unique(outs[0])) > 150
+
+    # And the INT8 graph still computes the model: its logits agree with the float module's.
+    import torch
+
+    image = np.random.default_rng(4).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    got = ov.Core().compile_model(ours, "CPU")({0: image})[0].ravel()
+    with torch.no_grad():
+        want = deploy(torch.from_numpy(image)).numpy().ravel()
+    assert got @ want / np.linalg.norm(got) / np.linalg.norm(want) > 0.99
+
+
+def test_requantize_leaves_concats_without_one_shared_range():
+    """A Concat whose inputs are quantized with different ranges gets no FakeQuantize: one copy could not repeat
+    both grids, and would change values."""
+    import numpy as np
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from edgesmlp.quantize.openvino_ptq import requantize_transposed_concats
+
+    def fq(x, high):
+        c = lambda v: ops.constant(np.float32(v))
+        return ops.fake_quantize(x, c(-high), c(high), c(-high), c(high), 256)
+
+    def graph(highs):
+        x = ops.parameter([1, 4, 4, 8], np.float32)
+        cat = ops.concat([fq(x, highs[0]), fq(x, highs[1])], -1)
+        weight = ops.multiply(ops.convert(ops.constant(np.ones((8, 16, 1, 1), np.int8)), "f32"), ops.constant(np.float32(0.1)))
+        conv = ops.convolution(ops.transpose(cat, ops.constant(np.array([0, 3, 1, 2]))), weight, [1, 1], [0, 0], [0, 0], [1, 1])
+        return ov.Model([conv], [x])
+
+    assert requantize_transposed_concats(graph((2.0, 2.0))) == 1
+    assert requantize_transposed_concats(graph((2.0, 3.0))) == 0
+
+
+def test_fuse_follows_the_cpu_and_is_recorded(monkeypatch):
+    """conv on x86 without VNNI, matmul elsewhere; given (library or --fuse), it wins, and to_dict records it."""
+    import edgesmlp.timing
+    from edgesmlp.quantize.openvino_ptq import Fuse
+    from edgesmlp.targets.base import TargetOptions
+    from edgesmlp.targets.openvino import TARGET
+
+    for without_vnni, fuse in ((True, Fuse.conv), (False, Fuse.matmul)):
+        monkeypatch.setattr(edgesmlp.timing, "x86_without_vnni", lambda v=without_vnni: v)
+        assert OpenVINOPTQConfig().fuse is fuse and TARGET.config_from(TargetOptions()).fuse is fuse
+        assert TARGET.config_from(TargetOptions(fuse="conv")).to_dict()["fuse"] == "conv"
+    assert OpenVINOPTQConfig(**OpenVINOPTQConfig(fuse="conv").to_dict()) == OpenVINOPTQConfig(fuse="conv")
+    with pytest.raises(ConfigError, match="--fuse 'gemm' unknown: use matmul, conv"):
+        OpenVINOPTQConfig(fuse="gemm")
 
 
 def test_channels_last_mixing_skips_blocks_openvino_cannot_compile():

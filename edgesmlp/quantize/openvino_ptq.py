@@ -37,6 +37,13 @@ class ActivationRange(str, Enum):
     nncf = "nncf"  # NNCF's own default statistic
 
 
+class Fuse(str, Enum):
+    """What fuses the channels-last deploy form's Concat of identity and mixed branches (``deploy.TokenMix``)."""
+
+    matmul = "matmul"  # a MatMul over channels: the CPU plugin's INT8 FullyConnected
+    conv = "conv"  # the Concat permuted to NCHW and the 1x1 convolution: the plugin's INT8 Convolution
+
+
 class BiasCorrection(str, Enum):
     off = "off"
     fast = "fast"
@@ -66,12 +73,19 @@ class OpenVINOPTQConfig:
     # u8 x s8 kernels saturate on 8-bit weights (random dim-8 networks: logit cosine 0.93 -> 0.999 on an AVX2 EPYC);
     # 8: NNCF's default (the fix on the first layer only). None: 7 on such a CPU, else 8.
     weight_bits: int | None = None
+    # conv on x86 without VNNI, whose INT8 FullyConnected is oneDNN's jit_gemm_i8: sMLPNet-T 1.14x faster at batch 1
+    # and 8 on an AVX2 EPYC (benchmarks/results/openvino_int8_probes_avx2.md); None: conv there, else matmul (the
+    # form measured on VNNI and AMX CPUs).
+    fuse: Fuse | None = None
 
     def __post_init__(self) -> None:
-        if self.weight_bits is None:
-            from edgesmlp.timing import weight_bits_for_this_cpu
+        from edgesmlp.timing import weight_bits_for_this_cpu, x86_without_vnni
 
+        if self.weight_bits is None:
             object.__setattr__(self, "weight_bits", weight_bits_for_this_cpu())
+        if self.fuse is None:
+            object.__setattr__(self, "fuse", Fuse.conv if x86_without_vnni() else Fuse.matmul)
+        object.__setattr__(self, "fuse", _choice(Fuse, self.fuse, "--fuse"))
         weight_qmax(self.weight_bits)  # refuses anything but 7 or 8
         object.__setattr__(self, "preset", _choice(Preset, self.preset, "--preset"))
         object.__setattr__(self, "bias_correction", _choice(BiasCorrection, self.bias_correction, "--bias-correction"))
@@ -92,7 +106,7 @@ class OpenVINOPTQConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["preset"], d["bias_correction"], d["ignored"] = self.preset.value, self.bias_correction.value, list(self.ignored)
-        d["activation_range"] = self.activation_range.value
+        d["activation_range"], d["fuse"] = self.activation_range.value, self.fuse.value
         return d
 
 
@@ -124,15 +138,17 @@ def _nncf_corrects_biases(config: OpenVINOPTQConfig, deploy_form: bool) -> bool:
         config.bias_correction is BiasCorrection.fast and not deploy_form)
 
 
-def calibration_graph(model, in_chans: int, image_size: int):
+def calibration_graph(model, in_chans: int, image_size: int, config: OpenVINOPTQConfig | None = None):
     """The dynamic-batch ov.Model NNCF calibrates for ``model``: the deploy form with its token mixing channels-last
-    (``deploy.channels_last_mixing``: no Reorders and INT8 ``P @ x`` in OpenVINO's CPU plugin), the reference form
-    as it is. Layer names for ``--ignore`` come from this graph."""
+    (``deploy.channels_last_mixing``: no Reorders and INT8 ``P @ x`` in OpenVINO's CPU plugin) and fused as
+    ``config.fuse`` says (this CPU's default without a config), the reference form as it is. Layer names for
+    ``--ignore`` come from this graph."""
     from edgesmlp.deploy import DeploySMLPNet, channels_last_mixing
     from edgesmlp.export import to_openvino
 
     if isinstance(model, DeploySMLPNet):
-        model = channels_last_mixing(model)
+        fuse = (config or OpenVINOPTQConfig()).fuse
+        model = channels_last_mixing(model, conv_fuse=fuse is Fuse.conv)
     return to_openvino(model, in_chans, image_size, batch=-1)
 
 
@@ -147,7 +163,7 @@ def quantize_for_cpu(model, calibration: np.ndarray, config: OpenVINOPTQConfig, 
     from edgesmlp.runtimes.openvino import compile_error
 
     deploy = isinstance(model, DeploySMLPNet)
-    graph = calibration_graph(model, in_chans, image_size)
+    graph = calibration_graph(model, in_chans, image_size, config)
     check_ignored(graph, config)
     log(f"quantizing for OpenVINO ({'deploy' if deploy else 'reference'} form, {len(calibration)} calibration "
         f"images, preset {config.preset.value})")
@@ -208,7 +224,59 @@ def quantize_openvino(model, calibration: np.ndarray, config: OpenVINOPTQConfig,
         from edgesmlp.quantize.openvino_bias import correct_biases
 
         int8, _ = correct_biases(int8, model, calibration)
+    requantize_transposed_concats(int8)
     return int8
+
+
+def requantize_transposed_concats(int8) -> int:
+    """Give every 1x1 Convolution fed by ``Transpose(Concat)`` (``Fuse.conv``) its own copy of the FakeQuantize the
+    Concat's inputs share, between the Transpose and the Convolution; return how many were given one.
+
+    NNCF quantizes the Concat's inputs with one unified range and nothing after them. OpenVINO's CPU plugin then
+    takes the Transpose, the Convolution and its int8 weights for a weight-compressed 1x1 convolution
+    (``ConvertWeightCompressedConv1x1ToMatmul``) and runs the fuse, and the MatMuls before it, in f32. A
+    FakeQuantize with the same range on the transposed tensor changes no value (quantizing an already quantized
+    tensor again on the same grid is the identity) and keeps the Convolution and the MatMuls INT8. Concats whose
+    inputs do not all share one FakeQuantize range are left as they are."""
+    import openvino.opset13 as ops
+
+    count = 0
+    for conv in int8.get_ordered_ops():
+        if conv.get_type_name() != "Convolution":
+            continue
+        transpose = conv.input(0).get_source_output().get_node()
+        concat = transpose.input(0).get_source_output().get_node() if transpose.get_type_name() == "Transpose" else None
+        if concat is None or concat.get_type_name() != "Concat":
+            continue
+        quantizers = [_fake_quantize_before(i.get_source_output().get_node()) for i in concat.inputs()]
+        ranges = [None if q is None else _fq_range(q) for q in quantizers]
+        if None in ranges or len(set(ranges)) != 1:
+            continue
+        first = quantizers[0]
+        fq = ops.fake_quantize(transpose.output(0), *(first.input(k).get_source_output() for k in range(1, 5)),
+                               first.get_levels())
+        fq.set_friendly_name(f"{conv.get_friendly_name()}/fq_input_0")
+        conv.input(0).replace_source_output(fq.output(0))
+        count += 1
+    return count
+
+
+def _fake_quantize_before(node):
+    """The FakeQuantize whose output reaches a Concat input through shape-only ops (Reshape, Transpose), or None."""
+    while node.get_type_name() in ("Reshape", "Transpose"):
+        node = node.input(0).get_source_output().get_node()
+    return node if node.get_type_name() == "FakeQuantize" else None
+
+
+def _fq_range(fq) -> tuple:
+    """A FakeQuantize's levels and its four range constants, to compare quantizers (None unless all constant)."""
+    values = []
+    for k in range(1, 5):
+        source = fq.input(k).get_source_output().get_node()
+        if source.get_type_name() != "Constant":
+            return None
+        values.append(np.asarray(source.get_data()).tobytes())
+    return fq.get_levels(), *values
 
 
 def _ignored_scope(nncf, config: OpenVINOPTQConfig):

@@ -19,6 +19,7 @@ from edgesmlp.deploy import set_channels_last
 from edgesmlp.export import to_openvino
 from edgesmlp.quantize.calibrate import CalibMethod
 from edgesmlp.quantize.fakequant import QATDeploySMLPNet
+from edgesmlp.quantize.openvino_ptq import requantize_transposed_concats
 from edgesmlp.quantize.qat import QATJob, fine_tune
 from edgesmlp.runtimes.openvino import compile_error, with_batch
 
@@ -26,16 +27,18 @@ INIT_METHOD, INIT_PERCENTILE = CalibMethod.percentile, 99.99  # where the traine
 
 
 def quantize_aware_training(model: torch.nn.Module, teacher: torch.nn.Module, calibration: np.ndarray, job: QATJob,
-                            preprocess, log, weight_bits: int = 8) -> tuple[object, dict]:
+                            preprocess, log, weight_bits: int = 8, conv_fuse: bool = False) -> tuple[object, dict]:
     """Return (the fine-tuned INT8 ov.Model, the training summary) for the deploy form ``model``, its weights
-    trained and shipped in ``weight_bits`` (7 for x86 CPUs without VNNI: ``OpenVINOPTQConfig.weight_bits``)."""
+    trained and shipped in ``weight_bits`` (7 for x86 CPUs without VNNI: ``OpenVINOPTQConfig.weight_bits``) and its
+    channels-last Concats fused by the 1x1 convolution where ``conv_fuse`` (``OpenVINOPTQConfig.fuse``)."""
     student = QATDeploySMLPNet(model, learn_ranges=True, weight_bits=weight_bits)
     student.calibrate(torch.from_numpy(np.asarray(calibration)), INIT_METHOD, INIT_PERCENTILE)
     summary = fine_tune(student, teacher, job, preprocess, log)
     c = student.model.config
-    set_channels_last(student.eval().model)
+    set_channels_last(student.eval().model, conv_fuse=conv_fuse)
     # Exported with a dynamic batch so the NHWC reshapes follow the batch (as PTQ's graph), then shipped at batch 1.
     int8 = with_batch(to_openvino(student, c.in_chans, c.image_size, batch=-1), 1)
+    requantize_transposed_concats(int8)  # the Concat's inputs share one quantizer (fuse_in, with mix_in)
     if (error := compile_error(int8)) is not None:
         log(f"OpenVINO cannot compile the channels-last QAT graph ({error}): exporting the NCHW deploy form")
         set_channels_last(student.model, enabled=False)

@@ -51,6 +51,7 @@ class TargetOptions:
     calib_method: str | None = None  # Q/DQ targets (jetson, onnxruntime)
     percentile: float | None = None  # Q/DQ targets
     weight_bits: int | None = None  # onnxruntime, openvino: 7 or 8 (None: 7 on x86 without VNNI, else 8)
+    fuse: str | None = None  # openvino: matmul or conv (None: conv on x86 without VNNI, else matmul)
     dla_core: int | None = None  # jetson, on the device
 
 

@@ -54,7 +54,7 @@ class OpenVINOTarget(Target):
 
     def config_from(self, options: TargetOptions) -> OpenVINOPTQConfig:
         return OpenVINOPTQConfig(**given(options, "preset", "bias_correction", "smooth_quant", "ignored",
-                                         "activation_range", "calib_batch", "weight_bits"))
+                                         "activation_range", "calib_batch", "weight_bits", "fuse"))
 
     def check(self, config: OpenVINOPTQConfig, form: str, qat: bool = False) -> None:
         from edgesmlp.quantize.openvino_ptq import check_request
@@ -103,7 +103,8 @@ class OpenVINOTarget(Target):
                                     seconds, note="PTQ, for comparison"))
             start = time.perf_counter()
             int8, manifest["qat"] = quantize_aware_training(job.model, job.ckpt.model, job.calibration, job.qat,
-                                                            job.preprocess, log, config.weight_bits)
+                                                            job.preprocess, log, config.weight_bits,
+                                                            config.fuse.value == "conv")
             seconds = time.perf_counter() - start
         save_ir(int8, folder / ARTIFACTS["int8"])
         variants.append(Variant("int8", RUNTIME, _runner(int8, job.run, None), ir_size_mb(folder / ARTIFACTS["int8"]),
