@@ -9,8 +9,9 @@ Candidates (batch 1, static-batch IRs, OpenVINO CPU, INFERENCE_PRECISION_HINT=f3
   ov_default_deploy     the deploy form at the default precision
   nncf_int8_plain       NNCF's default INT8 of the official graph (nncf.quantize with defaults)
   nncf_int8_plain_nohint the same IR compiled with no hint, as a user of NNCF compiles it
-  edgesmlp_int8         edgesmlp: folded deploy form with channels-last token mixing and norms, NNCF performance preset,
-                        bias correction off (f32 hint for the layers left in float)
+  edgesmlp_int8         edgesmlp: folded deploy form with channels-last token mixing and norms, fused as this CPU's
+                        default (OpenVINOPTQConfig.fuse), NNCF performance preset, bias correction off (f32 hint for
+                        the layers left in float)
   edgesmlp_int8_nchw    the same recipe on the NCHW deploy form (what shipped before channels-last mixing)
   edgesmlp_int8_nohint  the same IR compiled with no hint, as compile_model("model.xml") does
   edgesmlp_int8_dynamic the same INT8 with a dynamic batch, compiled as it is (what shipped before)
