@@ -45,6 +45,12 @@ WeightBitsOpt = Annotated[Optional[int], typer.Option(metavar="[7|8]", help="onn
                                                  "Default: 7 on x86 CPUs without VNNI (AVX2, AVX-512 before Cascade "
                                                  "Lake), whose u8 x s8 kernels saturate on 8-bit weights, else 8. Set "
                                                  "it for the CPU you deploy to.")]
+FuseOpt = Annotated[Optional[str], typer.Option(metavar="[matmul|conv]", help="openvino: what fuses each "
+                                           "token-mixing block's Concat: a MatMul (the CPU plugin's INT8 "
+                                           "FullyConnected) or the 1x1 convolution (its INT8 Convolution). Default: "
+                                           "conv on x86 CPUs without VNNI, else matmul: on sMLPNet-T each was 1.1x "
+                                           "faster than the other where it is the default. Set it for the CPU you "
+                                           "deploy to.")]
 WideOpt = Annotated[bool, typer.Option("--wide", help="Print every column (the default table fits 80 columns).")]
 
 
@@ -331,11 +337,7 @@ def quantize(
                                               "entropy (KL) or mse.")] = "percentile",
     percentile: Annotated[float, typer.Option(help="jetson: the percentile of |x| for --calib-method percentile.")] = 99.99,
     weight_bits: WeightBitsOpt = None,
-    fuse: Annotated[Optional[str], typer.Option(metavar="[matmul|conv]", help="openvino: what fuses each token-mixing "
-                                                "block's Concat: a MatMul (the CPU plugin's INT8 FullyConnected) or "
-                                                "the 1x1 convolution (its INT8 Convolution). Default: conv on x86 "
-                                                "CPUs without VNNI, where it is 1.1x faster on sMLPNet-T, else "
-                                                "matmul. Set it for the CPU you deploy to.")] = None,
+    fuse: FuseOpt = None,
     form: Annotated[Form, typer.Option(help="deploy (fast, no transposes) or reference (the official graph).")] = Form.deploy,
     image_size: Annotated[Optional[int], typer.Option(help="Input side (must match the weights).")] = None,
     crop_pct: Annotated[Optional[float], typer.Option(help="Centre-crop fraction; resize the shorter side to "
@@ -403,6 +405,9 @@ def quantize(
     name = targets.resolve(target)
     if method not in ("ptq", "qat"):
         raise ConfigError(f"--method {method!r} unknown: use ptq or qat")
+    if fuse is not None and form is Form.reference:
+        raise ConfigError("--fuse chooses how the deploy form's token mixing is fused; the reference form has no "
+                          "such fuse: drop --fuse, or use --form deploy")
     options = TargetOptions(preset=preset, bias_correction=bias_correction, smooth_quant=smooth_quant,
                             ignored=tuple(ignore or ()), calib_method=calib_method, percentile=percentile,
                             activation_range=activation_range, calib_batch=calib_batch, weight_bits=weight_bits,
@@ -484,6 +489,7 @@ def bench(
     wide: WideOpt = False,
     dla_core: Annotated[Optional[int], typer.Option(help="jetson: build engines for this DLA core (GPU fallback).")] = None,
     weight_bits: WeightBitsOpt = None,
+    fuse: FuseOpt = None,
     profile: Annotated[bool, typer.Option("--profile", help="Add, per target and precision, the time per op type and "
                                           "the precision each layer executed in, from the runtime's own profiler "
                                           "(OpenVINO's performance counters, ONNX Runtime's profiler, TensorRT's "
@@ -515,10 +521,11 @@ def bench(
     from edgesmlp.targets.base import TargetOptions
 
     names = resolve_targets(_target_names(target_list))
-    if weight_bits is not None and from_dir is not None:
-        raise ConfigError(f"--weight-bits cannot go with --from: {from_dir} holds weights quantized already (its "
-                          "manifest.json says how many bits); quantize again to change them")
-    options = TargetOptions(dla_core=dla_core, weight_bits=weight_bits)
+    for flag, value in (("--weight-bits", weight_bits), ("--fuse", fuse)):
+        if value is not None and from_dir is not None:
+            raise ConfigError(f"{flag} cannot go with --from: {from_dir} holds a model quantized already (its "
+                              f"manifest.json records {flag}); quantize again to change it")
+    options = TargetOptions(dla_core=dla_core, weight_bits=weight_bits, fuse=fuse)
     request = BenchRequest(
         **_spec(weights, variant, ema, val, calib, calib_size, 0, threads, throughput_batch=batch,
                 latency_iters=latency_iters, latency_seconds=latency_seconds),

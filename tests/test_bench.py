@@ -104,10 +104,11 @@ def test_unknown_target_and_existing_output(tmp_path):
     assert result.exit_code == 2 and "--force" in result.stderr
 
 
-def test_weight_bits_with_from_is_refused(tmp_path):
-    """--from benches weights quantized already: a width given there would not be the one that runs."""
-    result = runner.invoke(app, ["bench", "--from", str(tmp_path), "--weight-bits", "8", "-o", str(tmp_path / "b")])
-    assert result.exit_code == 2 and "--weight-bits cannot go with --from" in result.stderr
+@pytest.mark.parametrize("flag,value", [("--weight-bits", "8"), ("--fuse", "conv")])
+def test_quantize_choices_with_from_are_refused(tmp_path, flag, value):
+    """--from benches a model quantized already: a weight width or fuse given there would not be the one that runs."""
+    result = runner.invoke(app, ["bench", "--from", str(tmp_path), flag, value, "-o", str(tmp_path / "b")])
+    assert result.exit_code == 2 and f"{flag} cannot go with --from" in result.stderr
     assert not (tmp_path / "b").exists()
 
 
@@ -148,17 +149,22 @@ def test_two_back_to_back_benches_pass_the_latency_gate(quantized, tmp_path):
 def test_bench_profile_says_where_time_goes_and_what_ran_int8(tmp_path):
     """OpenVINO's performance counters and ONNX Runtime's profiler, read back: the INT8 IR's weighted layers
     execute INT8 kernels and the f32 row's none; the report's tables and the terminal say so. The run also takes
-    the weight width this CPU would not choose (--weight-bits), and the report records the configs it built."""
+    the weight width and the OpenVINO fuse this CPU would not choose (--weight-bits, --fuse), and the report records
+    the configs it built."""
+    from edgesmlp.quantize.openvino_ptq import OpenVINOPTQConfig
     from edgesmlp.timing import weight_bits_for_this_cpu, x86_without_vnni
 
     bits = 15 - weight_bits_for_this_cpu()  # 8 where this CPU's default is 7, and 7 where it is 8
+    fuse = {"conv": "matmul", "matmul": "conv"}[OpenVINOPTQConfig().fuse.value]
     result = runner.invoke(app, ["bench", "-t", "openvino,onnxruntime", "--profile", "-o", str(tmp_path / "b"),
                                  "--latency-seconds", "0", "--latency-iters", "3", "--calib-size", "50",
-                                 "--weight-bits", str(bits), "--max-drop", "100"])  # 8 bits lose accuracy here
+                                 "--weight-bits", str(bits), "--fuse", fuse,
+                                 "--max-drop", "100"])  # 8 bits lose accuracy here
     assert result.exit_code == 0, result.output
     assert result.stderr.count("warning: this CPU has no VNNI") == (bits == 8 and x86_without_vnni())  # said once
     report = json.loads((tmp_path / "b" / "report.json").read_text())
     assert report["configs"]["openvino"]["weight_bits"] == bits == report["configs"]["onnxruntime"]["weight_bits"]
+    assert report["configs"]["openvino"]["fuse"] == fuse
     # ONNX Runtime reads the width back off the INT8 file it built, and warns where this CPU saturates on 8 bits.
     assert f"{bits}-bit weights" in rows(report)["onnxruntime/int8"]["note"]
     assert any("saturate" in n for n in report["notes"]) == (bits == 8 and x86_without_vnni())

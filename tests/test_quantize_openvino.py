@@ -175,6 +175,7 @@ def test_bad_options(tmp_path):
     invoke_error(["--method", "sgd"], "--method 'sgd' unknown", tmp_path)
     invoke_error(["--bias-correction", "always"], "--bias-correction 'always' unknown", tmp_path)
     invoke_error(["--fuse", "gemm"], "--fuse 'gemm' unknown: use matmul, conv", tmp_path)
+    invoke_error(["--fuse", "conv", "--form", "reference"], "the reference form has no such fuse", tmp_path)
     with pytest.raises(ConfigError, match="alpha"):
         OpenVINOPTQConfig(smooth_quant=2.0)
     with pytest.raises(ConfigError, match="--preset 'fast' unknown: use performance, mixed"):
