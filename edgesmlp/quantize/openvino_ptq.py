@@ -73,9 +73,9 @@ class OpenVINOPTQConfig:
     # u8 x s8 kernels saturate on 8-bit weights (random dim-8 networks: logit cosine 0.93 -> 0.999 on an AVX2 EPYC);
     # 8: NNCF's default (the fix on the first layer only). None: 7 on such a CPU, else 8.
     weight_bits: int | None = None
-    # conv on x86 without VNNI, whose INT8 FullyConnected is oneDNN's jit_gemm_i8: sMLPNet-T 1.14x faster at batch 1
-    # and 8 on an AVX2 EPYC (benchmarks/results/openvino_int8_probes_avx2.md); None: conv there, else matmul (the
-    # form measured on VNNI and AMX CPUs).
+    # conv on x86 without VNNI, whose INT8 FullyConnected is oneDNN's jit_gemm_i8: sMLPNet-T 1.12-1.14x faster at
+    # batch 1 and 8 on an AVX2 EPYC; matmul with VNNI: 1.12-1.13x faster than conv on an AVX-512 VNNI EPYC
+    # (benchmarks/results/openvino_int8_probes_{avx2,epyc}.md, probe other_fuse). None: conv there, else matmul.
     fuse: Fuse | None = None
 
     def __post_init__(self) -> None:
