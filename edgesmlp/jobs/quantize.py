@@ -140,7 +140,7 @@ def _why_not_faster(results: list[Result], ckpt) -> list[str]:
     return [f"INT8 is not faster here because this model is tiny ({macs / 1e6:.1f} M MACs per image): per-operation "
             "overhead, not arithmetic, sets its latency. On sMLPNet-T at 224 (5 G MACs) edgesmlp's OpenVINO INT8 "
             "measured 1.7-2.1x faster than the official graph at OpenVINO's default precision (bf16) and 2.6-4.3x faster than "
-            "f32 on 2-core AVX-512 VNNI and AMX CPUs, and 1.4x faster than f32 on one with AVX2 only, which has no "
+            "f32 on 2-core AVX-512 VNNI and AMX CPUs, and 1.55x faster than f32 on one with AVX2 only, which has no "
             "INT8 dot-product instructions (README); benchmarks/openvino_int8.py measures it on yours."]
 
 
