@@ -230,14 +230,15 @@ def quantize_openvino(model, calibration: np.ndarray, config: OpenVINOPTQConfig,
 
 def requantize_transposed_concats(int8) -> int:
     """Give every 1x1 Convolution fed by ``Transpose(Concat)`` (``Fuse.conv``) its own copy of the FakeQuantize the
-    Concat's inputs share, between the Transpose and the Convolution; return how many were given one.
+    Concat's inputs share, between the Transpose and the Convolution; return how many were given one. Where a
+    stage's grid is 1x1, OpenVINO has already made that Transpose a Reshape, which is treated the same.
 
     NNCF quantizes the Concat's inputs with one unified range and nothing after them. OpenVINO's CPU plugin then
     takes the Transpose, the Convolution and its int8 weights for a weight-compressed 1x1 convolution
     (``ConvertWeightCompressedConv1x1ToMatmul``) and runs the fuse, and the MatMuls before it, in f32. A
     FakeQuantize with the same range on the transposed tensor changes no value (quantizing an already quantized
     tensor again on the same grid is the identity) and keeps the Convolution and the MatMuls INT8. Concats whose
-    inputs do not all share one FakeQuantize range are left as they are."""
+    inputs do not all share one per-tensor FakeQuantize range are left as they are."""
     import openvino.opset13 as ops
 
     count = 0
@@ -245,7 +246,8 @@ def requantize_transposed_concats(int8) -> int:
         if conv.get_type_name() != "Convolution":
             continue
         transpose = conv.input(0).get_source_output().get_node()
-        concat = transpose.input(0).get_source_output().get_node() if transpose.get_type_name() == "Transpose" else None
+        concat = (transpose.input(0).get_source_output().get_node()
+                  if transpose.get_type_name() in ("Transpose", "Reshape") else None)
         if concat is None or concat.get_type_name() != "Concat":
             continue
         quantizers = [_fake_quantize_before(i.get_source_output().get_node()) for i in concat.inputs()]
@@ -269,11 +271,12 @@ def _fake_quantize_before(node):
 
 
 def _fq_range(fq) -> tuple:
-    """A FakeQuantize's levels and its four range constants, to compare quantizers (None unless all constant)."""
+    """A per-tensor FakeQuantize's levels and its four range constants, to compare quantizers (None unless all are
+    single constants: a per-channel range would not broadcast the same way after the Transpose)."""
     values = []
     for k in range(1, 5):
         source = fq.input(k).get_source_output().get_node()
-        if source.get_type_name() != "Constant":
+        if source.get_type_name() != "Constant" or np.size(source.get_data()) != 1:
             return None
         values.append(np.asarray(source.get_data()).tobytes())
     return fq.get_levels(), *values
