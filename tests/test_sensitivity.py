@@ -126,6 +126,33 @@ def test_openvino_layers_in_float_are_fp32_and_rank_like_ignored_scope(tmp_path)
     assert np.abs(ours - nncf).max() < 0.2 * np.abs(graph.logits(x) - reference).max() + 1e-3
 
 
+@pytest.mark.parametrize("fuse", ["matmul", "conv"])
+def test_openvino_partial_sees_through_the_channels_last_fuse(fuse):
+    """On the graph OpenVINO INT8 really calibrates (channels-last, fused either way), every layer in float is
+    FP32 bit for bit, and the fuse alone in float is exactly what NNCF's ignored scope for it ships. With the conv
+    fuse the Concat's quantizers sit behind a Transpose (a Reshape on the 1x1-grid stage) and a repeated
+    FakeQuantize; leaving them quantized made sensitivity and the budget search misjudge every fuse."""
+    from edgesmlp.quantize.openvino_partial import OpenVINOPartial
+    from edgesmlp.quantize.openvino_ptq import OpenVINOPTQConfig, calibration_graph, quantize_openvino
+
+    config = OpenVINOPTQConfig(fuse=fuse)
+    fp32 = calibration_graph(to_deploy(load_checkpoint().model), 3, 32, config)
+    calib = bundled.split_tensors("calib")[0].numpy()[:64]
+    x = bundled.split_tensors("val")[0].numpy()[:64]
+    graph = OpenVINOPartial(fp32, quantize_openvino(fp32, calib, config))
+    reference = graph.reference(x)
+    every = graph.with_layers_in_float([layer.name for layer in graph.layers])
+    assert np.array_equal(graph._run(every, x, "f32"), reference)
+    fuses = [layer for layer in graph.layers if layer.module.startswith("token_mix.") and
+             (layer.module.endswith(".fuse") or layer.module.endswith("MatMul_2"))]
+    assert len(fuses) == 5 and {layer.op for layer in fuses} == {"Conv" if fuse == "conv" else "MatMul"}
+    last = fuses[-1]  # the 1x1-grid stage: a Reshape, not a Transpose, in front of the conv fuse
+    ours = graph.logits(x, frozenset([last.name]))
+    ignored = quantize_openvino(fp32, calib, OpenVINOPTQConfig(fuse=fuse, ignored=(last.name,)))
+    assert np.array_equal(ours, OpenVINOPartial(fp32, ignored).logits(x))
+    assert not np.array_equal(ours, graph.logits(x))
+
+
 def test_expected_agreement_is_smooth_where_counting_is_not():
     """On 300 images, counted agreement jumps by whole flips; the margin-noise estimate varies half as much from
     sample to sample and is centred on the agreement of a large set. It is 100 for identical logits."""

@@ -42,6 +42,12 @@ def _is_quantized_input(node) -> bool:
         _is_quantized_input(i.get_source_output().get_node()) for i in node.inputs())
 
 
+def _behind_shape_ops(node):
+    while node.get_type_name() in SHAPE_OPS:
+        node = _source(node, 0)
+    return node
+
+
 def _unquantized(output):
     """``output`` read before its FakeQuantize, through Transposes and Reshapes (copied, since other layers may still
     read the quantized ones); None when it is not a quantized activation."""
@@ -115,11 +121,15 @@ class OpenVINOPartial:
                 source, unquantized = _source(op, i), _unquantized(op.input(i).get_source_output())
                 if unquantized is not None:
                     op.input(i).replace_source_output(unquantized)
-                elif source.get_type_name() == "Concat":
-                    for j in range(source.get_input_size()):
-                        unquantized = _unquantized(source.input(j).get_source_output())
+                # A Concat read directly, through a Transpose or Reshape (the conv fuse), or through the quantizer
+                # repeated after that Transpose (openvino_ptq.requantize_transposed_concats): its inputs' quantizers
+                # are this layer's, and go float with it.
+                concat = _behind_shape_ops((unquantized.get_node() if unquantized is not None else source))
+                if concat.get_type_name() == "Concat":
+                    for j in range(concat.get_input_size()):
+                        unquantized = _unquantized(concat.input(j).get_source_output())
                         if unquantized is not None:
-                            source.input(j).replace_source_output(unquantized)
+                            concat.input(j).replace_source_output(unquantized)
                 elif _is_weight_chain(source):
                     weight = _float_constant(self._fp32_ops[op.get_friendly_name()], i)
                     op.input(i).replace_source_output(ops.constant(weight).output(0))
