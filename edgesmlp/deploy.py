@@ -303,10 +303,13 @@ def set_channels_last(model: DeploySMLPNet, enabled: bool = True, conv_fuse: boo
     mixing biases, see :func:`channels_last_mixing`), and every channel LayerNorm to its (N, H*W, C) view; return
     it. Unproved: for QAT's student, whose fake quantizers sit at the same tensors in either layout; float models
     go through :func:`channels_last_mixing`. ``enabled=False`` switches every block back to NCHW; ``conv_fuse``
-    fuses the channels-last blocks' Concat by the 1x1 convolution (see :func:`channels_last_mixing`)."""
+    fuses the channels-last blocks' Concat by the 1x1 convolution (see :func:`channels_last_mixing`), except on a
+    1x1 token grid: there the Transpose before it is a Reshape, the GEMM is one row whichever kernel runs it, and
+    OpenVINO 2026.4 cannot compile that convolution in f32 once its residual sum is also a model output (as the
+    block cosines of ``sensitivity`` make it: "Cannot get descriptor for edge")."""
     for tm in model.token_mix:
         tm.channels_last = enabled and tm.fuse is not None and bool(tm.mix.bias_w.any()) and bool(tm.mix.bias_h.any())
-        tm.conv_fuse = conv_fuse and tm.channels_last
+        tm.conv_fuse = conv_fuse and tm.channels_last and tm.mix.weight_w.shape[0] > 1
     for cm in model.channel_mix:
         cm.norm.channels_last = enabled
     return model

@@ -230,8 +230,7 @@ def quantize_openvino(model, calibration: np.ndarray, config: OpenVINOPTQConfig,
 
 def requantize_transposed_concats(int8) -> int:
     """Give every 1x1 Convolution fed by ``Transpose(Concat)`` (``Fuse.conv``) its own copy of the FakeQuantize the
-    Concat's inputs share, between the Transpose and the Convolution; return how many were given one. Where a
-    stage's grid is 1x1, OpenVINO has already made that Transpose a Reshape, which is treated the same.
+    Concat's inputs share, between the Transpose and the Convolution; return how many were given one.
 
     NNCF quantizes the Concat's inputs with one unified range and nothing after them. OpenVINO's CPU plugin then
     takes the Transpose, the Convolution and its int8 weights for a weight-compressed 1x1 convolution
@@ -246,8 +245,7 @@ def requantize_transposed_concats(int8) -> int:
         if conv.get_type_name() != "Convolution":
             continue
         transpose = conv.input(0).get_source_output().get_node()
-        concat = (transpose.input(0).get_source_output().get_node()
-                  if transpose.get_type_name() in ("Transpose", "Reshape") else None)
+        concat = transpose.input(0).get_source_output().get_node() if transpose.get_type_name() == "Transpose" else None
         if concat is None or concat.get_type_name() != "Concat":
             continue
         quantizers = [_fake_quantize_before(i.get_source_output().get_node()) for i in concat.inputs()]
