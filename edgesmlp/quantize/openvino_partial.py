@@ -42,7 +42,8 @@ def _is_quantized_input(node) -> bool:
         _is_quantized_input(i.get_source_output().get_node()) for i in node.inputs())
 
 
-def _behind_shape_ops(node):
+def behind_shape_ops(node):
+    """The op that ``node`` moves, through any Transposes and Reshapes (``node`` itself when it is neither)."""
     while node.get_type_name() in SHAPE_OPS:
         node = _source(node, 0)
     return node
@@ -124,7 +125,7 @@ class OpenVINOPartial:
                 # A Concat read directly, through a Transpose or Reshape (the conv fuse), or through the quantizer
                 # repeated after that Transpose (openvino_ptq.requantize_transposed_concats): its inputs' quantizers
                 # are this layer's, and go float with it.
-                concat = _behind_shape_ops((unquantized.get_node() if unquantized is not None else source))
+                concat = behind_shape_ops((unquantized.get_node() if unquantized is not None else source))
                 if concat.get_type_name() == "Concat":
                     for j in range(concat.get_input_size()):
                         unquantized = _unquantized(concat.input(j).get_source_output())

@@ -240,6 +240,8 @@ def requantize_transposed_concats(int8) -> int:
     inputs do not all share one per-tensor FakeQuantize range are left as they are."""
     import openvino.opset13 as ops
 
+    from edgesmlp.quantize.openvino_partial import behind_shape_ops
+
     count = 0
     for conv in int8.get_ordered_ops():
         if conv.get_type_name() != "Convolution":
@@ -248,8 +250,8 @@ def requantize_transposed_concats(int8) -> int:
         concat = transpose.input(0).get_source_output().get_node() if transpose.get_type_name() == "Transpose" else None
         if concat is None or concat.get_type_name() != "Concat":
             continue
-        quantizers = [_fake_quantize_before(i.get_source_output().get_node()) for i in concat.inputs()]
-        ranges = [None if q is None else _fq_range(q) for q in quantizers]
+        quantizers = [behind_shape_ops(i.get_source_output().get_node()) for i in concat.inputs()]
+        ranges = [_fq_range(q) if q.get_type_name() == "FakeQuantize" else None for q in quantizers]
         if None in ranges or len(set(ranges)) != 1:
             continue
         first = quantizers[0]
@@ -259,13 +261,6 @@ def requantize_transposed_concats(int8) -> int:
         conv.input(0).replace_source_output(fq.output(0))
         count += 1
     return count
-
-
-def _fake_quantize_before(node):
-    """The FakeQuantize whose output reaches a Concat input through shape-only ops (Reshape, Transpose), or None."""
-    while node.get_type_name() in ("Reshape", "Transpose"):
-        node = node.input(0).get_source_output().get_node()
-    return node if node.get_type_name() == "FakeQuantize" else None
 
 
 def _fq_range(fq) -> tuple:

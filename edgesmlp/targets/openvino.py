@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from edgesmlp.errors import ConfigError, InputError
-from edgesmlp.quantize.openvino_ptq import OpenVINOPTQConfig
+from edgesmlp.quantize.openvino_ptq import Fuse, OpenVINOPTQConfig
 from edgesmlp.runtimes.openvino import OpenVINORunner, ir_size_mb, read_ir, require_openvino, save_ir, with_batch
 from edgesmlp.targets.base import (Build, Job, Log, RunSettings, Target, TargetOptions, Variant, choose_float_layers,
                                    given, searches)
@@ -104,7 +104,7 @@ class OpenVINOTarget(Target):
             start = time.perf_counter()
             int8, manifest["qat"] = quantize_aware_training(job.model, job.ckpt.model, job.calibration, job.qat,
                                                             job.preprocess, log, config.weight_bits,
-                                                            config.fuse.value == "conv")
+                                                            config.fuse is Fuse.conv)
             seconds = time.perf_counter() - start
         save_ir(int8, folder / ARTIFACTS["int8"])
         variants.append(Variant("int8", RUNTIME, _runner(int8, job.run, None), ir_size_mb(folder / ARTIFACTS["int8"]),
