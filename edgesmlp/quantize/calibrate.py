@@ -32,7 +32,7 @@ class CalibMethod(str, Enum):
 
 
 def collect_histograms(model, tensors: list[str], data: np.ndarray, bins: int = 2048, batch: int = 16,
-                       need_histograms: bool = True) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+                       need_histograms: bool = True, label: str = "Calibrating") -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Per tensor: max |x| over ``data``, and a histogram of |x| with ``bins`` bins on [0, max]."""
     import onnx
 
@@ -49,7 +49,7 @@ def collect_histograms(model, tensors: list[str], data: np.ndarray, bins: int = 
     amax = {t: 0.0 for t in tensors}
     hist = {t: np.zeros(bins, np.float64) for t in tensors}
     passes = 2 if need_histograms else 1
-    with progress_bar("Calibrating", total=passes * len(data)) as advance:
+    with progress_bar(label, total=passes * len(data)) as advance:
         for stage in range(passes):
             for start in range(0, len(data), batch):
                 chunk = data[start : start + batch]

@@ -202,14 +202,28 @@ def _insert_activation_qdq(model, plan: QDQPlan, amax: dict[str, float]) -> None
             nodes[node_name].input[index] = f"{stem}_dqa"
 
 
-def _drop_unused_initializers(model) -> None:
+def drop_unused_initializers(model) -> None:
     used = {name for n in model.graph.node for name in n.input}
     keep = [i for i in model.graph.initializer if i.name in used]
     del model.graph.initializer[:]
     model.graph.initializer.extend(keep)
 
 
-def _toposort(model) -> None:
+def tensor_types(model) -> dict[str, int]:
+    """Every tensor's ONNX element type (initializers, inputs, outputs, computed), inferred anew: a converter may
+    leave behind value_info with the types it replaced."""
+    import onnx
+
+    fresh = onnx.ModelProto()
+    fresh.CopyFrom(model)
+    del fresh.graph.value_info[:]
+    g = onnx.shape_inference.infer_shapes(fresh).graph
+    types = {i.name: i.data_type for i in g.initializer}
+    types.update({v.name: v.type.tensor_type.elem_type for v in (*g.input, *g.output, *g.value_info)})
+    return types
+
+
+def toposort(model) -> None:
     graph = model.graph
     ready = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
     pending, ordered = list(graph.node), []
@@ -256,8 +270,8 @@ def quantize_qdq(fp32_path: Path, out_path: Path, calibration: np.ndarray, confi
                 amax[t] = shared
     _quantize_weights(model, plan, weight_qmax(config.weight_bits))
     _insert_activation_qdq(model, plan, amax)
-    _drop_unused_initializers(model)
-    _toposort(model)
+    drop_unused_initializers(model)
+    toposort(model)
     onnx.checker.check_model(model)
     with atomic_file(out_path) as tmp:
         onnx.save(model, str(tmp))
