@@ -438,7 +438,8 @@ def lint_qdq(
     documentation it comes from.
 
     Errors (exit 1), what TensorRT refuses or would compute differently: uint8 or non-zero zero points,
-    per-channel activation scales, weight scales on the wrong axis, dangling Q/DQ, opset < 13. Warnings
+    per-channel activation scales, weight scales on the wrong axis, dangling Q/DQ, opset < 13 (< 19 with FLOAT16
+    scales). FP16-typed graphs (strongly typed TensorRT) are checked alike. Warnings
     (exit 0), what is only slower or stays in float: float weights or inputs, per-tensor weights, Concat
     inputs on different scales, Q/DQ before an op TensorRT runs in float, unfused residual Adds.
     
@@ -448,9 +449,10 @@ def lint_qdq(
       edgesmlp lint-qdq out/jetson/model_int8_qdq.onnx
       edgesmlp lint-qdq model.onnx --json
     """
-    from edgesmlp.quantize.qdq_lint import lint_qdq as run_lint
+    from edgesmlp.quantize.qdq_lint import float_types, lint_model, load_onnx
 
-    findings = run_lint(model)
+    graph = load_onnx(model)
+    findings = lint_model(graph)
     errors = sum(f.severity == "error" for f in findings)
     if as_json:
         typer.echo(json.dumps([f.to_dict() for f in findings], indent=2))
@@ -459,6 +461,8 @@ def lint_qdq(
             typer.echo(str(f))
         for rule in dict.fromkeys(f.rule for f in findings):
             typer.echo(f"  {rule}: {next(f.reference for f in findings if f.rule == rule)}")
+        types = ", ".join(f"{n} {t}" for t, n in sorted(float_types(graph).items()))
+        typer.echo(f"float tensors: {types or 'none'} (strongly typed TensorRT runs each in its type)")
         typer.echo(f"{model}: {errors} errors, {len(findings) - errors} warnings")
     raise typer.Exit(1 if errors else 0)
 

@@ -219,6 +219,22 @@ def test_a_weight_quantizer_may_be_per_channel_and_its_axis_is_still_checked():
     assert ("weight-axis", "conv") in rules(model(1))
 
 
+def test_fp16_typed_graphs_are_checked_alike_and_need_opset_19():
+    """A FLOAT16-typed Q/DQ graph (strongly typed TensorRT's input, as ModelOpt and quantize/fp16.py write it) passes
+    the same rules; its FLOAT16 scales exist only from opset 19, so an older opset is an error."""
+    from edgesmlp.quantize.fp16 import to_fp16
+    from edgesmlp.quantize.qdq_lint import float_types
+
+    x = np.random.default_rng(0).standard_normal((1, 3, 4, 4)).astype(np.float32)
+    typed, _ = to_fp16(conv_model(*qdq("x")), x)
+    assert lint_model(typed) == [] and float_types(typed)["FLOAT16"] > 0
+    typed.opset_import[0].version = 17
+    assert rules(typed) == {("opset", "(model)")}
+    assert "FLOAT16 Q/DQ scales need opset 19" in lint_model(typed)[0].message
+    broken, _ = to_fp16(conv_model(*qdq("x", zp=np.int8(3))), x)  # every other rule still holds
+    assert ("zero-point", "x_Q") in rules(broken)
+
+
 def test_every_rule_has_a_severity_and_a_reference():
     from edgesmlp.quantize.qdq_lint import RULES
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edgesmlp.errors import InputError
-from edgesmlp.quantize.qdq import WEIGHTED, weight_axis
+from edgesmlp.quantize.qdq import WEIGHTED, tensor_types, weight_axis
 
 # Ops that can consume a dequantized tensor and still run in INT8 (or move data without arithmetic).
 INT8_CONSUMERS = {
@@ -35,7 +35,8 @@ RULES = {
     "per-channel-activation": ("error", f"{_GUIDE}: Quantization Schemes (activations per tensor)"),
     "weight-axis": ("error", f"{_GUIDE}: Quantization Schemes (per-channel on the output-channel axis)"),
     "dangling-qdq": ("error", f"{_GUIDE}: Q/DQ Interpretation (a Q feeds DQs; a DQ reads a Q or an int8 constant)"),
-    "opset": ("error", "ONNX operators: QuantizeLinear/DequantizeLinear (per-axis from opset 13)"),
+    "opset": ("error", "ONNX operators: QuantizeLinear/DequantizeLinear (per-axis from opset 13, FLOAT16 scales "
+                       "from opset 19)"),
     "weight-not-quantized": ("warning", f"{_GUIDE}: Q/DQ Layer-Placement Recommendations (quantize weighted ops)"),
     "input-not-quantized": ("warning", f"{_GUIDE}: Q/DQ Layer-Placement Recommendations (quantize all inputs)"),
     "per-tensor-weight": ("warning", f"{_GUIDE}: Quantization Schemes (per-channel weights keep accuracy)"),
@@ -234,6 +235,9 @@ def lint_model(model) -> list[Violation]:
     found = []
     if opset < 13:
         found.append(Violation("opset", "(model)", f"opset {opset}: per-channel Q/DQ needs opset 13 or newer"))
+    elif opset < 19 and any(n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 1
+                            and n.input[1] in g.inits and g.inits[n.input[1]].dtype == np.float16 for n in nodes):
+        found.append(Violation("opset", "(model)", f"opset {opset}: FLOAT16 Q/DQ scales need opset 19 or newer"))
     for n in nodes:
         if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
             found += _check_qdq_node(g, n)
@@ -247,3 +251,16 @@ def lint_model(model) -> list[Violation]:
 
 def lint_qdq(path: str | Path) -> list[Violation]:
     return lint_model(load_onnx(path))
+
+
+def float_types(model) -> dict[str, int]:
+    """How many float tensors (initializers and computed) the graph types FLOAT, FLOAT16 or BFLOAT16: on strongly
+    typed TensorRT (10.12 and later) each runs in that type."""
+    import onnx
+
+    names = {onnx.TensorProto.FLOAT: "FLOAT", onnx.TensorProto.FLOAT16: "FLOAT16", onnx.TensorProto.BFLOAT16: "BFLOAT16"}
+    counts: dict[str, int] = {}
+    for t in tensor_types(model).values():
+        if t in names:
+            counts[names[t]] = counts.get(names[t], 0) + 1
+    return counts
