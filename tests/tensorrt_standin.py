@@ -2,7 +2,8 @@
 
 It implements the slice of TensorRT's documented Python API (10.x / 11.x) that edgesmlp uses,
 checks the arguments of every call, and records them in ``calls``. ``make_tensorrt("11.0.0")`` has
-no FP16/INT8 builder flags, as TensorRT 11 does not. Its "engine" runs the parsed ONNX with ONNX
+no FP16/INT8 builder flags, as TensorRT 11 does not. A strongly typed network refuses precision flags,
+as TensorRT does (the build returns None), and runs its float layers in the type the ONNX gives them. Its "engine" runs the parsed ONNX with ONNX
 Runtime, reading and writing through the raw tensor addresses the runner sets, so the runner's
 buffer handling is checked on real numbers. It is not TensorRT: nothing here says how fast or how
 accurate a real engine is.
@@ -156,8 +157,13 @@ def make_tensorrt(version: str = "10.3.0"):
             assert config.profiles, "a dynamic-batch ONNX needs an optimization profile"
             if config.default_device_type == trt.DeviceType.DLA:
                 assert "GPU_FALLBACK" in config.flags and config.DLA_core >= 0
+            typed = bool(network.flags & (1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)))
+            if typed and config.flags & {"FP16", "INT8", "BF16"}:
+                calls.append(("error", "precision flags are not allowed on a strongly typed network"))
+                return None
             calls.append(("build_serialized_network", sorted(config.flags)))
-            record = {"onnx": network.onnx, "flags": sorted(config.flags), "typed": bool(network.flags),
+            record = {"onnx": network.onnx, "flags": sorted(config.flags), "typed": typed,
+                      "float16": _float16_typed(network.onnx),
                       "detailed": config.profiling_verbosity == trt.ProfilingVerbosity.DETAILED}
             return memoryview(MAGIC + json.dumps(record).encode())
 
@@ -229,14 +235,17 @@ def make_tensorrt(version: str = "10.3.0"):
             return Inspector(self)
 
         def layers(self) -> list[dict]:
-            """What a DETAILED inspector says of each weighted layer: INT8 where it reads a DequantizeLinear."""
+            """What a DETAILED inspector says of each weighted layer: INT8 where it reads a DequantizeLinear; else
+            the graph's float type on a strongly typed engine, FP16 on a weakly typed one built with the FP16 flag."""
             import onnx
 
             graph = onnx.load(self.record["onnx"]).graph
             producer = {o: n.op_type for n in graph.node for o in n.output}
+            record = self.record
+            half = record["float16"] if record["typed"] else "FP16" in record["flags"]
             return [{"Name": n.name, "LayerType": "CaskConvolution" if n.op_type == "Conv" else "CaskGemmMatrixMultiply",
                      "TacticName": "standin", "Inputs": [{"Format/Datatype": "Row major linear " + (
-                         "Int8" if producer.get(n.input[0]) == "DequantizeLinear" else "FP32")}]}
+                         "Int8" if producer.get(n.input[0]) == "DequantizeLinear" else "FP16" if half else "FP32")}]}
                     for n in graph.node if n.op_type in ("Conv", "MatMul", "Gemm")]
 
     class Inspector:
@@ -265,3 +274,9 @@ def make_tensorrt(version: str = "10.3.0"):
     for cls in (Logger, OnnxParser, Builder, Runtime):
         setattr(trt, cls.__name__, cls)
     return trt
+
+
+def _float16_typed(path) -> bool:
+    import onnx
+
+    return any(i.data_type == onnx.TensorProto.FLOAT16 for i in onnx.load(path).graph.initializer)

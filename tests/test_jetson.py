@@ -26,20 +26,31 @@ def bundle(tmp_path_factory):
 def test_bundle_contents(bundle):
     folder = bundle.directory
     assert folder.name == "jetson"
-    for name in ("model_int8_qdq.onnx", "model_fp32.onnx", "build_engine.sh", "manifest.json", "report.json",
-                 "report.md", "README.md"):
+    for name in ("model_int8_qdq.onnx", "model_fp32.onnx", "model_int8_qdq_fp16.onnx", "model_fp16.onnx",
+                 "build_engine.sh", "manifest.json", "report.json", "report.md", "README.md"):
         assert (folder / name).is_file(), name
     assert os.access(folder / "build_engine.sh", os.X_OK)
     assert "edgesmlp bench --target jetson" in (folder / "README.md").read_text()
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["qdq"]["method"] == "percentile" and manifest["lint"]["errors"] == 0
     assert manifest["qdq_summary"]["concat_groups"] == 5
+    assert manifest["artifacts"]["int8_qdq_fp16_onnx"] == "model_int8_qdq_fp16.onnx"
+    assert manifest["artifacts"]["fp16_onnx"] == "model_fp16.onnx"
+    # The bundled model's tensors stay far below 512: nothing needs FP32, as in ModelOpt's graph of it.
+    assert manifest["fp16_typing"]["int8"]["fp32_nodes"] == {} == manifest["fp16_typing"]["fp16"]["fp32_nodes"]
+    readme = (folder / "README.md").read_text()
+    assert "`model_int8_qdq_fp16.onnx` with `--stronglyTyped`" in readme and "`model_fp16.onnx` with `--stronglyTyped`" in readme
 
 
 def test_lint_passes_on_the_bundle(bundle):
     assert lint_qdq(bundle.directory / "model_int8_qdq.onnx") == []
+    assert lint_qdq(bundle.directory / "model_int8_qdq_fp16.onnx") == []
     result = runner.invoke(app, ["lint-qdq", str(bundle.directory / "model_int8_qdq.onnx")])
     assert result.exit_code == 0 and "0 errors, 0 warnings" in result.stdout
+    assert re.search(r"float tensors: \d+ FLOAT \(", result.stdout)
+    typed = runner.invoke(app, ["lint-qdq", str(bundle.directory / "model_int8_qdq_fp16.onnx")])
+    assert typed.exit_code == 0 and "0 errors, 0 warnings" in typed.stdout
+    assert re.search(r"float tensors: 2 FLOAT, \d+ FLOAT16 ", typed.stdout)  # the input and output alone stay FLOAT
 
 
 def test_emulated_int8_accuracy_is_labelled_and_close(bundle):
@@ -48,6 +59,10 @@ def test_emulated_int8_accuracy_is_labelled_and_close(bundle):
     assert rows["fp32"]["runtime"] == "ONNX Runtime CPU"
     assert rows["int8"]["top1"] >= rows["fp32"]["top1"] - 0.5
     assert rows["int8"]["agreement"] >= 99.0
+    # The FP16-typed graphs strongly typed TensorRT builds, run by ONNX Runtime: gated like the FP32-typed INT8.
+    assert rows["fp16"]["runtime"] == rows["int8-fp16"]["runtime"] == "emulated (ONNX Runtime CPU)"
+    assert rows["fp16"]["agreement"] == 100.0 and rows["int8-fp16"]["agreement"] >= 99.0
+    assert abs(rows["int8-fp16"]["top1"] - rows["int8"]["top1"]) <= 0.5 and not rows["int8-fp16"].get("compare_only")
     assert any("edgesmlp bench --target jetson" in n and "device" in n for n in bundle.report["notes"])
     assert "emulated" in (bundle.directory / "report.md").read_text()
 
@@ -66,13 +81,17 @@ for a in "$@"; do case "$a" in --saveEngine=*) touch "${{a#--saveEngine=}}";; es
 
 @pytest.mark.parametrize("code, expected", [
     ("100300", [["--int8", "--fp16", "model_int8_qdq.onnx"], ["--fp16", "model_fp32.onnx", "model_fp16.engine"]]),
-    ("101200", [["--stronglyTyped", "model_int8_qdq.onnx"], ["--stronglyTyped", "model_fp32.onnx"]]),
-    ("110000", [["--stronglyTyped", "model_int8_qdq.onnx"], ["--stronglyTyped", "model_fp32.onnx"]]),
+    ("101100", [["--int8", "--fp16", "model_int8_qdq.onnx"], ["--fp16", "model_fp32.onnx", "model_fp16.engine"]]),
+    ("101200", [["--stronglyTyped", "model_int8_qdq_fp16.onnx", "model_int8.engine"],
+                ["--stronglyTyped", "model_fp16.onnx", "model_fp16.engine"]]),
+    ("110000", [["--stronglyTyped", "model_int8_qdq_fp16.onnx", "model_int8.engine"],
+                ["--stronglyTyped", "model_fp16.onnx", "model_fp16.engine"]]),
 ])
 def test_build_script_picks_flags_for_the_tensorrt_version(bundle, tmp_path, code, expected):
     work = tmp_path / "bundle"
     work.mkdir()
-    for name in ("build_engine.sh", "model_int8_qdq.onnx", "model_fp32.onnx"):
+    for name in ("build_engine.sh", "model_int8_qdq.onnx", "model_fp32.onnx", "model_int8_qdq_fp16.onnx",
+                 "model_fp16.onnx"):
         (work / name).write_bytes((bundle.directory / name).read_bytes())
     (work / "build_engine.sh").chmod(0o755)
     trtexec = stand_in_trtexec(tmp_path, code)
@@ -84,7 +103,7 @@ def test_build_script_picks_flags_for_the_tensorrt_version(bundle, tmp_path, cod
         assert all(w in call for w in words), call
         assert "--minShapes=input:1x3x32x32" in call and "--maxShapes=input:32x3x32x32" in call
         assert "--timingCacheFile=timing.cache" in call
-    if code != "100300":
+    if code >= "101200":
         assert "--int8" not in calls[0] and "--fp16" not in " ".join(calls)
 
 

@@ -6,6 +6,7 @@ reads those artifacts back into variants that run and agree too.
 """
 
 import re
+from pathlib import Path
 import numpy as np
 import pytest
 import torch
@@ -164,7 +165,7 @@ class TestJetsonTarget(TargetContract):
     """Build runs for real (the emulated rows); load builds engines with the recording TensorRT stand-in and the
     CUDA runtime stand-in: this checks edgesmlp's engine plumbing, not TensorRT's speed or accuracy."""
 
-    name, built, loaded = "jetson", {"fp32", "int8"}, {"fp16", "int8"}
+    name, built, loaded = "jetson", {"fp32", "fp16", "int8", "int8-fp16"}, {"fp16", "int8"}
 
     @pytest.fixture(autouse=True)
     def device(self, device_standins):
@@ -183,6 +184,38 @@ class TestJetsonTarget(TargetContract):
         assert all(v.quantize_seconds is not None for v in first.variants)  # built now
         again = target.load(path, target.config_type(), RunSettings(), QUIET)
         assert all(v.quantize_seconds is None for v in again.variants)  # loaded, not rebuilt
+
+    @pytest.mark.parametrize("version, sources", [
+        ("10.3.0", ["model_int8_qdq.onnx", "model_fp32.onnx"]),
+        ("10.12.0", ["model_int8_qdq_fp16.onnx", "model_fp16.onnx"]),
+        ("11.0.0", ["model_int8_qdq_fp16.onnx", "model_fp16.onnx"]),
+    ])
+    def test_engines_come_from_the_graphs_the_tensorrt_version_takes(self, target, folder, monkeypatch, version,
+                                                                       sources):
+        """INT8 against FP16 on every TensorRT: strongly typed ones build the FP16-typed graphs."""
+        import sys
+
+        from tests.tensorrt_standin import make_tensorrt
+
+        trt = make_tensorrt(version)
+        monkeypatch.setitem(sys.modules, "tensorrt", trt)
+        path, _ = folder
+        build = target.load(path, target.config_type(), RunSettings(), QUIET)
+        assert [v.precision for v in build.variants] == ["int8", "fp16"]
+        assert [Path(c[1]).name for c in trt.calls if c[0] == "parse_from_file"] == sources
+
+    def test_a_bundle_without_fp16_graphs_builds_fp32_on_strongly_typed_tensorrt(self, target, folder, monkeypatch):
+        """A bundle written before the FP16-typed graphs: INT8 and FP32 engines, as such a bundle always got."""
+        import sys
+
+        from tests.tensorrt_standin import make_tensorrt
+
+        monkeypatch.setitem(sys.modules, "tensorrt", make_tensorrt("10.12.0"))
+        path, _ = folder
+        (path / "model_fp16.onnx").unlink()
+        (path / "model_int8_qdq_fp16.onnx").unlink()
+        build = target.load(path, target.config_type(), RunSettings(), QUIET)
+        assert [v.precision for v in build.variants] == ["int8", "fp32"]
 
 
 class TestToyTarget(TargetContract):

@@ -7,6 +7,7 @@ engines are built and measured on the device (see the Jetson bundle's README).
 import numpy as np
 import pytest
 
+from edgesmlp.quantize.fp16 import write_fp16
 from edgesmlp.runtimes.tensorrt import EngineBuildError, EngineConfig, EngineRunner, build_engine, strongly_typed
 from tests.tensorrt_standin import make_tensorrt
 
@@ -26,6 +27,8 @@ def qdq_onnx(tmp_path_factory):
     export_onnx(to_deploy(ckpt.model), folder / "fp32.onnx", 32, dynamic_batch=True, reference=ckpt.model)
     x, _ = bundled.split_tensors("calib")
     quantize_qdq(folder / "fp32.onnx", folder / "int8.onnx", x.numpy()[:64])
+    write_fp16(folder / "fp32.onnx", folder / "fp16.onnx", x.numpy()[:64])
+    write_fp16(folder / "int8.onnx", folder / "int8_fp16.onnx", x.numpy()[:64])
     return folder
 
 
@@ -54,13 +57,50 @@ def test_tensorrt_10_fp16_engine(qdq_onnx):
 
 @pytest.mark.parametrize("version", ["10.12.0", "10.13.2", "11.0.0"])
 def test_strongly_typed_from_10_12(qdq_onnx, version):
-    trt = make_tensorrt(version)  # 11.x has no FP16/INT8 flags at all: touching them would raise
-    build_engine(qdq_onnx / "int8.onnx", EngineConfig("int8", SHAPE), trt)
+    """The stand-in refuses precision flags on a strongly typed network, as TensorRT does, and 11.x has no FP16/INT8
+    flags at all: these builds pass only because the builder sets none. The FP16 engine comes from the FP16-typed
+    graph; an FP32-typed one is refused with the file to use instead."""
+    trt = make_tensorrt(version)
     flag = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    assert names(trt.calls, "create_network") == [("create_network", flag)]
-    assert names(trt.calls, "set_flag") == []
-    with pytest.raises(EngineBuildError, match="strongly typed.*AutoCast"):
+    for precision, source in (("int8", "int8_fp16.onnx"), ("fp16", "fp16.onnx"), ("int8", "int8.onnx")):
+        assert build_engine(qdq_onnx / source, EngineConfig(precision, SHAPE), trt).startswith(b"tensorrt-standin")
+    assert names(trt.calls, "create_network") == [("create_network", flag)] * 3
+    assert names(trt.calls, "set_flag") == [] and names(trt.calls, "error") == []
+    with pytest.raises(EngineBuildError, match="typed FP32.*model_fp16.onnx"):
         build_engine(qdq_onnx / "fp32.onnx", EngineConfig("fp16", SHAPE), trt)
+
+
+def test_the_standin_refuses_precision_flags_on_a_strongly_typed_network(qdq_onnx):
+    """What keeps the test above honest: a builder that set FP16 on a strongly typed network gets no engine."""
+    trt = make_tensorrt("10.12.0")
+    builder = trt.Builder(trt.Logger())
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    assert trt.OnnxParser(network, trt.Logger()).parse_from_file(str(qdq_onnx / "int8_fp16.onnx"))
+    config = builder.create_builder_config()
+    config.add_optimization_profile(builder.create_optimization_profile())
+    config.set_flag(trt.BuilderFlag.FP16)
+    assert builder.build_serialized_network(network, config) is None and names(trt.calls, "error")
+
+
+@pytest.mark.parametrize("version", ["10.3.0", "10.12.0"])
+def test_each_engine_runs_in_the_precision_its_build_asks(qdq_onnx, device_standins, monkeypatch, version):
+    """Weakly typed (10.3): the FP32-typed graphs with the FP16 flag; strongly typed (10.12): the FP16-typed graphs.
+    Either way the float layers of both engines run FP16 and the INT8 graph's weighted layers INT8, and the engines
+    compute what the graphs do."""
+    import sys
+
+    from edgesmlp.runtimes.onnxruntime import OnnxRuntimeRunner
+
+    trt = make_tensorrt(version)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    typed = strongly_typed(trt)
+    x = np.random.default_rng(0).standard_normal((4, *SHAPE)).astype(np.float32)
+    for precision, source in (("fp16", "fp16.onnx" if typed else "fp32.onnx"),
+                              ("int8", "int8_fp16.onnx" if typed else "int8.onnx")):
+        runner = EngineRunner(build_engine(qdq_onnx / source, EngineConfig(precision, SHAPE), trt), trt)
+        ran = {layer.precision for layer in runner.profile(x[:1], runs=1).layers}
+        assert ran == {"fp16" if precision == "fp16" else "int8"}, (source, ran)
+        np.testing.assert_allclose(runner(x), OnnxRuntimeRunner(qdq_onnx / source)(x), rtol=1e-5, atol=1e-5)
 
 
 def test_dla_with_gpu_fallback(qdq_onnx):

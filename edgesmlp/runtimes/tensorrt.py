@@ -2,8 +2,9 @@
 
 * TensorRT 10.0-10.11 build "weakly typed": precision comes from builder flags (FP16, INT8).
 * TensorRT >= 10.12 deprecated weak typing and 11.x removed the flags: networks are strongly typed and
-  precision comes from the graph itself (the Q/DQ nodes make the INT8 layers). We set STRONGLY_TYPED
-  from 10.12 on (required on 10.x, ignored by 11.x) and set no precision flags.
+  precision comes from the graph itself (the Q/DQ nodes make the INT8 layers, FLOAT16 tensors the FP16
+  ones). We set STRONGLY_TYPED from 10.12 on (required on 10.x, ignored by 11.x) and set no precision
+  flags; an FP16 engine there needs an FP16-typed graph (the bundle's ``model_fp16.onnx``).
 
 Device buffers, the stream and the timing events come from :mod:`edgesmlp.runtimes.cuda` (the CUDA
 runtime library through ctypes), so the device side needs neither torch nor cuda-python.
@@ -77,10 +78,10 @@ def build_engine(onnx_path: str | Path, config: EngineConfig, trt=None) -> bytes
             builder_config.set_flag(trt.BuilderFlag.FP16)  # layers left in float run in FP16
         if config.precision == "int8":
             builder_config.set_flag(trt.BuilderFlag.INT8)
-    elif config.precision == "fp16":
+    elif config.precision == "fp16" and not float16_typed(onnx_path):
         raise EngineBuildError(
-            f"TensorRT {trt.__version__} builds strongly typed networks: an FP16 engine needs an FP16 ONNX "
-            "(convert it with ModelOpt AutoCast); build the FP32 or INT8 engine instead"
+            f"TensorRT {trt.__version__} builds strongly typed networks, and {onnx_path} is typed FP32: an FP16 "
+            "engine needs an FP16-typed ONNX (the Jetson bundle's model_fp16.onnx, or ModelOpt AutoCast's output)"
         )
     profile = builder.create_optimization_profile()
     c, h, w = config.input_shape
@@ -99,6 +100,14 @@ def build_engine(onnx_path: str | Path, config: EngineConfig, trt=None) -> bytes
     if config.timing_cache is not None:
         config.timing_cache.write_bytes(bytes(builder_config.get_timing_cache().serialize()))
     return bytes(serialized)
+
+
+def float16_typed(onnx_path: str | Path) -> bool:
+    """Whether the ONNX at ``onnx_path`` holds FLOAT16 weights: what a strongly typed network runs in FP16."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    return any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
 
 
 def _datatype(text: str) -> str:

@@ -2,9 +2,11 @@
 
 A TensorRT engine is tied to the GPU and TensorRT version that built it, so the engine for a Jetson
 is built on the Jetson. ``build`` writes what it needs: the TensorRT-rule Q/DQ ONNX (checked by
-``qdq_lint``), the FP32 ONNX, ``build_engine.sh`` with the trtexec lines for the TensorRT version it
-finds, and a README; its INT8 row here is ONNX Runtime executing the Q/DQ graph on the CPU, labelled
-"emulated". ``load``, where TensorRT and a GPU are (the device), builds or loads the engines.
+``qdq_lint``), the FP32 ONNX, their FP16-typed twins for strongly typed TensorRT (10.12 and later,
+``quantize/fp16.py``), ``build_engine.sh`` with the trtexec lines for the TensorRT version it finds, and a
+README; its rows here are ONNX Runtime executing those graphs on the CPU, labelled "emulated". ``load``,
+where TensorRT and a GPU are (the device), builds or loads the INT8 and FP16 engines from the graphs that
+TensorRT version takes.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from edgesmlp.targets.base import (Build, Job, Log, RunSettings, Target, TargetO
 
 FP32_ONNX = "model_fp32.onnx"
 INT8_ONNX = "model_int8_qdq.onnx"
+FP16_ONNX = "model_fp16.onnx"  # FP16-typed: the float engine on strongly typed TensorRT
+INT8_FP16_ONNX = "model_int8_qdq_fp16.onnx"  # the INT8 graph with FP16 between its INT8 layers, likewise
 ALL_INT8_ONNX = ".all_int8_qdq.onnx"  # full INT8, beside a model.xml that keeps layers in float (comparison only)
 EMULATED = "emulated (ONNX Runtime CPU)"
 MAX_ENGINE_BATCH = 32
@@ -47,13 +51,23 @@ def _quantized_layers(path: Path) -> int:
     return len(quantized_nodes(onnx.load(str(path))))
 
 
-def _ort(path: Path, run: RunSettings, emulated: bool = False):
-    """ONNX Runtime on ``path``; ``emulated``: the Q/DQ graph's own math on this CPU
+def _ort(path: Path | bytes, run: RunSettings, emulated: bool = False):
+    """ONNX Runtime on ``path`` (or a serialized graph); ``emulated``: the Q/DQ graph's own math on this CPU
     (``runtimes.onnxruntime.emulation_runner``), TensorRT's accuracy proxy."""
     from edgesmlp.runtimes.onnxruntime import OnnxRuntimeRunner, emulation_runner
 
     make = emulation_runner if emulated else OnnxRuntimeRunner
     return lambda batch: make(path, run.cpu_threads)
+
+
+def _fp16_ort(path: Path, run: RunSettings, quantized: bool):
+    """ONNX Runtime on the FP16 emulation of the FP16-typed graph at ``path`` (``fp16.emulate_fp16``: every FP16
+    tensor rounded to FP16, which ONNX Runtime's CPU provider skips when it runs the graph as written)."""
+    import onnx
+
+    from edgesmlp.quantize.fp16 import emulate_fp16
+
+    return _ort(emulate_fp16(onnx.load(str(path))).SerializeToString(), run, emulated=quantized)
 
 
 class JetsonTarget(Target):
@@ -86,7 +100,6 @@ class JetsonTarget(Target):
     def build(self, job: Job, folder: Path, log: Log) -> Build:
         from edgesmlp.export import export_onnx
         from edgesmlp.quantize.qdq import quantize_qdq
-        from edgesmlp.quantize.qdq_lint import lint_qdq
 
         config, c = job.config.qdq, job.ckpt.config
         log(f"exporting FP32 ONNX ({job.form} form)")
@@ -106,33 +119,46 @@ class JetsonTarget(Target):
             extra["qat"] = quantize_aware_training(job.model, job.ckpt.model, job.calibration, config, job.qat,
                                                    job.preprocess, folder / INT8_ONNX, folder / ".qat_fp32.onnx", log)
             seconds = time.perf_counter() - start
-        findings = lint_qdq(folder / INT8_ONNX)
-        errors = [f for f in findings if f.severity == "error"]
-        if errors:
-            raise ExportError(f"the Q/DQ model breaks TensorRT's rules ({len(errors)} errors), first: {errors[0]}")
+        findings = _lint(folder / INT8_ONNX)
+        typing = _write_fp16_graphs(folder, job.calibration, log)
+        _lint(folder / INT8_FP16_ONNX)
         write_build_script(folder, c.in_chans, c.image_size)
         write_device_readme(folder, c)
-        variants = [Variant("fp32", "ONNX Runtime CPU", _ort(folder / FP32_ONNX, job.run), size_mb(folder / FP32_ONNX))]
+        variants = [Variant("fp32", "ONNX Runtime CPU", _ort(folder / FP32_ONNX, job.run), size_mb(folder / FP32_ONNX)),
+                    Variant("fp16", EMULATED, _fp16_ort(folder / FP16_ONNX, job.run, False), size_mb(folder / FP16_ONNX),
+                            note=f"FP16-typed graph ({FP16_ONNX}) executed by ONNX Runtime on the CPU, every FP16 "
+                            "tensor rounded to FP16: accuracy proxy for the strongly typed FP16 engine")]
         if job.qat is not None:
             variants.append(Variant("int8-ptq", EMULATED, _ort(ptq_path, job.run, emulated=True), size_mb(ptq_path),
                                     note="PTQ, for comparison"))
         variants += compare
-        variants.append(Variant("int8", EMULATED, _ort(folder / INT8_ONNX, job.run, emulated=True), size_mb(folder / INT8_ONNX), seconds,
-                                note=("QAT; " if job.qat else "") + "Q/DQ graph executed by ONNX Runtime on the CPU: "
-                                "accuracy proxy for the TensorRT INT8 engine", kept_float=config.ignored,
-                                quantized_layers=_quantized_layers(folder / INT8_ONNX)))
+        variants += [Variant("int8", EMULATED, _ort(folder / INT8_ONNX, job.run, emulated=True), size_mb(folder / INT8_ONNX), seconds,
+                             note=("QAT; " if job.qat else "") + "Q/DQ graph executed by ONNX Runtime on the CPU: "
+                             "accuracy proxy for the TensorRT INT8 engine", kept_float=config.ignored,
+                             quantized_layers=_quantized_layers(folder / INT8_ONNX)),
+                     Variant("int8-fp16", EMULATED, _fp16_ort(folder / INT8_FP16_ONNX, job.run, True),
+                             size_mb(folder / INT8_FP16_ONNX),
+                             note=f"the same INT8 graph typed FP16 between its INT8 layers ({INT8_FP16_ONNX}), what "
+                             "strongly typed TensorRT (10.12 and later) builds; executed by ONNX Runtime on the CPU, "
+                             "every FP16 tensor rounded to FP16",
+                             kept_float=config.ignored, quantized_layers=_quantized_layers(folder / INT8_FP16_ONNX))]
         notes = [
             "INT8 accuracy is emulated: ONNX Runtime executes the TensorRT-rule Q/DQ graph on this CPU. Its latency is "
             "this CPU's, not the Jetson's.",
             "TensorRT engine results (FP16, INT8 on the GPU) come from running `edgesmlp bench --target jetson` on the "
             "device itself, where TensorRT is installed; see README.md in this folder.",
+            f"int8-fp16 and fp16 are the FP16-typed graphs strongly typed TensorRT (10.12 and later) builds; "
+            f"{len(typing['int8']['fp32_nodes'])} INT8-graph and {len(typing['fp16']['fp32_nodes'])} float-graph "
+            "nodes stay FP32 (manifest.json says which and why).",
         ]
         return Build(variants, notes, {
             **extra,
             "qdq": replace(job.config, qdq=config).to_dict(),
             "qdq_summary": vars(summary),
             "lint": {"errors": 0, "warnings": len(findings)},
-            "artifacts": {"int8_qdq_onnx": INT8_ONNX, "fp32_onnx": FP32_ONNX, "build_script": "build_engine.sh"},
+            "fp16_typing": typing,
+            "artifacts": {"int8_qdq_onnx": INT8_ONNX, "fp32_onnx": FP32_ONNX, "int8_qdq_fp16_onnx": INT8_FP16_ONNX,
+                          "fp16_onnx": FP16_ONNX, "build_script": "build_engine.sh"},
             "engine_input": {"name": "input", "shape": [c.in_chans, c.image_size, c.image_size],
                              "max_batch": MAX_ENGINE_BATCH},
         }, scratch=[folder / ".ptq_qdq.onnx", folder / ".qat_fp32.onnx", folder / ALL_INT8_ONNX])
@@ -169,9 +195,8 @@ class JetsonTarget(Target):
             raise InputError("TensorRT engines need an NVIDIA GPU, and the CUDA runtime sees none: run this on the "
                              "Jetson (or a GPU host)")
         shape = _engine_input_shape(folder)
-        float_precision = "fp32" if strongly_typed(trt) else "fp16"
         variants = []
-        for precision, source in (("int8", INT8_ONNX), (float_precision, FP32_ONNX)):
+        for precision, source in engine_sources(folder, strongly_typed(trt)):
             engine_path = folder / f"model_{precision}.engine"
             seconds = None
             if engine_path.is_file():
@@ -191,6 +216,39 @@ class JetsonTarget(Target):
 
 
 TARGET = JetsonTarget()
+
+
+def _lint(path: Path) -> list:
+    """``qdq_lint`` findings on ``path``; an ExportError on the first error."""
+    from edgesmlp.quantize.qdq_lint import lint_qdq
+
+    findings = lint_qdq(path)
+    errors = [f for f in findings if f.severity == "error"]
+    if errors:
+        raise ExportError(f"{path.name} breaks TensorRT's rules ({len(errors)} errors), first: {errors[0]}")
+    return findings
+
+
+def _write_fp16_graphs(folder: Path, calibration, log: Log) -> dict:
+    """The FP16-typed twins of the float and INT8 graphs, for strongly typed TensorRT; what each kept in FP32."""
+    import onnx
+
+    from edgesmlp.quantize.fp16 import float_ranges, write_fp16
+
+    log("typing the FP16 graphs for strongly typed TensorRT (FP32 where a tensor passes 512)")
+    amax = float_ranges(onnx.load(str(folder / FP32_ONNX)), calibration)  # one pass serves both graphs
+    return {"fp16": write_fp16(folder / FP32_ONNX, folder / FP16_ONNX, calibration, amax=amax).to_dict(),
+            "int8": write_fp16(folder / INT8_ONNX, folder / INT8_FP16_ONNX, calibration, amax=amax).to_dict()}
+
+
+def engine_sources(folder: Path, typed: bool) -> list[tuple[str, str]]:
+    """(precision, ONNX file) of each engine: strongly typed TensorRT builds the FP16-typed graphs (FP32-typed ones
+    would build FP32 engines), older TensorRT the FP32-typed ones with its --int8/--fp16 flags. A bundle written
+    before the FP16-typed graphs existed gets an FP32 float engine on strongly typed TensorRT."""
+    if not typed:
+        return [("int8", INT8_ONNX), ("fp16", FP32_ONNX)]
+    int8 = INT8_FP16_ONNX if (folder / INT8_FP16_ONNX).is_file() else INT8_ONNX
+    return [("int8", int8), ("fp16", FP16_ONNX) if (folder / FP16_ONNX).is_file() else ("fp32", FP32_ONNX)]
 
 
 def _engine_input_shape(folder: Path) -> tuple[int, int, int]:
@@ -235,10 +293,11 @@ echo "TensorRT $MAJOR.$MINOR"
 SHAPES=(--minShapes=input:1x@SHAPE@ --optShapes=input:1x@SHAPE@ --maxShapes=input:@MAXB@x@SHAPE@)
 COMMON=(--timingCacheFile=timing.cache --memPoolSize=workspace:1024M "${SHAPES[@]}" "${DLA[@]}")
 if [ "$MAJOR" -gt 10 ] || { [ "$MAJOR" -eq 10 ] && [ "$MINOR" -ge 12 ]; }; then
-  # TensorRT >= 10.12: strongly typed networks; precision comes from the graph (the Q/DQ nodes make
-  # the INT8 layers), and the --int8/--fp16 builder flags are deprecated or gone.
-  "$TRTEXEC" --onnx=model_int8_qdq.onnx --stronglyTyped --saveEngine=model_int8.engine "${COMMON[@]}"
-  "$TRTEXEC" --onnx=model_fp32.onnx --stronglyTyped --saveEngine=model_fp32.engine "${COMMON[@]}"
+  # TensorRT >= 10.12: strongly typed networks; each tensor runs in the type the graph gives it (the Q/DQ
+  # nodes make the INT8 layers), and the --int8/--fp16 builder flags are deprecated or gone. The
+  # FP16-typed graphs keep everything between the INT8 layers, and the float engine, in FP16.
+  "$TRTEXEC" --onnx=model_int8_qdq_fp16.onnx --stronglyTyped --saveEngine=model_int8.engine "${COMMON[@]}"
+  "$TRTEXEC" --onnx=model_fp16.onnx --stronglyTyped --saveEngine=model_fp16.engine "${COMMON[@]}"
 else
   # TensorRT 10.0-10.11 (and 8.6): precision flags; --fp16 lets the layers left in float run in FP16.
   "$TRTEXEC" --onnx=model_int8_qdq.onnx --int8 --fp16 --saveEngine=model_int8.engine "${COMMON[@]}"
@@ -257,15 +316,25 @@ preprocessed as `manifest.json` says; output `logits`.
 
 | file | what |
 | --- | --- |
-| `{INT8_ONNX}` | explicitly quantized INT8 (Q/DQ) ONNX, TensorRT placement rules, checked by `edgesmlp lint-qdq` |
-| `{FP32_ONNX}` | the same network in FP32 (deploy form), for the FP16 engine and as the reference |
-| `build_engine.sh` | trtexec lines for INT8 and FP16 engines, for the TensorRT version it finds |
+| `{INT8_ONNX}` | explicitly quantized INT8 (Q/DQ) ONNX, TensorRT placement rules, checked by `edgesmlp lint-qdq`; FP32 between the INT8 layers: for TensorRT before 10.12 (`--int8 --fp16`) |
+| `{INT8_FP16_ONNX}` | the same INT8 graph with FP16 between its INT8 layers: for strongly typed TensorRT, 10.12 and later |
+| `{FP32_ONNX}` | the same network in FP32 (deploy form): the FP16 engine before TensorRT 10.12 (`--fp16`), and the reference |
+| `{FP16_ONNX}` | the same network typed FP16: the FP16 engine on strongly typed TensorRT, 10.12 and later |
+| `build_engine.sh` | trtexec lines for the INT8 and FP16 engines, from the graphs the TensorRT version it finds takes |
 | `report.json`, `report.md` | accuracy and latency measured where this bundle was made (INT8 emulated by ONNX Runtime) |
 | `manifest.json` | versions, hashes of weights and calibration list, every option |
 
 ## On the Jetson
 
 Engines are specific to the GPU and TensorRT version, so build them there:
+
+| engine | TensorRT before 10.12 (JetPack 6) | TensorRT 10.12 and later (JetPack 7, Thor) |
+| --- | --- | --- |
+| `model_int8.engine` | `{INT8_ONNX}` with `--int8 --fp16` | `{INT8_FP16_ONNX}` with `--stronglyTyped` |
+| `model_fp16.engine` | `{FP32_ONNX}` with `--fp16` | `{FP16_ONNX}` with `--stronglyTyped` |
+
+A few nodes of the FP16-typed graphs may stay FP32 where a tensor passed 512 on the calibration
+images; `manifest.json` (`fp16_typing`) names them and why.
 
 ```bash
 ./build_engine.sh                      # trtexec on PATH or /usr/src/tensorrt/bin/trtexec
