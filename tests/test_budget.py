@@ -152,8 +152,8 @@ def test_fallback_off_makes_the_budget_a_floor(fragile_digits, tmp_path):
                        "-o", tmp_path / "out", "--min-agreement", 99.99, "--fallback", "off")
     assert result.exit_code == 1 and "FAIL: jetson/int8 agrees with FP32 on" in result.output
     report = json.loads((tmp_path / "out" / "jetson" / "report.json").read_text())
-    assert [r["precision"] for r in report["results"]] == ["fp32", "int8"]
-    assert report["results"][1]["kept_float"] == [] and report["budget"]["search"] is None
+    assert [r["precision"] for r in report["results"]] == ["fp32", "fp16", "int8", "int8-fp16"]
+    assert report["results"][2]["kept_float"] == [] and report["budget"]["search"] is None
 
 
 def test_ignore_alone_keeps_that_layer_and_names_it(tmp_path):

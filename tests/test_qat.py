@@ -25,7 +25,7 @@ PTQ_FILES = {
     "openvino": {"manifest.json", "model.bin", "model.xml", "model_fp32.bin", "model_fp32.xml", "report.json",
                  "report.md"},
     "jetson": {"README.md", "build_engine.sh", "manifest.json", "model_fp32.onnx", "model_int8_qdq.onnx",
-               "report.json", "report.md"},
+               "model_fp16.onnx", "model_int8_qdq_fp16.onnx", "report.json", "report.md"},
 }
 
 
