@@ -5,6 +5,10 @@ An output folder is reserved before any work by an exclusively created lock file
 (``.NAME.lock``, holding the writer's PID), so two runs never write the same folder. A lock, or a
 ``.NAME.partial-PID`` folder, left by a killed run (its PID gone) is removed by the next run that
 reserves the same name, and said so.
+
+Every output folder carries a ``.edgesmlp`` marker, and ``--force`` replaces only a folder that does (or an
+empty one, or one an older edgesmlp wrote, which its manifest or report names): never a folder of the user's.
+An output never is, holds or lies inside anything the job reads (``check_apart``).
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from collections.abc import Callable, Iterator
+import json
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -42,6 +47,47 @@ def check_writable(path: Path) -> None:
         raise InputError(f"cannot write {path}: {ancestor} is a file, not a folder; choose another -o")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise InputError(f"cannot write {path}: no write permission in {ancestor}; choose another -o")
+
+
+MARKER = ".edgesmlp"  # in every folder edgesmlp writes: what --force may replace
+_OLDER = ("manifest.json", "report.json", "sensitivity.json")  # what an edgesmlp without the marker wrote
+
+
+def written_by_edgesmlp(folder: Path) -> bool:
+    """Whether ``folder`` is one ``--force`` may replace: it carries the marker, is empty, or holds the manifest or
+    report of an edgesmlp that wrote no marker yet."""
+    if (folder / MARKER).is_file() or not any(folder.iterdir()):
+        return True
+    for name in _OLDER:
+        try:
+            content = json.loads((folder / name).read_text()) if (folder / name).is_file() else None
+        except (OSError, ValueError):
+            continue
+        if isinstance(content, dict) and ("edgesmlp_manifest" in content
+                                          or str(content.get("schema", "")).startswith("edgesmlp.")):
+            return True
+    return False
+
+
+def check_replaceable(path: Path) -> None:
+    """Refuse to replace ``path`` (with --force) unless edgesmlp wrote it."""
+    if path.is_dir() and not path.is_symlink() and not written_by_edgesmlp(path):
+        raise OutputExistsError(f"{path} was not written by edgesmlp (it has no {MARKER} marker): --force replaces "
+                                "only edgesmlp's own output folders; move it away yourself or choose another -o")
+
+
+def check_apart(output: Path, reads: Mapping[str, Path | None]) -> None:
+    """Refuse an ``output`` that is, holds or lies inside a path the job reads (``reads``: option -> path)."""
+    out = Path(os.path.realpath(output))
+    for option, path in reads.items():
+        if path is None:
+            continue
+        source = Path(os.path.realpath(path))
+        relation = ("is" if out == source else "holds" if source.is_relative_to(out)
+                    else "lies inside" if out.is_relative_to(source) else None)
+        if relation:
+            raise InputError(f"the output {output} {relation} {option} {path}, which this run reads: choose an -o "
+                             "outside every input")
 
 
 def _alive(pid: int) -> bool:
@@ -131,6 +177,8 @@ def reserved_dir(candidates: Callable[[int], Path], force: bool = False, explici
         taken = path.exists() and not (explicit and force)
         if taken and explicit:
             raise OutputExistsError(f"{path} exists: pass --force to replace it, or choose another -o")
+        if explicit and force:
+            check_replaceable(path)
         if not taken:
             made = _made_parents(path)
             for stale in sweep_stale(path):
@@ -171,6 +219,9 @@ def atomic_file(path: str | os.PathLike, force: bool = True) -> Iterator[Path]:
     _check_parent(path)
     if path.is_dir():
         raise InputError(f"cannot write {path}: it is a folder; give a file name such as {path / 'model.onnx'}")
+    if path.exists() and not path.is_file():  # a device node, FIFO or socket: replacing it could break the system
+        raise InputError(f"cannot write {path}: it is not a regular file (a device, FIFO or socket); choose another "
+                         "file name")
     if path.exists() and not force:
         raise OutputExistsError(f"{path} exists: pass --force to overwrite it")
     tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
@@ -198,6 +249,7 @@ def atomic_dir(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
+        (tmp / MARKER).write_text("written by edgesmlp: `--force` may replace this folder\n")
         if path.exists():
             if not force:
                 raise OutputExistsError(f"{path} appeared while this run was writing it: nothing was replaced; "

@@ -112,6 +112,10 @@ class OneLineErrors(typer.core.TyperGroup):
     """Click's own usage errors (an unknown option, a value of the wrong type) as one line, like ours."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        swallowed = _option_taken_as_value(self, sys.argv[1:] if args is None else list(args))
+        if swallowed:
+            typer.echo(f"error: {swallowed}", err=True)
+            sys.exit(2)
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except ClickException as e:
@@ -124,6 +128,23 @@ class OneLineErrors(typer.core.TyperGroup):
         if code == 130 and not _REPORTED:  # Typer turns a Ctrl-C outside the command into a silent Exit(130)
             typer.echo("error: interrupted", err=True)
         sys.exit(code if isinstance(code, int) else 0)  # click returns typer.Exit's code when not standalone
+
+
+def _option_taken_as_value(group, args: list[str]) -> str | None:
+    """Click takes the word after an option that wants a value as that value, even another option (``-o --force``
+    would write a folder named --force): the message for that case, or None."""
+    command, rest = group, list(args)
+    while hasattr(command, "commands") and rest and rest[0] in command.commands:
+        command, rest = command.commands[rest[0]], rest[1:]
+    options = [p for p in getattr(command, "params", []) if getattr(p, "param_type_name", "") == "option"]
+    names = {name for p in options for name in (*p.opts, *p.secondary_opts)}
+    wants_value = {name for p in options if not p.is_flag and not p.count for name in p.opts}
+    for word, following in zip(rest, rest[1:]):
+        if word == "--":
+            break
+        if word in wants_value and following in names:
+            return f"{word} needs a value, but the next word is the option {following}: give {word} its value first"
+    return None
 
 
 app = typer.Typer(
@@ -222,12 +243,16 @@ def export(
       edgesmlp export -o digits.onnx
       edgesmlp export -w smlp_t.pth -o smlp_t.onnx --dynamic-batch
     """
-    from edgesmlp.errors import OutputExistsError
+    from edgesmlp.artifacts import check_apart
+    from edgesmlp.errors import InputError, OutputExistsError
     from edgesmlp.export import export_onnx
 
+    if output.exists() and not output.is_file():
+        raise InputError(f"cannot write {output}: it is not a regular file; give -o an .onnx file name")
     if output.exists() and not force:
         raise OutputExistsError(f"{output} exists: pass --force to overwrite it")
     ckpt = _load(weights, variant, ema, image_size)
+    check_apart(output, {"--weights": weights})
     model = ckpt.model
     if form is Form.deploy:
         from edgesmlp.deploy import to_deploy
@@ -424,7 +449,7 @@ def quantize(
     outcome = run_quantize(request, log=lambda line: typer.echo(line, err=True))
     if not outcome.report:  # a non-zero torchrun rank: rank 0 reports
         return
-    files = sorted(p.name for p in outcome.directory.iterdir())
+    files = sorted(p.name for p in outcome.directory.iterdir() if not p.name.startswith("."))
     _finish(outcome.report, f"wrote {outcome.directory}/: {', '.join(files)}", max_drop, wide, min_agreement)
 
 

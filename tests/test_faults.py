@@ -288,6 +288,91 @@ def test_existing_outputs_are_refused_and_kept(files, tmp_path, monkeypatch):
         assert (folder / "keep.txt" if folder else target).read_text() == "keep"
 
 
+# --- outputs never overlap inputs, and --force replaces only what edgesmlp wrote -----------------------------
+
+def snapshot(folder: Path) -> dict[str, bytes | str]:
+    """Every file's bytes, every folder, every other node's kind: what must survive a refused run unchanged."""
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        key = str(p.relative_to(folder))
+        out[key] = p.read_bytes() if p.is_file() else "folder" if p.is_dir() else f"node {p.lstat().st_mode:o}"
+    return out
+
+
+def workspace(root: Path, files) -> dict[str, Path]:
+    """Inputs a user has lying around: weights in their own folder, image folders, an earlier output, a folder of
+    theirs, a character device (as root can make with mknod; None where it cannot)."""
+    import shutil
+    import stat
+
+    w = {"weights_dir": root / "weights"}
+    w["weights_dir"].mkdir()
+    w["weights"] = Path(shutil.copy(files["weights"], w["weights_dir"] / "small.pth"))
+    w["calib"] = Path(shutil.copytree(files["images"], root / "calib"))
+    w["val"] = Path(shutil.copytree(files["images"], root / "val"))
+    w["earlier"] = root / "earlier"
+    (w["earlier"] / "openvino").mkdir(parents=True)
+    (w["earlier"] / "openvino" / "manifest.json").write_text(json.dumps({"edgesmlp_manifest": 1}))
+    w["mine"] = root / "mine"
+    w["mine"].mkdir()
+    (w["mine"] / "thesis.tex").write_text("years of work")
+    try:
+        os.mknod(root / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        w["device"] = root / "null"
+    except (PermissionError, OSError):
+        w["device"] = None
+    return w
+
+
+OWN = lambda w: ["-w", w["weights"], "--calib", w["calib"], "--val", w["val"]]  # noqa: E731
+OVERLAPS = [
+    ("bench-o-val", lambda w: ["bench", *OWN(w), "-o", w["val"], "--force"], "is --val"),
+    ("bench-o-calib", lambda w: ["bench", *OWN(w), "-o", w["calib"], "--force"], "is --calib"),
+    ("bench-o-weights-folder", lambda w: ["bench", *OWN(w), "-o", w["weights_dir"], "--force"], "holds --weights"),
+    ("bench-o-weights-file", lambda w: ["bench", *OWN(w), "-o", w["weights"], "--force"], "is a file, not a folder"),
+    ("sensitivity-o-weights-folder", lambda w: ["sensitivity", *OWN(w), "-o", w["weights_dir"], "--force"],
+     "holds --weights"),
+    ("bench-from-o-from", lambda w: ["bench", "--from", w["earlier"], "-o", w["earlier"], "--force"], "is --from"),
+    ("quantize-o-inside-calib", lambda w: ["quantize", "--calib", w["calib"], "-o", w["calib"] / "out"],
+     "lies inside --calib"),
+    ("quantize-o-inside-val-named-by-dots", lambda w: ["quantize", "--val", w["val"] / "..", "-o", w["val"].parent,
+                                                        "--force"], "lies inside --val"),
+    ("bench-o-holds-every-input", lambda w: ["bench", *OWN(w), "-o", w["val"].parent, "--force"], "holds --weights"),
+    ("export-o-weights", lambda w: ["export", "-w", w["weights"], "-o", w["weights"], "--force"], "is --weights"),
+    ("export-o-device", lambda w: ["export", "-o", w["device"], "--force"], "not a regular file"),
+    ("bench-force-over-a-users-folder", lambda w: ["bench", "-t", "torch", "-o", w["mine"], "--force"],
+     "was not written by edgesmlp"),
+    ("digits-force-over-a-users-folder", lambda w: ["data", "digits", w["mine"], "--force"],
+     "was not written by edgesmlp"),
+    ("quantize-o-swallows-force", lambda w: ["quantize", "-o", "--force"], "-o needs a value, but the next word is "
+     "the option --force"),
+    ("bench-val-swallows-o", lambda w: ["bench", "--val", "-o", "out"], "--val needs a value"),
+]
+
+
+@pytest.mark.parametrize("name, args, fragment", OVERLAPS, ids=[c[0] for c in OVERLAPS])
+def test_outputs_never_overlap_inputs(files, tmp_path, monkeypatch, name, args, fragment):
+    """Refused before any work, in one line naming the option, and every input byte for byte as it was."""
+    monkeypatch.chdir(tmp_path)
+    w = workspace(tmp_path, files)
+    if "device" in name and w["device"] is None:
+        pytest.skip("mknod needs root")
+    before = snapshot(tmp_path)
+    assert_one_line(runner.invoke(app, [str(a) for a in args(w)]), 2, fragment)
+    assert snapshot(tmp_path) == before
+
+
+def test_force_still_replaces_what_edgesmlp_wrote(tmp_path, monkeypatch):
+    """The marker every output folder carries is what lets --force replace it; a run without --force still refuses."""
+    monkeypatch.chdir(tmp_path)
+    assert runner.invoke(app, ["data", "digits", "d"]).exit_code == 0
+    assert (tmp_path / "d" / ".edgesmlp").is_file()
+    (tmp_path / "d" / "val" / "0" / "stale.png").write_bytes(b"left from before")
+    again = runner.invoke(app, ["data", "digits", "d", "--force"])
+    assert again.exit_code == 0, again.output
+    assert not (tmp_path / "d" / "val" / "0" / "stale.png").exists() and (tmp_path / "d" / ".edgesmlp").is_file()
+
+
 def test_a_bug_is_one_line_with_a_traceback_file(tmp_path, monkeypatch):
     from edgesmlp import targets
 
@@ -403,4 +488,4 @@ def test_two_runs_in_one_folder_both_keep_their_output(tmp_path):
     assert written == ["wrote edgesmlp-out-2/openvino/", "wrote edgesmlp-out/openvino/"]
     for folder in ("edgesmlp-out", "edgesmlp-out-2"):
         assert (tmp_path / folder / "openvino" / "model.xml").is_file()
-    assert not [p for p in tmp_path.rglob(".*")]  # no lock, no partial
+    assert not [p for p in tmp_path.rglob(".*") if p.name != ".edgesmlp"]  # no lock, no partial: only the markers

@@ -20,7 +20,7 @@ from edgesmlp.calibration.preprocess import Preprocess
 from edgesmlp.calibration.sources import open_images
 from edgesmlp.errors import InputError, reason
 from edgesmlp.jobs.evaluate import Evaluation, evaluate_runners, measure_target
-from edgesmlp.jobs.inputs import check_default_fits, check_output, output_candidates
+from edgesmlp.jobs.inputs import check_default_fits, check_output, output_candidates, reads
 from edgesmlp.jobs.report import VERSIONED, Result, build_report, model_info, write_report
 from edgesmlp.jobs.spec import BenchRequest
 from edgesmlp.targets.base import Build, Log, Target
@@ -55,7 +55,7 @@ def _config(request: BenchRequest, target: Target):
 def run_bench(request: BenchRequest, log: Log = print) -> BenchOutcome:
     names = resolve_targets(request.targets)
     candidates = output_candidates(request.output, DEFAULT_OUTPUT)
-    check_output(candidates(0), request.output is not None, request.force)
+    check_output(candidates(0), request.output is not None, request.force, {**reads(request), "--from": request.from_dir})
     outputs = _quantize_outputs(request.from_dir) if request.from_dir is not None else None  # checked before work
     with reserved_dir(candidates, request.force, explicit=request.output is not None, log=log) as (directory, tmp):
         if outputs is None:

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgesmlp.artifacts import check_writable
+from edgesmlp.artifacts import check_apart, check_replaceable, check_writable
 from edgesmlp.calibration.preprocess import Preprocess
 from edgesmlp.calibration.sources import ImageSet, LoadedImages, load_tensors, open_images
 from edgesmlp.errors import ConfigError, DataError, OutputExistsError
-from edgesmlp.jobs.spec import Calibration, PreprocessOverrides
+from edgesmlp.jobs.spec import Calibration, JobSpec, PreprocessOverrides
 
 if TYPE_CHECKING:
     from edgesmlp.checkpoint import Checkpoint
@@ -68,8 +68,19 @@ def output_candidates(explicit: Path | None, default: Path, inside: str | None =
     return candidate
 
 
-def check_output(path: Path, explicit: bool, force: bool) -> None:
-    """Refuse, before any work, an explicit output that exists (without --force) or cannot be written."""
+def reads(spec: JobSpec) -> dict[str, Path | None]:
+    """Every path a job reads, by the option that names it: an output may be none of them, nor hold or lie in one."""
+    qat = getattr(spec, "qat", None)
+    return {"--weights": spec.weights, "--calib": spec.calibration.images, "--val": spec.val,
+            "--train": qat.train if qat is not None else None}
+
+
+def check_output(path: Path, explicit: bool, force: bool, reads: Mapping[str, Path | None] | None = None) -> None:
+    """Refuse, before any work, an output that cannot be written, is, holds or lies inside what the job reads
+    (``reads``: option -> path), or exists (without --force; with it, unless edgesmlp wrote it)."""
     check_writable(path)
+    check_apart(path, reads or {})
     if explicit and path.exists() and not force:
         raise OutputExistsError(f"{path} exists: pass --force to replace it, or choose another -o")
+    if explicit and force:
+        check_replaceable(path)

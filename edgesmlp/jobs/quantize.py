@@ -20,7 +20,7 @@ from edgesmlp.artifacts import reserved_dir
 from edgesmlp.errors import ConfigError, RuntimeFailure
 from edgesmlp.jobs.evaluate import Evaluation, evaluate_runners, measure_target
 from edgesmlp.jobs.inputs import (check_output, check_sources, load_calibration, open_validation,
-                                  output_candidates, resolve_preprocess)
+                                  output_candidates, reads, resolve_preprocess)
 from edgesmlp.jobs.report import VERSIONED, Result, build_report, model_info, write_report
 from edgesmlp.jobs.spec import QuantizeRequest
 from edgesmlp.targets.base import Build, Job, Log
@@ -51,7 +51,7 @@ def run_quantize(request: QuantizeRequest, log: Log = print) -> QuantizeOutcome:
     rank = _rank(request)
     candidates = output_candidates(request.output, DEFAULT_OUTPUT, target.name)
     if rank == 0:
-        check_output(candidates(0), request.output is not None, request.force)
+        check_output(candidates(0), request.output is not None, request.force, reads(request))
     ckpt = load_checkpoint(request.weights, variant=request.variant, ema=request.ema)
     preprocess = resolve_preprocess(ckpt, request.preprocess)
     check_sources(ckpt, request.calibration, request.val)

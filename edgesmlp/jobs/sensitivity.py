@@ -17,7 +17,7 @@ from edgesmlp import targets
 from edgesmlp.artifacts import reserved_dir
 from edgesmlp.errors import ConfigError
 from edgesmlp.jobs.inputs import (check_output, check_sources, load_calibration, open_validation, output_candidates,
-                                  resolve_preprocess)
+                                  reads, resolve_preprocess)
 from edgesmlp.jobs.report import VERSIONED, model_info
 from edgesmlp.jobs.report_html import render_sensitivity_html
 from edgesmlp.jobs.spec import JobSpec
@@ -56,7 +56,7 @@ def run_sensitivity(request: SensitivityRequest, log: Log = print) -> tuple[Path
     config = request.config if request.config is not None else target.config_type()
     target.check(config, "deploy")
     candidates = output_candidates(request.output, DEFAULT_OUTPUT)
-    check_output(candidates(0), request.output is not None, request.force)
+    check_output(candidates(0), request.output is not None, request.force, reads(request))
     ckpt = load_checkpoint(request.weights, variant=request.variant, ema=request.ema)
     preprocess = resolve_preprocess(ckpt, request.preprocess)
     check_sources(ckpt, request.calibration, request.val)
