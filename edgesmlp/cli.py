@@ -132,18 +132,28 @@ class OneLineErrors(typer.core.TyperGroup):
 
 def _option_taken_as_value(group, args: list[str]) -> str | None:
     """Click takes the word after an option that wants a value as that value, even another option (``-o --force``
-    would write a folder named --force): the message for that case, or None."""
+    would write a folder named --force), and keeps only the last of an option given twice (``-t openvino -t jetson``
+    built only the Jetson bundle): the message for either case, or None."""
     command, rest = group, list(args)
     while hasattr(command, "commands") and rest and rest[0] in command.commands:
         command, rest = command.commands[rest[0]], rest[1:]
     options = [p for p in getattr(command, "params", []) if getattr(p, "param_type_name", "") == "option"]
     names = {name for p in options for name in (*p.opts, *p.secondary_opts)}
     wants_value = {name for p in options if not p.is_flag and not p.count for name in p.opts}
-    for word, following in zip(rest, rest[1:]):
+    given: dict[int, list[str]] = {}
+    for i, word in enumerate(rest):
         if word == "--":
             break
+        following = rest[i + 1] if i + 1 < len(rest) else None
         if word in wants_value and following in names:
             return f"{word} needs a value, but the next word is the option {following}: give {word} its value first"
+        name, _, inline = word.partition("=")
+        option = next((p for p in options if name in p.opts), None)
+        if option is not None and not (option.multiple or option.is_flag or option.count):
+            given.setdefault(id(option), []).append(inline or following or "")
+            if len(given[id(option)]) == 2:  # click would keep the last and drop the first without a word
+                long = max(option.opts, key=len)
+                return f"{long} is given twice ({', '.join(given[id(option)])}) but takes one value: give it once"
     return None
 
 

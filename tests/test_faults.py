@@ -347,6 +347,11 @@ OVERLAPS = [
     ("quantize-o-swallows-force", lambda w: ["quantize", "-o", "--force"], "-o needs a value, but the next word is "
      "the option --force"),
     ("bench-val-swallows-o", lambda w: ["bench", "--val", "-o", "out"], "--val needs a value"),
+    ("quantize-two-targets", lambda w: ["quantize", "-t", "openvino", "--target", "jetson"],
+     "--target is given twice (openvino, jetson) but takes one value"),
+    ("threads-over-the-cpus", lambda w: ["quantize", "--threads", "10000"], "--threads 10000 is more than the"),
+    ("bench-threads-over-the-cpus", lambda w: ["bench", "--threads", "10000"], "--threads 10000 is more than the"),
+    ("seed-past-64-bits", lambda w: ["quantize", "--seed", str(2**70)], "--seed must be in [0, 2**32)"),
 ]
 
 

@@ -49,6 +49,8 @@ class Calibration:
     def __post_init__(self) -> None:
         if self.size <= 0:
             raise ConfigError(f"--calib-size must be positive, got {self.size}")
+        if not 0 <= self.seed < 2**32:  # numpy's and torch's generators take 32-bit seeds
+            raise ConfigError(f"--seed must be in [0, 2**32), got {self.seed}")
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,14 @@ def given(options: TargetOptions, *names: str) -> dict:
     return {name: getattr(options, name) for name in names if getattr(options, name) not in (None, ())}
 
 
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity, which containers and taskset narrow), else the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 @dataclass(frozen=True)
 class RunSettings:
     """How variants are run and measured, the same in every command."""
@@ -73,6 +81,9 @@ class RunSettings:
     def __post_init__(self) -> None:
         if self.threads < 0:
             raise ConfigError(f"--threads must be 0 (one per core) or a positive count, got {self.threads}")
+        if self.threads > available_cpus():  # more threads than cores spin against each other (and hold SIGTERM)
+            raise ConfigError(f"--threads {self.threads} is more than the {available_cpus()} CPUs this process may "
+                              "use: give at most that, or 0 for one per core")
         if not (math.isfinite(self.latency_seconds) and self.latency_seconds >= 0):
             raise ConfigError(f"--latency-seconds must be a finite number of 0 or more, got {self.latency_seconds}")
         for name in ("eval_batch", "throughput_batch", "latency_iters"):
