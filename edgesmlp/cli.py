@@ -334,6 +334,7 @@ def _spec(weights, variant, ema, val, calib, calib_size, seed, threads, form=Non
 @app.command()
 @friendly_errors
 def quantize(
+    ctx: typer.Context,
     target: Annotated[str, typer.Option("--target", "-t", metavar="[" + "|".join(
         n for n in targets.names() if targets.get(n).ships) + "]", help="Where the INT8 model will run. "
                                         + SHIPPING_HELP + ".")] = "openvino",
@@ -440,6 +441,11 @@ def quantize(
     name = targets.resolve(target)
     if method not in ("ptq", "qat"):
         raise ConfigError(f"--method {method!r} unknown: use ptq or qat")
+    stray = [f"--{n.replace('_', '-')}" for n in ("train", "epochs", "lr", "batch_size", "resume")
+             if method != "qat" and getattr(ctx.get_parameter_source(n), "name", "") == "COMMANDLINE"]
+    if stray:
+        raise ConfigError(f"{', '.join(stray)} set{'s' if len(stray) == 1 else ''} up quantization-aware training, "
+                          "which --method ptq does not run: add --method qat, or drop them")
     if fuse is not None and form is Form.reference:
         raise ConfigError("--fuse chooses how the deploy form's token mixing is fused; the reference form has no "
                           "such fuse: drop --fuse, or use --form deploy")

@@ -288,7 +288,7 @@ def test_existing_outputs_are_refused_and_kept(files, tmp_path, monkeypatch):
         assert (folder / "keep.txt" if folder else target).read_text() == "keep"
 
 
-# --- outputs never overlap inputs, and --force replaces only what edgesmlp wrote -----------------------------
+# --- outputs never overlap inputs, --force replaces only what edgesmlp wrote, options mean what they say ---------
 
 def snapshot(folder: Path) -> dict[str, bytes | str]:
     """Every file's bytes, every folder, every other node's kind: what must survive a refused run unchanged."""
@@ -325,7 +325,7 @@ def workspace(root: Path, files) -> dict[str, Path]:
 
 
 OWN = lambda w: ["-w", w["weights"], "--calib", w["calib"], "--val", w["val"]]  # noqa: E731
-OVERLAPS = [
+SECOND_CATALOGUE = [
     ("bench-o-val", lambda w: ["bench", *OWN(w), "-o", w["val"], "--force"], "is --val"),
     ("bench-o-calib", lambda w: ["bench", *OWN(w), "-o", w["calib"], "--force"], "is --calib"),
     ("bench-o-weights-folder", lambda w: ["bench", *OWN(w), "-o", w["weights_dir"], "--force"], "holds --weights"),
@@ -351,12 +351,15 @@ OVERLAPS = [
      "--target is given twice (openvino, jetson) but takes one value"),
     ("threads-over-the-cpus", lambda w: ["quantize", "--threads", "10000"], "--threads 10000 is more than the"),
     ("bench-threads-over-the-cpus", lambda w: ["bench", "--threads", "10000"], "--threads 10000 is more than the"),
+    ("qat-options-without-qat", lambda w: ["quantize", "--epochs", "5", "--lr", "0.1"],
+     "--epochs, --lr set up quantization-aware training, which --method ptq does not run"),
+    ("resume-without-qat", lambda w: ["quantize", "-t", "jetson", "--resume"], "--resume sets up"),
     ("seed-past-64-bits", lambda w: ["quantize", "--seed", str(2**70)], "--seed must be in [0, 2**32)"),
 ]
 
 
-@pytest.mark.parametrize("name, args, fragment", OVERLAPS, ids=[c[0] for c in OVERLAPS])
-def test_outputs_never_overlap_inputs(files, tmp_path, monkeypatch, name, args, fragment):
+@pytest.mark.parametrize("name, args, fragment", SECOND_CATALOGUE, ids=[c[0] for c in SECOND_CATALOGUE])
+def test_refused_before_any_work_with_every_input_unchanged(files, tmp_path, monkeypatch, name, args, fragment):
     """Refused before any work, in one line naming the option, and every input byte for byte as it was."""
     monkeypatch.chdir(tmp_path)
     w = workspace(tmp_path, files)
