@@ -160,3 +160,16 @@ def test_image_at_input_size_passes_unchanged():
 def test_bad_preprocess_options(kwargs, pattern):
     with pytest.raises(ConfigError, match=pattern):
         Preprocess(**kwargs)
+
+
+@pytest.mark.parametrize("options, fragment", [
+    ({"image_size": 8192}, "image size 8192"), ({"crop_pct": 0.0001}, "past 16384"), ({"std": (1e-40,) * 3}, "0.001"),
+])
+def test_preprocessing_that_would_exhaust_memory_is_refused(options, fragment):
+    """A recorded image size of 8192, a crop-pct of 0.0001 or a std of 1e-40 ran out of memory or blew up the
+    inputs late in the run; each is refused where the preprocessing is built."""
+    from edgesmlp.calibration.preprocess import Preprocess
+    from edgesmlp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=fragment):
+        Preprocess(**options)

@@ -354,6 +354,8 @@ SECOND_CATALOGUE = [
     ("qat-options-without-qat", lambda w: ["quantize", "--epochs", "5", "--lr", "0.1"],
      "--epochs, --lr set up quantization-aware training, which --method ptq does not run"),
     ("resume-without-qat", lambda w: ["quantize", "-t", "jetson", "--resume"], "--resume sets up"),
+    ("std-tiny", lambda w: ["quantize", "--std", "1e-40,1e-40,1e-40"], "below 0.001 the inputs blow up"),
+    ("crop-tiny", lambda w: ["quantize", "--crop-pct", "0.0001"], "resizes every image to 320000 pixels a side"),
     ("seed-past-64-bits", lambda w: ["quantize", "--seed", str(2**70)], "--seed must be in [0, 2**32)"),
 ]
 
@@ -401,13 +403,16 @@ def test_hostile_images_are_skipped_and_counted(files, tmp_path, monkeypatch):
     calib = good_images(tmp_path / "calib", 16)
     (calib / "bomb.png").write_bytes(png_header(20000, 20000))  # 400 MP in 70 bytes: Pillow's bomb
     (calib / "huge.png").write_bytes(png_header(12000, 12000))  # 144 MP: under Pillow's limit, over our cap
+    from PIL import Image
+
+    Image.new("L", (1_000_000, 1)).save(calib / "strip.png")  # 1 MP, but 36,000,000 x 36 once resized to 36
     os.rename(calib / "3.png", calib.as_posix().encode() + b"/caf\xe9-\xff.png")  # not UTF-8
     listed = tmp_path / "list.csv"
     listed.write_bytes(b"calib/caf\xe9-\xff.png\ncalib/1.png\n")  # a Latin-1 byte in a list file
     result = runner.invoke(app, ["quantize", "--calib", str(calib), "--calib-size", "100", "-o", "out", "--latency-seconds", "0"])
     assert result.exit_code == 0, result.output
     assert "Traceback" not in result.output
-    assert "skipped 2 unreadable calibration image(s)" in result.stderr
+    assert "skipped 3 unreadable calibration image(s)" in result.stderr
     manifest = json.loads((tmp_path / "out" / "openvino" / "manifest.json").read_text())
     assert manifest["calibration"]["images"] == 16  # every good one, the non-UTF-8 name included
     listed_run = runner.invoke(app, ["quantize", "--calib", str(listed), "--calib-size", "16", "-o", "out2",

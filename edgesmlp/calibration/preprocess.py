@@ -8,8 +8,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image
 
-from edgesmlp.errors import ConfigError
+from edgesmlp.errors import ConfigError, ImageTooLarge
 
+MAX_RESIZED_PIXELS = 64_000_000  # the same cap as a decoded image's (sources.MAX_PIXELS), checked before resizing
+MAX_RESIZE_SIDE = 16_384  # image_size / crop_pct past this would resize every image past the cap
+MAX_IMAGE_SIDE = 2048  # 300 calibration images at 2048 hold 3.8 GB of pixels; at 8192 they would not fit in memory
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = {
@@ -39,6 +42,16 @@ class Preprocess:
             raise ConfigError(f"--interpolation {self.interpolation!r} unknown: use one of {', '.join(INTERPOLATIONS)}")
         if len(self.mean) != len(self.std) or any(s <= 0 for s in self.std):
             raise ConfigError("--mean and --std need the same number of values, and every std must be positive")
+        if any(s < 1e-3 for s in self.std):  # pixels are in [0, 1]: a smaller std makes inputs past 1,000
+            raise ConfigError(f"--std {','.join(f'{s:g}' for s in self.std)}: each std is on [0, 1] pixels, as "
+                              "ImageNet's 0.229; below 0.001 the inputs blow up. Give the std the model was trained with")
+        if not 0 < self.image_size <= MAX_IMAGE_SIDE:
+            raise ConfigError(f"image size {self.image_size} (--image-size, or the checkpoint's recorded one) is past "
+                              f"{MAX_IMAGE_SIDE}: its calibration images alone would not fit in memory; give the size "
+                              "the model was trained at")
+        if self.resize_side > MAX_RESIZE_SIDE:
+            raise ConfigError(f"image size {self.image_size} with --crop-pct {self.crop_pct:g} resizes every image to "
+                              f"{self.resize_side} pixels a side, past {MAX_RESIZE_SIDE}: give a crop-pct near 0.875")
 
     @property
     def channels(self) -> int:
@@ -64,6 +77,9 @@ class Preprocess:
                 new = (scale, max(scale, round(h * scale / w)))
             else:
                 new = (max(scale, round(w * scale / h)), scale)
+            if new[0] * new[1] > MAX_RESIZED_PIXELS:  # a 1,000,000 x 1 strip resizes to billions of pixels
+                raise ImageTooLarge(f"{w}x{h} pixels resize to {new[0]}x{new[1]} before the crop, over the "
+                                    f"{MAX_RESIZED_PIXELS // 10**6}-megapixel cap: crop it nearer to square")
             image = image.resize(new, INTERPOLATIONS[self.interpolation])
             left, top = (new[0] - size) // 2, (new[1] - size) // 2
             image = image.crop((left, top, left + size, top + size))
