@@ -100,6 +100,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _edgesmlp_process(pid: int) -> bool:
+    """Whether the live ``pid`` looks like an edgesmlp run (its command line names edgesmlp: the CLI or python -m
+    edgesmlp); True where that cannot be read. Only the wording of a refusal depends on it."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
+    return b"edgesmlp" in command
+
+
 def _pid_of(path: Path) -> int | None:
     """The PID in a lock file, or at the end of a ``.NAME.partial-PID`` / ``.NAME.old-PID`` name."""
     try:
@@ -190,6 +200,13 @@ def reserved_dir(candidates: Callable[[int], Path], force: bool = False, explici
                 lock.unlink(missing_ok=True)
             _remove_empty(made)
             if explicit:
+                holder = path.with_name(f".{path.name}.lock")
+                owner = _pid_of(holder)
+                if lock is None and owner is not None and not _edgesmlp_process(owner):
+                    raise OutputBusyError(f"{holder} names process {owner}, which is alive but does not look like "
+                                          "edgesmlp (its number may have been reused after the run that locked the "
+                                          "folder died): if no "
+                                          f"edgesmlp run writes {path}, remove {holder}")
                 raise OutputBusyError(f"{path} is being written by another edgesmlp run: wait for it to finish, "
                                       "or choose another -o")
         n += 1

@@ -372,6 +372,21 @@ def test_refused_before_any_work_with_every_input_unchanged(files, tmp_path, mon
     assert snapshot(tmp_path) == before
 
 
+def test_a_lock_held_by_a_process_that_is_not_edgesmlp_names_the_lock(tmp_path, monkeypatch):
+    """A killed run's lock whose PID now belongs to another live program: it was refused forever with "wait for it
+    to finish"; now the line names the lock file and how to clear it."""
+    monkeypatch.chdir(tmp_path)
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        (tmp_path / ".b.lock").write_text(str(sleeper.pid))
+        result = runner.invoke(app, ["bench", "-t", "torch", "-o", "b"])
+        assert_one_line(result, 2, f"{Path('.b.lock')} names process {sleeper.pid}, which is alive but does not look like edgesmlp")
+        assert "remove .b.lock" in result.stderr and not (tmp_path / "b").exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
 def test_force_still_replaces_what_edgesmlp_wrote(tmp_path, monkeypatch):
     """The marker every output folder carries is what lets --force replace it; a run without --force still refuses."""
     monkeypatch.chdir(tmp_path)
@@ -415,9 +430,12 @@ def test_hostile_images_are_skipped_and_counted(files, tmp_path, monkeypatch):
     assert "skipped 3 unreadable calibration image(s)" in result.stderr
     manifest = json.loads((tmp_path / "out" / "openvino" / "manifest.json").read_text())
     assert manifest["calibration"]["images"] == 16  # every good one, the non-UTF-8 name included
+    os.mkfifo(tmp_path / "pipe.png")  # listed, it was opened and blocked the run until killed
+    listed.write_bytes(listed.read_bytes() + b"pipe.png\n")
     listed_run = runner.invoke(app, ["quantize", "--calib", str(listed), "--calib-size", "16", "-o", "out2",
                                       "--latency-seconds", "0"])
     assert listed_run.exit_code == 0 and "Traceback" not in listed_run.output, listed_run.output
+    assert "pipe.png: not a regular file" in listed_run.stderr
 
 
 @pytest.mark.slow

@@ -38,6 +38,8 @@ class ImageItem:
         """The decoded image; a JPEG at the smallest reduced size whose sides are at least ``min_side``."""
         if self.image is not None:
             return self.image
+        if not self.path.is_file():  # a FIFO would block the open until killed; a device could stream forever
+            raise OSError("not a regular file (a FIFO, device, socket or folder): skipped unopened")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # MAX_PIXELS is checked below
             with Image.open(self.path) as img:
