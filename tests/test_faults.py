@@ -121,6 +121,15 @@ REPORTS = {
     "top1_string": report(("openvino", "fp32", "99", 0.0)),
     "a_list": [1, 2, 3],
     "unlabelled": report(("jetson", "fp32", None, None), ("jetson", "int8", None, None)),
+    "two_fp32_rows": report(("openvino", "fp32", 99.0, 0.0), ("openvino", "fp32", 50.0, 0.0),
+                            ("openvino", "int8", 50.0, 0.0)),
+    "negative_top1": report(("openvino", "fp32", -5.0, 0.0), ("openvino", "int8", -5.0, 0.0)),
+    "huge_top1": report(("openvino", "fp32", 1e308, 0.0), ("openvino", "int8", 1e308, 0.0)),
+    "escape_in_target": report(("\x1b]0;owned\x07openvino", "fp32", 99.0, 0.0), ("openvino\nok: all", "int8", 99.0, 0.0)),
+    "speedup_string": {"schema": "edgesmlp.report/1", "results": [
+        {**report(("openvino", "int8", 99.0, 0.0))["results"][0], "speedup": "fast"}]},
+    "negative_latency": {"schema": "edgesmlp.report/1", "results": [
+        {**report(("openvino", "int8", 99.0, 0.0))["results"][0], "latency_ms_p50": -1.0}]},
 }
 
 
@@ -134,6 +143,8 @@ def reports(tmp_path_factory):
     nan = json.dumps(REPORTS["good"]).replace("98.9", "NaN")
     (root / "nan.json").write_text(nan)
     out["nan"] = root / "nan.json"
+    (root / "deep.json").write_text('{"schema": "edgesmlp.report/1", "results": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    out["deep"] = root / "deep.json"
     return out
 
 
@@ -173,6 +184,14 @@ GATE = [
     ("report-a-list", lambda r: ["check", r["a_list"]], 2, "has schema None"),
     ("report-not-utf8", lambda r: ["check", r["good"].parent / "missing.json"], 2, "no such report"),
     ("baseline-malformed", lambda r: ["check", r["good"], "--baseline", r["not_list"]], 2, "not a list of rows"),
+    ("two-fp32-rows-for-one-target", lambda r: ["check", r["two_fp32_rows"]], 2, "results[1] repeats openvino/fp32"),
+    ("negative-top1", lambda r: ["check", r["negative_top1"]], 2, "'top1' is -5.0, outside [0, 100]"),
+    ("top1-1e308", lambda r: ["check", r["huge_top1"]], 2, "'top1' is 1e+308, outside [0, 100]"),
+    ("escape-sequence-in-a-target", lambda r: ["check", r["escape_in_target"]], 2, "holds control characters"),
+    ("speedup-a-string", lambda r: ["check", r["speedup_string"]], 2, "'speedup' is 'fast', not a finite number"),
+    ("negative-baseline-latency", lambda r: ["check", r["good"], "--baseline", r["negative_latency"]], 2,
+     "'latency_ms_p50' is -1.0, outside 0 or more"),
+    ("nested-100000-deep", lambda r: ["check", r["deep"]], 2, "is not valid JSON (RecursionError)"),
 ]
 
 

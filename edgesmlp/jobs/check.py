@@ -19,7 +19,11 @@ from edgesmlp.jobs.report import SCHEMA
 
 FLOAT_PRECISIONS = ("fp32", "fp16")
 ROW_KEYS = {"target": str, "precision": str, "status": str}
-NUMBER_KEYS = ("top1", "agreement", "latency_ms_p50")
+STATUSES = ("ok", "failed", "skipped")
+# Every number the gate reads, and the range a measurement can have: a report outside it was not written by a
+# run (or was edited), and judging it would pass what no run measured.
+NUMBER_KEYS = {"top1": (0.0, 100.0), "agreement": (0.0, 100.0), "latency_ms_p50": (0.0, None),
+               "latency_ms_iqr": (0.0, None), "speedup": (0.0, None)}
 
 
 @dataclass
@@ -51,7 +55,7 @@ def load_report(path: str | Path) -> dict:
         raise InputError(f"{path}: no such report; give a report.json written by edgesmlp quantize or bench")
     try:
         report = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise InputError(f"{path} is not valid JSON ({e.__class__.__name__}); regenerate it with edgesmlp bench") from None
     schema = report.get("schema") if isinstance(report, dict) else None
     if schema != SCHEMA:
@@ -75,9 +79,33 @@ def _check_structure(report: dict, path: Path) -> None:
         for key, kind in ROW_KEYS.items():
             if not isinstance(row.get(key), kind):
                 raise InputError(f"{path}: results[{i}] has no {key!r} string; regenerate the report")
-        for key in NUMBER_KEYS:
-            if not _number(row.get(key)) or (row.get(key) is not None and not math.isfinite(row[key])):
-                raise InputError(f"{path}: results[{i}] {key!r} is {row.get(key)!r}, not a finite number or null")
+            if not row[key].isprintable() or len(row[key]) > 200:  # it is printed: no escape sequence may reach a terminal
+                raise InputError(f"{path}: results[{i}] {key!r} holds control characters or is over 200 characters; "
+                                 "regenerate the report")
+        if row["status"] not in STATUSES:
+            raise InputError(f"{path}: results[{i}] status {row['status']!r} is none of {', '.join(STATUSES)}")
+        for key, (low, high) in NUMBER_KEYS.items():
+            value = row.get(key)
+            if not _number(value) or (value is not None and not math.isfinite(value)):
+                raise InputError(f"{path}: results[{i}] {key!r} is {value!r}, not a finite number or null")
+            if value is not None and (value < low or (high is not None and value > high)):
+                span = f"[{low:g}, {high:g}]" if high is not None else f"{low:g} or more"
+                raise InputError(f"{path}: results[{i}] {key!r} is {value!r}, outside {span}: no run measures that; "
+                                 "regenerate the report")
+    seen: dict[tuple[str, str], int] = {}
+    for i, row in enumerate(rows):
+        key = (row["target"], row["precision"])
+        if key in seen:  # which of two rows is "the" row would decide the verdict by their order
+            raise InputError(f"{path}: results[{i}] repeats {_key(row)} of results[{seen[key]}]; one report holds one "
+                             "row per target and precision: regenerate it")
+        seen[key] = i
+
+
+def _printable(text) -> str:
+    """A report's free text as it may reach a terminal: control characters (an escape sequence, a newline that
+    would forge an output line) shown as escapes, at most 300 characters."""
+    text = str(text or "")[:300]
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def _key(row: dict) -> str:
@@ -101,9 +129,9 @@ def check_report(report: dict, baseline: dict | None = None, max_drop: float = 0
     rows = report["results"]
     for row in rows:
         if row["status"] == "failed":
-            out.violations.append(f"{_key(row)} failed: {row.get('note') or 'no reason given'}")
+            out.violations.append(f"{_key(row)} failed: {_printable(row.get('note')) or 'no reason given'}")
         elif row["status"] == "skipped":
-            out.notes.append(f"{row['target']} skipped: {row.get('note')}")
+            out.notes.append(f"{row['target']} skipped: {_printable(row.get('note'))}")
     for row in (r for r in rows if r["status"] == "ok" and r["precision"].startswith("int8")
                 and not r.get("compare_only")):
         _check_int8(out, row, _float_row(rows, row["target"]), max_drop)
