@@ -335,6 +335,19 @@ def workspace(root: Path, files) -> dict[str, Path]:
     w["mine"] = root / "mine"
     w["mine"].mkdir()
     (w["mine"] / "thesis.tex").write_text("years of work")
+    from edgesmlp.calibration.preprocess import Preprocess
+    from edgesmlp.config import ModelConfig
+
+    base = {"edgesmlp_manifest": 1, "target": "openvino", "model": ModelConfig(image_size=32, num_classes=10).to_dict(),
+            "weights": {"path": "w.pth", "sha256": "0" * 64, "taken": "model", "bundled": False},
+            "preprocess": Preprocess(image_size=32).to_dict()}
+    for name, change in (("v99", {"edgesmlp_manifest": 99}), ("weights_a_list", {"weights": {**base["weights"],
+                         "path": ["a", "b"]}}), ("preprocess_8192", {"preprocess": {**base["preprocess"],
+                         "image_size": 8192}}), ("preprocess_unknown_key", {"preprocess": {**base["preprocess"],
+                         "gamma": 2.2}})):
+        (root / name / "openvino").mkdir(parents=True)
+        (root / name / "openvino" / "manifest.json").write_text(json.dumps({**base, **change}))
+        w[name] = root / name
     try:
         os.mknod(root / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
         w["device"] = root / "null"
@@ -366,6 +379,14 @@ SECOND_CATALOGUE = [
     ("quantize-o-swallows-force", lambda w: ["quantize", "-o", "--force"], "-o needs a value, but the next word is "
      "the option --force"),
     ("bench-val-swallows-o", lambda w: ["bench", "--val", "-o", "out"], "--val needs a value"),
+    ("from-manifest-version-99", lambda w: ["bench", "--from", w["v99"], "-o", "b"],
+     "is manifest version 99, written by a newer edgesmlp"),
+    ("from-manifest-weights-a-list", lambda w: ["bench", "--from", w["weights_a_list"], "-o", "b"],
+     "weights.path is ['a', 'b'], not a str"),
+    ("from-manifest-preprocess-8192", lambda w: ["bench", "--from", w["preprocess_8192"], "-o", "b"],
+     "image size 8192"),
+    ("from-manifest-preprocess-unknown-key", lambda w: ["bench", "--from", w["preprocess_unknown_key"], "-o", "b"],
+     "records a model or preprocessing edgesmlp cannot use"),
     ("quantize-two-targets", lambda w: ["quantize", "-t", "openvino", "--target", "jetson"],
      "--target is given twice (openvino, jetson) but takes one value"),
     ("threads-over-the-cpus", lambda w: ["quantize", "--threads", "10000"], "--threads 10000 is more than the"),

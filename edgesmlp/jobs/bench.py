@@ -185,14 +185,46 @@ def _quantize_outputs(root: Path) -> tuple[dict[str, Path], dict]:
     return folders, _read_manifest(next(iter(folders.values())))
 
 
+# The fields bench --from reads, and their types: checked before any of them is used.
+MANIFEST_FIELDS = {("weights", "path"): str, ("weights", "sha256"): str, ("weights", "taken"): str,
+                   ("model",): dict, ("model", "num_classes"): int, ("model", "image_size"): int,
+                   ("preprocess",): dict}
+
+
 def _read_manifest(folder: Path) -> dict:
+    """The manifest of a quantize output, validated: its version, the type of every field bench reads, and the
+    model and preprocessing it records (which must build)."""
+    from edgesmlp.config import ModelConfig
+    from edgesmlp.errors import EdgesmlpError
+    from edgesmlp.jobs.spec import MANIFEST_VERSION
+
+    path = folder / "manifest.json"
+    redo = "re-run `edgesmlp quantize`"
     try:
-        manifest = json.loads((folder / "manifest.json").read_text())
-        manifest["weights"]["path"], manifest["model"]["num_classes"]  # noqa: B018 - the keys bench needs
-        return manifest
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
-        raise InputError(f"{folder / 'manifest.json'} is not an edgesmlp manifest ({type(e).__name__}): "
-                         "re-run `edgesmlp quantize`") from None
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise InputError(f"{path} is not an edgesmlp manifest ({type(e).__name__}): {redo}") from None
+    version = manifest.get("edgesmlp_manifest") if isinstance(manifest, dict) else None
+    if type(version) is not int:
+        raise InputError(f"{path} is not an edgesmlp manifest (no edgesmlp_manifest version): {redo}")
+    if version > MANIFEST_VERSION:
+        raise InputError(f"{path} is manifest version {version}, written by a newer edgesmlp; this one reads version "
+                         f"{MANIFEST_VERSION} and older: upgrade edgesmlp, or {redo}")
+    for keys, kind in MANIFEST_FIELDS.items():
+        value = manifest
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        if type(value) is not kind:
+            raise InputError(f"{path} is not an edgesmlp manifest: {'.'.join(keys)} is {value!r:.60}, not "
+                             f"{'a' if kind is not int else 'an'} {kind.__name__}: {redo}")
+    if "target" in manifest and not isinstance(manifest["target"], str):
+        raise InputError(f"{path} is not an edgesmlp manifest: target is {manifest['target']!r:.60}: {redo}")
+    try:
+        ModelConfig(**manifest["model"])
+        Preprocess(**manifest["preprocess"])
+    except (TypeError, ValueError, EdgesmlpError) as e:
+        raise InputError(f"{path} records a model or preprocessing edgesmlp cannot use ({str(e)[:160]}): {redo}") from None
+    return manifest
 
 
 def _measure(builds: dict[str, Build], val_set, preprocess: Preprocess, request: BenchRequest,

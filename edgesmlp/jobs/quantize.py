@@ -22,7 +22,7 @@ from edgesmlp.jobs.evaluate import Evaluation, evaluate_runners, measure_target
 from edgesmlp.jobs.inputs import (check_output, check_sources, load_calibration, open_validation,
                                   output_candidates, reads, resolve_preprocess)
 from edgesmlp.jobs.report import VERSIONED, Result, build_report, model_info, write_report
-from edgesmlp.jobs.spec import QuantizeRequest
+from edgesmlp.jobs.spec import MANIFEST_VERSION, QuantizeRequest
 from edgesmlp.targets.base import Build, Job, Log
 from edgesmlp.timing import library_versions, machine_info
 
@@ -206,7 +206,7 @@ def _write_manifest(folder: Path, request: QuantizeRequest, job: Job, build: Bui
         "qat": request.qat.to_dict() if request.qat is not None else None,
     }
     manifest = {
-        "edgesmlp_manifest": 1,
+        "edgesmlp_manifest": MANIFEST_VERSION,
         "target": request.target,
         "command": " ".join(["edgesmlp", *sys.argv[1:]]) if sys.argv and "edgesmlp" in sys.argv[0] else None,
         "versions": library_versions(*VERSIONED),

@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from edgesmlp.quantize.qat import QATConfig
 
 
+MANIFEST_VERSION = 1  # manifest.json's "edgesmlp_manifest": bench --from reads this version and older ones
+
+
 class Form(str, Enum):
     deploy = "deploy"  # folded norms, no transposes: what ships by default
     reference = "reference"  # the official graph as loaded
