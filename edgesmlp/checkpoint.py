@@ -64,7 +64,7 @@ def load_checkpoint(path: str | Path | None = None, variant: str | None = None, 
     model.load_state_dict(state, strict=True)
     model.eval()
     if "preprocess" in file_meta:
-        preprocess = Preprocess(**json.loads(file_meta["preprocess"]))
+        preprocess = _recorded_preprocess(file_meta["preprocess"], path)
     else:
         # ImageNet's evaluation recipe; a model of other than 3 input channels gets a neutral 0.5/0.5.
         neutral = {} if config.in_chans == 3 else {"mean": (0.5,) * config.in_chans, "std": (0.5,) * config.in_chans}
@@ -85,6 +85,18 @@ def load_checkpoint(path: str | Path | None = None, variant: str | None = None, 
         metadata=metadata,
         bundled=is_bundled,
     )
+
+
+def _recorded_preprocess(text: str, path: Path) -> Preprocess:
+    """The preprocessing a safetensors file records in its metadata, or a CheckpointError naming the file."""
+    try:
+        recorded = json.loads(text)
+        if not isinstance(recorded, dict):
+            raise TypeError(f"a {type(recorded).__name__}, not an object")
+        return Preprocess(**recorded)
+    except (ValueError, TypeError, RecursionError, ConfigError) as e:
+        raise CheckpointError(f"{path}: its recorded preprocessing cannot be used ({str(e)[:120]}): re-save the weights "
+                              "with valid metadata, or as a .pth without it") from None
 
 
 def _check_file(path: Path) -> None:
@@ -195,6 +207,12 @@ def _check_tensors(state: dict, path: Path) -> None:
             raise CheckpointError(
                 f"{path}: tensor '{key}' holds NaN or Inf - the training run diverged or the file is corrupt; "
                 "use an earlier checkpoint"
+            )
+        if key.endswith("running_var") and value.is_floating_point() and (value <= 0).any():
+            channel = int((value <= 0).nonzero()[0][0])
+            raise CheckpointError(
+                f"{path}: '{key}'[{channel}] = {value.flatten()[channel].item():g}, but a BatchNorm variance is "
+                "positive - the statistics are broken: re-estimate them on training data, or use another checkpoint"
             )
 
 

@@ -348,6 +348,15 @@ def workspace(root: Path, files) -> dict[str, Path]:
         (root / name / "openvino").mkdir(parents=True)
         (root / name / "openvino" / "manifest.json").write_text(json.dumps({**base, **change}))
         w[name] = root / name
+    from safetensors.torch import save_file
+
+    state = torch.load(w["weights"], weights_only=True)
+    for name, text in (("pre_not_json", "resize me please"), ("pre_unknown_key", '{"gamma": 2.2}')):
+        save_file(state, root / f"{name}.safetensors", metadata={"preprocess": text})
+        w[name] = root / f"{name}.safetensors"
+    key = next(k for k in state if k.endswith("running_var"))
+    torch.save({**state, key: -state[key]}, root / "negative_var.pth")
+    w["negative_var"] = root / "negative_var.pth"
     try:
         os.mknod(root / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
         w["device"] = root / "null"
@@ -387,6 +396,11 @@ SECOND_CATALOGUE = [
      "image size 8192"),
     ("from-manifest-preprocess-unknown-key", lambda w: ["bench", "--from", w["preprocess_unknown_key"], "-o", "b"],
      "records a model or preprocessing edgesmlp cannot use"),
+    ("weights-preprocess-not-json", lambda w: ["inspect", w["pre_not_json"]],
+     "pre_not_json.safetensors: its recorded preprocessing cannot be used"),
+    ("weights-preprocess-unknown-key", lambda w: ["inspect", w["pre_unknown_key"]], "unexpected keyword argument"),
+    ("weights-negative-variance", lambda w: ["inspect", w["negative_var"]],
+     "negative_var.pth: 'token_mix.0.0.conv_merge.BN.running_var'[0]"),
     ("quantize-two-targets", lambda w: ["quantize", "-t", "openvino", "--target", "jetson"],
      "--target is given twice (openvino, jetson) but takes one value"),
     ("threads-over-the-cpus", lambda w: ["quantize", "--threads", "10000"], "--threads 10000 is more than the"),
