@@ -201,6 +201,17 @@ def test_gate_faults(reports, name, args, code, fragment):
     assert_one_line(result, code, fragment, "stdout" if code == 1 else "stderr")
 
 
+def test_a_report_of_forty_thousand_rows_is_judged(tmp_path):
+    """Each INT8 row found its float row by scanning every row: a 200 MB report was still being checked after
+    120 s. It is one pass now (257 MB in 7 s on the 2-core EPYC); this one is 5 MB."""
+    rows = [row for i in range(20_000) for row in report((f"t{i}", "fp32", 99.0, 0.0), (f"t{i}", "int8", 98.9, 0.1))["results"]]
+    rows[-1]["top1"] = 90.0
+    (tmp_path / "big.json").write_text(json.dumps({"schema": "edgesmlp.report/1", "results": rows}))
+    result = runner.invoke(app, ["check", str(tmp_path / "big.json")])
+    assert result.exit_code == 1 and "FAIL: t19999/int8 top-1 90.00%" in result.stdout
+    assert "(1 violations): 20000 comparisons" in result.stdout
+
+
 def test_gate_allow_empty_and_success_lines(reports):
     assert runner.invoke(app, ["check", str(reports["empty"]), "--allow-empty"]).exit_code == 0
     good = runner.invoke(app, ["check", str(reports["good"])])

@@ -112,10 +112,14 @@ def _key(row: dict) -> str:
     return f"{row['target']}/{row['precision']}"
 
 
-def _float_row(rows: list[dict], target: str) -> dict | None:
-    """What an INT8 row is compared with, as bench does: its own target's float row, else the first float row."""
+def _float_rows(rows: list[dict]):
+    """What an INT8 row is compared with, as bench does: its own target's float row, else the first float row. One
+    pass over the rows, so a report of a million rows is judged in seconds."""
     floats = [r for r in rows if r["precision"] in FLOAT_PRECISIONS and r["status"] == "ok"]
-    return next((r for r in floats if r["target"] == target), floats[0] if floats else None)
+    own: dict[str, dict] = {}
+    for r in floats:
+        own.setdefault(r["target"], r)
+    return lambda target: own.get(target, floats[0] if floats else None)
 
 
 def check_report(report: dict, baseline: dict | None = None, max_drop: float = 0.5,
@@ -132,9 +136,10 @@ def check_report(report: dict, baseline: dict | None = None, max_drop: float = 0
             out.violations.append(f"{_key(row)} failed: {_printable(row.get('note')) or 'no reason given'}")
         elif row["status"] == "skipped":
             out.notes.append(f"{row['target']} skipped: {_printable(row.get('note'))}")
+    float_row = _float_rows(rows)
     for row in (r for r in rows if r["status"] == "ok" and r["precision"].startswith("int8")
                 and not r.get("compare_only")):
-        _check_int8(out, row, _float_row(rows, row["target"]), max_drop)
+        _check_int8(out, row, float_row(row["target"]), max_drop)
         if min_agreement is not None:
             _check_agreement(out, row, min_agreement)
     if baseline is not None:
