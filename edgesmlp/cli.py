@@ -708,8 +708,13 @@ def _terminate(signum, frame) -> None:
 
 def run() -> None:
     """The `edgesmlp` command: SIGTERM unwinds like Ctrl-C, so every partial output is removed; third-party
-    telemetry (OpenVINO's and NNCF's) stays off unless EDGESMLP_TELEMETRY=1."""
+    telemetry (OpenVINO's, NNCF's, ONNX Runtime's) stays off unless EDGESMLP_TELEMETRY=1; nothing is left in
+    TMPDIR (PyTorch's exporter keeps its compile cache under the user's cache folder instead)."""
     signal.signal(signal.SIGTERM, _terminate)
     if os.environ.get("EDGESMLP_TELEMETRY") != "1":
         sys.modules.setdefault("openvino_telemetry", None)  # both fall back to their no-op stubs without it
+        # ONNX Runtime otherwise writes a device id under ~/.cache/Microsoft and a .ses file into TMPDIR
+        os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgesmlp"
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache / "torchinductor"))  # else TMPDIR/torchinductor_USER
     app()

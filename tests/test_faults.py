@@ -524,6 +524,25 @@ def edgesmlp(*args, cwd: Path) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
+@pytest.mark.slow
+def test_nothing_is_written_outside_the_output_and_the_documented_cache(tmp_path):
+    """ONNX Runtime wrote a device id under ~/.cache/Microsoft and a .ses file into TMPDIR, and PyTorch's exporter
+    left TMPDIR/torchinductor_USER: a run now leaves TMPDIR empty and writes only ~/.cache/edgesmlp at home."""
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "home").mkdir()
+    (tmp_path / "work").mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_CACHE_HOME", "ORT_DISABLE_TELEMETRY",
+                                                            "TORCHINDUCTOR_CACHE_DIR")}
+    env.update(PYTHONPATH=str(ROOT), TMPDIR=str(tmp_path / "tmp"), HOME=str(tmp_path / "home"))
+    run = subprocess.run([sys.executable, "-m", "edgesmlp", "quantize", "-t", "jetson", "--calib-size", "16",
+                          "--latency-seconds", "0", "-o", "out"], cwd=tmp_path / "work", env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert list((tmp_path / "tmp").iterdir()) == []
+    written = {str(p.relative_to(tmp_path / "home")) for p in (tmp_path / "home").rglob("*")}
+    assert all(p == ".cache" or p.startswith(".cache/edgesmlp") for p in written), written
+
+
 def wait_for(folder: Path, pattern: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not list(folder.glob(pattern)):
