@@ -452,6 +452,45 @@ def test_a_lock_held_by_a_process_that_is_not_edgesmlp_names_the_lock(tmp_path, 
         sleeper.wait()
 
 
+@pytest.mark.slow
+def test_a_swapped_artifact_fails_its_row_and_the_others_still_run(tmp_path, monkeypatch):
+    """A float graph copied over the INT8 one was reported as INT8. The manifest's SHA-256 catches the change; an
+    older manifest without them still cannot pass a graph without Q/DQ as INT8. The torch row runs either way."""
+    monkeypatch.chdir(tmp_path)
+    quantized = runner.invoke(app, ["quantize", "-t", "onnxruntime", "--calib-size", "16", "--latency-seconds", "0",
+                                    "-o", "q"])
+    assert quantized.exit_code == 0, quantized.output
+    folder = tmp_path / "q" / "onnxruntime"
+    (folder / "model_int8.onnx").write_bytes((folder / "model_fp32.onnx").read_bytes())
+    for name, reason in (("hashed", "changed since quantize wrote it"),
+                         ("older", "holds no QuantizeLinear/DequantizeLinear node")):
+        if name == "older":
+            manifest = json.loads((folder / "manifest.json").read_text())
+            del manifest["files"]
+            (folder / "manifest.json").write_text(json.dumps(manifest))
+        result = runner.invoke(app, ["bench", "--from", "q", "-t", "torch,onnxruntime", "-o", name,
+                                     "--latency-seconds", "0", "--latency-iters", "3"])
+        assert "Traceback" not in result.output
+        rows = {f"{r['target']}/{r['precision']}": r for r in
+                json.loads((tmp_path / name / "report.json").read_text())["results"]}
+        assert rows["torch/fp32"]["status"] == "ok"
+        assert rows["onnxruntime/-"]["status"] == "failed" and reason in rows["onnxruntime/-"]["note"], rows
+    # Another checkpoint where the manifest's weights were: the torch row refuses it instead of measuring it.
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["weights"].update(bundled=False, path="elsewhere.safetensors")
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    from edgesmlp.checkpoint import load_checkpoint, save_safetensors
+
+    other = load_checkpoint().model.state_dict()
+    other["mlp_head.0.bias"] = other["mlp_head.0.bias"] + 1
+    save_safetensors(other, tmp_path / "elsewhere.safetensors", {})
+    result = runner.invoke(app, ["bench", "--from", "q", "-t", "torch", "-o", "moved", "--latency-seconds", "0",
+                                 "--val", str(good_images(tmp_path / "val", 8))])
+    assert "Traceback" not in result.output, result.output
+    row = json.loads((tmp_path / "moved" / "report.json").read_text())["results"][0]
+    assert row["status"] == "failed" and "is not the checkpoint" in row["note"], row
+
+
 def test_force_still_replaces_what_edgesmlp_wrote(tmp_path, monkeypatch):
     """The marker every output folder carries is what lets --force replace it; a run without --force still refuses."""
     monkeypatch.chdir(tmp_path)

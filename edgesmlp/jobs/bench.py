@@ -159,10 +159,29 @@ def _load_all(names, request: BenchRequest, folders: dict[str, Path], manifest: 
             rows.append(Result(target=name, precision="-", status="skipped", note=reason))
             continue
         try:
+            if target.reads is not None:  # it loads this folder's artifacts (torch, reads=None, loads the weights)
+                _check_files(folder)
             builds[name] = target.load(folder, _config(request, target), request.run, log)
         except Exception as e:  # noqa: BLE001
             rows.append(_failed_row(name, e, log))
     return builds, rows, model, preprocess, val_set
+
+
+def _check_files(folder: Path) -> None:
+    """Refuse a quantize output whose files differ from the SHA-256 its manifest recorded (older manifests record
+    none): the row would report a model the run never built."""
+    from edgesmlp.artifacts import sha256_file
+
+    recorded = _read_manifest(folder).get("files", {})
+    if not isinstance(recorded, dict):
+        raise InputError(f"{folder / 'manifest.json'}: 'files' is not a name -> SHA-256 map; re-run `edgesmlp quantize`")
+    for name, digest in recorded.items():
+        path = folder / str(name)
+        if Path(str(name)).name != name or not path.is_file():
+            raise InputError(f"{path} is listed in its manifest but missing: copy the whole folder quantize wrote")
+        if sha256_file(path) != digest:
+            raise InputError(f"{path} changed since quantize wrote it (its SHA-256 differs from the manifest's): "
+                             "re-run `edgesmlp quantize`, or restore the file")
 
 
 def _variant_name(config: dict) -> str | None:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edgesmlp import targets
-from edgesmlp.artifacts import reserved_dir
+from edgesmlp.artifacts import reserved_dir, sha256_file
 from edgesmlp.errors import ConfigError, RuntimeFailure
 from edgesmlp.jobs.evaluate import Evaluation, evaluate_runners, measure_target
 from edgesmlp.jobs.inputs import (check_output, check_sources, load_calibration, open_validation,
@@ -207,6 +207,9 @@ def _write_manifest(folder: Path, request: QuantizeRequest, job: Job, build: Bui
     }
     manifest = {
         "edgesmlp_manifest": MANIFEST_VERSION,
+        # what bench --from loads, by SHA-256: a file changed since (a float graph swapped in as INT8) fails its row
+        "files": {p.name: sha256_file(p) for p in sorted(folder.iterdir())
+                  if p.is_file() and not p.name.startswith((".", "report.", "manifest."))},
         "target": request.target,
         "command": " ".join(["edgesmlp", *sys.argv[1:]]) if sys.argv and "edgesmlp" in sys.argv[0] else None,
         "versions": library_versions(*VERSIONED),

@@ -225,10 +225,24 @@ def _check_residual(g: _Graph, n) -> list[Violation]:
     return []
 
 
+def is_qdq(model) -> bool:
+    """Whether an ONNX graph holds QuantizeLinear/DequantizeLinear nodes: what makes it an INT8 graph at all."""
+    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
+
+
+def require_qdq(path: Path) -> None:
+    """Refuse, naming the file, an ONNX that is read as INT8 but holds no Q/DQ node (a float graph in its place)."""
+    import onnx
+
+    if not is_qdq(onnx.load(str(path), load_external_data=False)):
+        raise InputError(f"{path} holds no QuantizeLinear/DequantizeLinear node, so it is no INT8 graph: re-run "
+                         "`edgesmlp quantize`, or restore the file")
+
+
 def lint_model(model) -> list[Violation]:
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     nodes = model.graph.node
-    if not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in nodes):
+    if not is_qdq(model):
         raise InputError("the model has no QuantizeLinear/DequantizeLinear nodes: it is not a Q/DQ model (quantize "
                          "it first, e.g. edgesmlp quantize --target jetson)")
     g = _Graph(model)

@@ -187,6 +187,7 @@ class JetsonTarget(Target):
     def load(self, folder: Path, config: JetsonConfig, run: RunSettings, log: Log) -> Build:
         """Engines from a bundle folder: loaded if built already (by build_engine.sh or earlier), else built."""
         from edgesmlp.artifacts import atomic_file
+        from edgesmlp.quantize.qdq_lint import require_qdq
         from edgesmlp.runtimes import cuda
         from edgesmlp.runtimes.tensorrt import EngineConfig, EngineRunner, build_engine, require_tensorrt, strongly_typed
 
@@ -199,6 +200,8 @@ class JetsonTarget(Target):
         for precision, source in engine_sources(folder, strongly_typed(trt)):
             engine_path = folder / f"model_{precision}.engine"
             seconds = None
+            if precision == "int8":
+                require_qdq(folder / source)
             if engine_path.is_file():
                 engine = engine_path.read_bytes()
             else:

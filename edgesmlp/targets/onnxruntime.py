@@ -18,6 +18,7 @@ from pathlib import Path
 from edgesmlp.artifacts import atomic_file
 from edgesmlp.errors import InputError
 from edgesmlp.quantize.qdq import QDQConfig
+from edgesmlp.quantize.qdq_lint import require_qdq
 from edgesmlp.runtimes.onnxruntime import OnnxRuntimeRunner, emulation_runner, wants_unsigned_activations
 from edgesmlp.timing import weight_bits_for_this_cpu, x86_without_vnni
 from edgesmlp.targets.base import Build, Job, Log, RunSettings, Target, TargetOptions, Variant, size_mb
@@ -121,6 +122,7 @@ class OnnxRuntimeTarget(Target):
                 log(f"warning: {notes[-1]}")
         else:
             int8, runtime, note = folder / BUNDLE_INT8_ONNX, EMULATED, "the Jetson bundle's Q/DQ graph (s8 activations)"
+        require_qdq(int8)
         return Build([
             Variant("fp32", RUNTIME, _runner(folder / FP32_ONNX, run), size_mb(folder / FP32_ONNX)),
             Variant("int8", runtime, _runner(int8, run, emulated=runtime == EMULATED), size_mb(int8), note=note),

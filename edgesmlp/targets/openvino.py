@@ -139,6 +139,9 @@ class OpenVINOTarget(Target):
             if not xml.is_file():
                 raise InputError(f"{folder} has no {xml.name}: point --from at a `quantize --target openvino` output")
         fp32, int8 = folder / ARTIFACTS["fp32"], folder / ARTIFACTS["int8"]
+        if b"FakeQuantize" not in int8.read_bytes():
+            raise InputError(f"{int8} holds no FakeQuantize, so it is no INT8 model: re-run `edgesmlp quantize`, or "
+                             "restore the file")
         variants, notes = _float_variants(read_ir(fp32), ir_size_mb(fp32), run)
         variants.append(Variant("int8", RUNTIME, _runner(read_ir(int8), run, None), ir_size_mb(int8)))
         return Build(variants, notes)

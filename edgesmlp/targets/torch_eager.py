@@ -19,6 +19,14 @@ class TorchConfig:
         return {}
 
 
+def _recorded_path(path: Path, folder: Path) -> Path:
+    """A manifest's weights path: as written if absolute; a relative one beside the manifest if it is there, else
+    from the current folder, where quantize was run."""
+    if path.is_absolute() or not (folder / path).is_file():
+        return path
+    return folder / path
+
+
 class TorchTarget(Target):
     name = "torch"
     summary = "PyTorch eager FP32 of the official graph: the reference row"
@@ -50,8 +58,14 @@ class TorchTarget(Target):
             if not manifest.is_file():
                 raise InputError(f"{folder} has neither {WEIGHTS} nor a manifest.json naming the weights")
             recorded = json.loads(manifest.read_text())["weights"]
-            weights = None if recorded.get("bundled") else Path(recorded["path"])
-        model = load_checkpoint(weights).model.eval()
+            weights = None if recorded.get("bundled") else _recorded_path(Path(recorded["path"]), folder)
+            ckpt = load_checkpoint(weights)
+            if recorded.get("sha256") not in (None, ckpt.sha256):  # another file now lies at the recorded path
+                raise InputError(f"{ckpt.path} is not the checkpoint {manifest} was quantized from (its SHA-256 "
+                                 "differs): put those weights back there, or re-run quantize")
+            model = ckpt.model.eval()
+        else:
+            model = load_checkpoint(weights).model.eval()
         torch.set_num_threads(run.cpu_threads)
 
         @torch.no_grad()
