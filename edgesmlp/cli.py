@@ -603,6 +603,8 @@ def check(
     allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Pass a report with nothing to compare (no INT8 row with a "
                                               "float row); without it that fails.")] = False,
     min_agreement: MinAgreementOpt = None,
+    allow_other_baseline: Annotated[bool, typer.Option("--allow-other-baseline", help="Compare with a baseline of "
+                                                       "another model or validation set (refused without it).")] = False,
 ) -> None:
     """The CI gate: exit 0 when every INT8 result is within --max-drop of its FP32 (and within the
     allowed regressions of --baseline), 1 when not, listing each violation; 2 for usage errors.
@@ -612,12 +614,14 @@ def check(
       edgesmlp check bench/report.json --max-drop 0.5
       edgesmlp check bench --baseline baseline/report.json
     """
-    from edgesmlp.jobs.check import check_report, check_threshold, load_report
+    from edgesmlp.jobs.check import check_report, check_same_subject, check_threshold, load_report
 
     check_threshold(max_drop, "--max-drop")
     check_threshold(max_latency_regression, "--max-latency-regression")
     current = load_report(report)
     base = load_report(baseline) if baseline is not None else None
+    if base is not None and not allow_other_baseline:
+        check_same_subject(current, base, report, baseline)
     outcome = check_report(current, base, max_drop, max_latency_regression, allow_empty, latency, min_agreement)
     for note in outcome.notes:
         typer.echo(f"note: {note}")

@@ -128,6 +128,10 @@ REPORTS = {
     "escape_in_target": report(("\x1b]0;owned\x07openvino", "fp32", 99.0, 0.0), ("openvino\nok: all", "int8", 99.0, 0.0)),
     "speedup_string": {"schema": "edgesmlp.report/1", "results": [
         {**report(("openvino", "int8", 99.0, 0.0))["results"][0], "speedup": "fast"}]},
+    "other_model": {**report(("openvino", "fp32", 99.0, 0.0), ("openvino", "int8", 98.9, 0.1)),
+                    "model": {"num_classes": 1000, "image_size": 224}, "data": {"val_images": 50000}},
+    "this_model": {**report(("openvino", "fp32", 99.0, 0.0), ("openvino", "int8", 98.9, 0.1)),
+                   "model": {"num_classes": 10, "image_size": 32}, "data": {"val_images": 500}},
     "negative_latency": {"schema": "edgesmlp.report/1", "results": [
         {**report(("openvino", "int8", 99.0, 0.0))["results"][0], "latency_ms_p50": -1.0}]},
 }
@@ -191,6 +195,8 @@ GATE = [
     ("speedup-a-string", lambda r: ["check", r["speedup_string"]], 2, "'speedup' is 'fast', not a finite number"),
     ("negative-baseline-latency", lambda r: ["check", r["good"], "--baseline", r["negative_latency"]], 2,
      "'latency_ms_p50' is -1.0, outside 0 or more"),
+    ("baseline-of-another-model", lambda r: ["check", r["this_model"], "--baseline", r["other_model"]], 2,
+     "is a baseline of another model or data set (model num_classes 1000 there, 10 in"),
     ("nested-100000-deep", lambda r: ["check", r["deep"]], 2, "is not valid JSON (RecursionError)"),
 ]
 
@@ -210,6 +216,12 @@ def test_a_report_of_forty_thousand_rows_is_judged(tmp_path):
     result = runner.invoke(app, ["check", str(tmp_path / "big.json")])
     assert result.exit_code == 1 and "FAIL: t19999/int8 top-1 90.00%" in result.stdout
     assert "(1 violations): 20000 comparisons" in result.stdout
+
+
+def test_another_baseline_only_when_asked(reports):
+    result = runner.invoke(app, ["check", str(reports["this_model"]), "--baseline", str(reports["other_model"]),
+                                 "--allow-other-baseline"])
+    assert result.exit_code == 0 and "top-1 vs baseline" in result.stdout
 
 
 def test_gate_allow_empty_and_success_lines(reports):

@@ -101,6 +101,25 @@ def _check_structure(report: dict, path: Path) -> None:
         seen[key] = i
 
 
+def check_same_subject(report: dict, baseline: dict, report_path, baseline_path) -> None:
+    """Refuse a baseline of another model (architecture, classes, input size) or another validation set (its
+    image count): their numbers say nothing of this run's. Fields a report lacks are not compared."""
+    def subject(r: dict) -> dict:
+        model = r.get("model") if isinstance(r.get("model"), dict) else {}
+        data = r.get("data") if isinstance(r.get("data"), dict) else {}
+        config = model.get("config") if isinstance(model.get("config"), dict) else {}
+        fields = {f"model {k}": config.get(k, model.get(k)) for k in ("num_classes", "image_size", "dim", "depths")}
+        return {**fields, "validation images": data.get("val_images")}
+
+    now, then = subject(report), subject(baseline)
+    differ = [k for k in now if now[k] is not None and then[k] is not None and now[k] != then[k]]
+    if differ:
+        k = differ[0]
+        raise InputError(f"{baseline_path} is a baseline of another model or data set ({k} {_printable(then[k])} "
+                         f"there, {_printable(now[k])} in {report_path}): give the baseline of this model and "
+                         "images, or pass --allow-other-baseline")
+
+
 def _printable(text) -> str:
     """A report's free text as it may reach a terminal: control characters (an escape sequence, a newline that
     would forge an output line) shown as escapes, at most 300 characters."""
