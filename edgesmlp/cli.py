@@ -7,6 +7,7 @@ becomes one line on stderr, never a traceback (a bug's traceback goes to a log f
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -97,11 +98,24 @@ def friendly_errors(fn):
             _fail(str(workstation_extra(e.name or "a dependency", "this command")), 2)
         except MemoryError:
             _fail("ran out of memory: use fewer or smaller images (--calib-size, --batch-size)", 3)
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                _unexpected(e)
+            where = f" writing {e.filename}" if e.filename else ""
+            _fail(f"the disk is full{where} ({e.strerror}): free some space, or choose an -o on another disk; "
+                  "nothing half-written was left behind", 3)
         except Exception as e:  # noqa: BLE001 - a bug or an unforeseen failure: one line, traceback to a file
-            first = str(e).splitlines()[0][:200] if str(e) else ""
-            _fail(f"unexpected {type(e).__name__}: {first} (full traceback in {_log_traceback()}; please report it)", 3)
+            if "iostream error" in str(e):  # OpenVINO's and ONNX's C++ writers, when the disk fills up under them
+                _fail("a runtime library could not write its file (iostream error): the disk is likely full; free "
+                      "some space, or choose an -o on another disk; nothing half-written was left behind", 3)
+            _unexpected(e)
 
     return wrapper
+
+
+def _unexpected(e: BaseException) -> None:
+    first = str(e).splitlines()[0][:200] if str(e) else ""
+    _fail(f"unexpected {type(e).__name__}: {first} (full traceback in {_log_traceback()}; please report it)", 3)
 
 
 # Typer vendors click from 0.2x on (older releases use click itself): find its exception base either way.

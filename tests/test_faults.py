@@ -487,6 +487,23 @@ def test_a_swapped_artifact_fails_its_row_and_the_others_still_run(tmp_path, mon
                 json.loads((tmp_path / name / "report.json").read_text())["results"]}
         assert rows["torch/fp32"]["status"] == "ok"
         assert rows["onnxruntime/-"]["status"] == "failed" and reason in rows["onnxruntime/-"]["note"], rows
+    # An ONNX whose weights point outside the bundle (its hash recorded, as a crafted bundle would have it).
+    import onnx
+    from onnx.external_data_helper import set_external_data
+
+    from edgesmlp.artifacts import sha256_file
+
+    graph = onnx.load(str(folder / "model_fp32.onnx"))
+    tensor = max(graph.graph.initializer, key=lambda t: len(t.raw_data))
+    set_external_data(tensor, location="../../outside.bin")
+    tensor.ClearField("raw_data")
+    onnx.save(graph, str(folder / "model_fp32.onnx"))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"] = {"model_fp32.onnx": sha256_file(folder / "model_fp32.onnx")}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    runner.invoke(app, ["bench", "--from", "q", "-t", "torch,onnxruntime", "-o", "outside", "--latency-seconds", "0"])
+    rows = {r["target"]: r for r in json.loads((tmp_path / "outside" / "report.json").read_text())["results"]}
+    assert rows["onnxruntime"]["status"] == "failed" and "outside the folder" in rows["onnxruntime"]["note"]
     # Another checkpoint where the manifest's weights were: the torch row refuses it instead of measuring it.
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["weights"].update(bundled=False, path="elsewhere.safetensors")
@@ -501,6 +518,26 @@ def test_a_swapped_artifact_fails_its_row_and_the_others_still_run(tmp_path, mon
     assert "Traceback" not in result.output, result.output
     row = json.loads((tmp_path / "moved" / "report.json").read_text())["results"][0]
     assert row["status"] == "failed" and "is not the checkpoint" in row["note"], row
+
+
+@pytest.mark.parametrize("error, fragment", [
+    (OSError(28, "No space left on device", "b/report.json"), "the disk is full writing b/report.json"),
+    (RuntimeError("basic_ios::clear: iostream error"), "could not write its file (iostream error): the disk is likely"),
+])
+def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, error, fragment):
+    """A full disk ended on the unexpected-error path (exit 3 with a traceback file); it is one line naming what
+    was being written, and the half-written output is gone. (Python's writers raise ENOSPC; OpenVINO's and ONNX's
+    C++ writers an iostream error.)"""
+    import edgesmlp.jobs.bench as bench
+
+    def full(*args, **kwargs):
+        raise error
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(bench, "write_report", full)
+    result = runner.invoke(app, ["bench", "-t", "torch", "-o", "b", "--latency-seconds", "0", "--latency-iters", "3"])
+    assert_one_line(result, 3, fragment, after_work=True)
+    assert "traceback" not in result.stderr and listing(tmp_path) == set()
 
 
 def test_force_still_replaces_what_edgesmlp_wrote(tmp_path, monkeypatch):

@@ -11,6 +11,7 @@ Agreement and cosine compare with the first row; a row's drop is against its own
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,6 +176,7 @@ def _check_files(folder: Path) -> None:
     recorded = _read_manifest(folder).get("files", {})
     if not isinstance(recorded, dict):
         raise InputError(f"{folder / 'manifest.json'}: 'files' is not a name -> SHA-256 map; re-run `edgesmlp quantize`")
+    _check_external_data(folder)
     for name, digest in recorded.items():
         path = folder / str(name)
         if Path(str(name)).name != name or not path.is_file():
@@ -182,6 +184,23 @@ def _check_files(folder: Path) -> None:
         if sha256_file(path) != digest:
             raise InputError(f"{path} changed since quantize wrote it (its SHA-256 differs from the manifest's): "
                              "re-run `edgesmlp quantize`, or restore the file")
+
+
+def _check_external_data(folder: Path) -> None:
+    """Refuse an ONNX in ``folder`` whose weights point outside it (``../``, an absolute path): loading it would read
+    whatever file that names."""
+    import onnx
+
+    for path in sorted(folder.glob("*.onnx")):
+        model = onnx.load(str(path), load_external_data=False)
+        for tensor in model.graph.initializer:
+            if tensor.data_location != onnx.TensorProto.EXTERNAL:
+                continue
+            location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+            inside = Path(os.path.realpath(folder / location)).is_relative_to(os.path.realpath(folder))
+            if not location or Path(location).is_absolute() or not inside:
+                raise InputError(f"{path}: tensor {tensor.name!r:.60} keeps its data in {location!r:.80}, outside the "
+                                 "folder: a bundle's weights live beside its graph; re-run `edgesmlp quantize`")
 
 
 def _variant_name(config: dict) -> str | None:
