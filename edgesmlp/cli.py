@@ -72,7 +72,8 @@ def _log_traceback() -> Path:
     import traceback
 
     path = Path(tempfile.gettempdir()) / f"edgesmlp-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-    path.write_text(f"edgesmlp {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}")
+    path.write_text(f"edgesmlp {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}", encoding="utf-8",
+                    errors="backslashreplace")
     return path
 
 
@@ -728,6 +729,10 @@ def run() -> None:
     """The `edgesmlp` command: SIGTERM unwinds like Ctrl-C, so every partial output is removed; third-party
     telemetry (OpenVINO's, NNCF's, ONNX Runtime's) stays off unless EDGESMLP_TELEMETRY=1; nothing is left in
     TMPDIR (PyTorch's exporter keeps its compile cache under the user's cache folder instead)."""
+    if not sys.flags.utf8_mode and sys.getfilesystemencoding().lower() in ("ascii", "ansi_x3.4-1968"):
+        # The C locale (LANG=C) decodes a non-ASCII path to surrogates that ONNX, ONNX Runtime and OpenVINO cannot
+        # take: run again in Python's UTF-8 mode, the same arguments as the same bytes.
+        os.execv(sys.executable, [sys.executable, "-X", "utf8", "-m", "edgesmlp", *sys.argv[1:]])
     signal.signal(signal.SIGTERM, _terminate)
     if os.environ.get("EDGESMLP_TELEMETRY") != "1":
         sys.modules.setdefault("openvino_telemetry", None)  # both fall back to their no-op stubs without it

@@ -631,6 +631,20 @@ def test_nothing_is_written_outside_the_output_and_the_documented_cache(tmp_path
     assert all(p == ".cache" or p.startswith(".cache/edgesmlp") for p in written), written
 
 
+@pytest.mark.slow
+def test_the_c_locale_takes_a_non_ascii_output_path(tmp_path):
+    """With LANG=C (no UTF-8 mode) the path reached ONNX's checker as surrogates and the run ended in a traceback,
+    exit 1, no report; it now runs again in UTF-8 mode and writes the report."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "LANG", "PYTHONUTF8"))}
+    env.update(LANG="C", LC_ALL="C", PYTHONCOERCECLOCALE="0", PYTHONUTF8="0", PYTHONPATH=str(ROOT))
+    out = "sortie-é"
+    run = subprocess.run([sys.executable, "-m", "edgesmlp", "quantize", "-t", "onnxruntime", "--calib-size", "16",
+                          "--latency-seconds", "0", "-o", out], cwd=tmp_path, env=env, capture_output=True,
+                         timeout=600)
+    assert run.returncode == 0 and b"Traceback" not in run.stderr, run.stderr[-2000:]
+    assert (tmp_path / out / "onnxruntime" / "report.json").is_file()
+
+
 def wait_for(folder: Path, pattern: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not list(folder.glob(pattern)):
