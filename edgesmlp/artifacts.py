@@ -37,7 +37,11 @@ def _check_parent(path: Path) -> None:
 
 
 def check_writable(path: Path) -> None:
-    """Refuse, before any work, an output under a file, or where nothing can be written."""
+    """Refuse, before any work, an output under a file, or where nothing can be written, or that holds the
+    current folder (replacing it would pull the folder the run stands in from under it)."""
+    if Path(os.path.realpath(os.getcwd())).is_relative_to(os.path.realpath(path)):
+        raise InputError(f"the output {path} is or holds the current folder: name a new folder, such as "
+                         f"{Path(path) / 'edgesmlp-out'}")
     if path.exists() and not path.is_dir():
         raise InputError(f"cannot write into {path}: it is a file, not a folder; choose another -o")
     ancestor = path.parent

@@ -424,6 +424,8 @@ SECOND_CATALOGUE = [
     ("weights-preprocess-unknown-key", lambda w: ["inspect", w["pre_unknown_key"]], "unexpected keyword argument"),
     ("weights-negative-variance", lambda w: ["inspect", w["negative_var"]],
      "negative_var.pth: 'token_mix.0.0.conv_merge.BN.running_var'[0]"),
+    ("bench-o-dot", lambda w: ["bench", "-t", "torch", "-o", ".", "--force"], "the output . is or holds the current"),
+    ("digits-o-parent", lambda w: ["data", "digits", "..", "--force"], "the output .. is or holds the current"),
     ("quantize-two-targets", lambda w: ["quantize", "-t", "openvino", "--target", "jetson"],
      "--target is given twice (openvino, jetson) but takes one value"),
     ("threads-over-the-cpus", lambda w: ["quantize", "--threads", "10000"], "--threads 10000 is more than the"),
@@ -441,7 +443,8 @@ SECOND_CATALOGUE = [
 def test_refused_before_any_work_with_every_input_unchanged(files, tmp_path, monkeypatch, name, args, fragment):
     """Refused before any work, in one line naming the option, and every input byte for byte as it was."""
     monkeypatch.chdir(tmp_path)
-    w = workspace(tmp_path, files)
+    (tmp_path / "ws").mkdir()
+    w = workspace(tmp_path / "ws", files)
     if "device" in name and w["device"] is None:
         pytest.skip("mknod needs root")
     before = snapshot(tmp_path)

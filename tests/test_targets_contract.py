@@ -204,6 +204,20 @@ class TestJetsonTarget(TargetContract):
         assert [v.precision for v in build.variants] == ["int8", "fp16"]
         assert [Path(c[1]).name for c in trt.calls if c[0] == "parse_from_file"] == sources
 
+    @pytest.mark.parametrize("version, graph", [("10.3.0", "model_int8_qdq.onnx"), ("10.12.0", "model_int8_qdq_fp16.onnx")])
+    def test_a_float_graph_in_place_of_the_int8_one_is_refused(self, target, folder, monkeypatch, version, graph):
+        """On the device: an INT8 engine is built only from a graph that has Q/DQ nodes."""
+        import sys
+
+        from edgesmlp.errors import InputError
+        from tests.tensorrt_standin import make_tensorrt
+
+        monkeypatch.setitem(sys.modules, "tensorrt", make_tensorrt(version))
+        path, _ = folder
+        (path / graph).write_bytes((path / ("model_fp16.onnx" if "fp16" in graph else "model_fp32.onnx")).read_bytes())
+        with pytest.raises(InputError, match=f"{graph} holds no QuantizeLinear/DequantizeLinear"):
+            target.load(path, target.config_type(), RunSettings(), QUIET)
+
     def test_a_bundle_without_fp16_graphs_builds_fp32_on_strongly_typed_tensorrt(self, target, folder, monkeypatch):
         """A bundle written before the FP16-typed graphs: INT8 and FP32 engines, as such a bundle always got."""
         import sys

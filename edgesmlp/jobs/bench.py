@@ -255,7 +255,7 @@ def _read_manifest(folder: Path) -> dict:
         if type(value) is not kind:
             raise InputError(f"{path} is not an edgesmlp manifest: {'.'.join(keys)} is {value!r:.60}, not "
                              f"{'a' if kind is not int else 'an'} {kind.__name__}: {redo}")
-    if "target" in manifest and not isinstance(manifest["target"], str):
+    if "target" in manifest and not (isinstance(manifest["target"], str) and manifest["target"].isprintable()):
         raise InputError(f"{path} is not an edgesmlp manifest: target is {manifest['target']!r:.60}: {redo}")
     try:
         ModelConfig(**manifest["model"])
