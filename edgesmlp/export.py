@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import logging
 import warnings
@@ -73,6 +74,10 @@ def export_onnx(
     with atomic_file(path) as tmp:
         try:
             _export(model, example, tmp, dynamic_batch, opset)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise  # a full disk, said as such by the CLI
+            raise ExportError(f"torch.onnx.export failed: {str(e).splitlines()[0]}") from e
         except Exception as e:  # noqa: BLE001 - exporter errors are long; keep the first line
             raise ExportError(f"torch.onnx.export failed: {str(e).splitlines()[0]}") from e
         try:

@@ -543,6 +543,33 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, error
     assert "traceback" not in result.stderr and listing(tmp_path) == set()
 
 
+@pytest.mark.slow
+def test_a_real_full_disk(tmp_path):
+    """A 2 MB filesystem (tmpfs, where this machine lets root mount one): quantize fills it, and --force over an
+    old output there too. One line, exit 3, the old output intact, nothing half-written left."""
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small)], capture_output=True).returncode:
+        pytest.skip("mounting a small filesystem needs root and CAP_SYS_ADMIN")
+    try:
+        (small / "out").mkdir()
+        (small / "out" / "openvino").mkdir()
+        (small / "out" / "openvino" / ".edgesmlp").write_text("an earlier run's output")
+        (small / "out" / "openvino" / "manifest.json").write_text("{}")
+        for extra in ([], ["--force"]):
+            run = edgesmlp("quantize", "-t", "jetson", "--calib-size", "16", "--latency-seconds", "0", "-o", "out",
+                           *extra, cwd=small)
+            _, err = run.communicate(timeout=300)
+            assert run.returncode == 3, err
+            errors = [line for line in err.splitlines() if line.startswith("error:")]
+            assert len(errors) == 1 and "disk is" in errors[0] and "full" in errors[0], err
+            assert "unexpected" not in err and "Traceback" not in err
+            assert sorted(p.name for p in (small / "out").iterdir()) == ["openvino"]  # no partial, no lock
+            assert (small / "out" / "openvino" / "manifest.json").read_text() == "{}"  # the old one survives
+    finally:
+        subprocess.run(["umount", str(small)], capture_output=True)
+
+
 def test_force_still_replaces_what_edgesmlp_wrote(tmp_path, monkeypatch):
     """The marker every output folder carries is what lets --force replace it; a run without --force still refuses."""
     monkeypatch.chdir(tmp_path)

@@ -40,6 +40,9 @@ class Preprocess:
             raise ConfigError(f"--crop-pct must be in (0, 1], got {self.crop_pct}")
         if self.interpolation not in INTERPOLATIONS:
             raise ConfigError(f"--interpolation {self.interpolation!r} unknown: use one of {', '.join(INTERPOLATIONS)}")
+        if not all(math.isfinite(v) for v in (*self.mean, *self.std, self.crop_pct)):
+            raise ConfigError(f"--mean, --std and --crop-pct must be finite numbers, got mean {self.mean}, std "
+                              f"{self.std}, crop-pct {self.crop_pct}")
         if len(self.mean) != len(self.std) or any(s <= 0 for s in self.std):
             raise ConfigError("--mean and --std need the same number of values, and every std must be positive")
         if any(s < 1e-3 for s in self.std):  # pixels are in [0, 1]: a smaller std makes inputs past 1,000
