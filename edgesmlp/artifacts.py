@@ -282,6 +282,23 @@ def atomic_dir(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
         _remove(old)
 
 
+def strict_json(text: str):
+    """``json.loads`` that refuses what a file edgesmlp wrote never holds: a key given twice in one object (the last
+    would silently win) and NaN or Infinity (ValueError, naming them)."""
+    def pairs(items):
+        seen = {}
+        for key, value in items:
+            if key in seen:
+                raise ValueError(f"the key {key!r:.60} is given twice in one object")
+            seen[key] = value
+        return seen
+
+    def constant(name):
+        raise ValueError(f"{name} is not a number JSON allows")
+
+    return json.loads(text, object_pairs_hook=pairs, parse_constant=constant)
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

@@ -89,12 +89,13 @@ def load_checkpoint(path: str | Path | None = None, variant: str | None = None, 
 
 def _recorded_preprocess(text: str, path: Path) -> Preprocess:
     """The preprocessing a safetensors file records in its metadata, or a CheckpointError naming the file."""
+    from edgesmlp.artifacts import strict_json
+
     try:
-        recorded = json.loads(text)
-        if not isinstance(recorded, dict):
-            raise TypeError(f"a {type(recorded).__name__}, not an object")
-        return Preprocess(**recorded)
-    except (ValueError, TypeError, RecursionError, ConfigError) as e:
+        return Preprocess.from_record(strict_json(text), str(path))
+    except ConfigError as e:
+        raise CheckpointError(f"{e}: re-save the weights with valid metadata, or as a .pth without it") from None
+    except (ValueError, RecursionError) as e:
         raise CheckpointError(f"{path}: its recorded preprocessing cannot be used ({str(e)[:120]}): re-save the weights "
                               "with valid metadata, or as a .pth without it") from None
 
@@ -398,7 +399,7 @@ def save_trained_digits(model, info: dict, path) -> None:
 
     metadata = {
         "config": json.dumps(bundled.CONFIG.to_dict()),
-        "preprocess": json.dumps(bundled.PREPROCESS.to_dict()),
+        "preprocess": json.dumps(bundled.PREPROCESS.to_record()),
         "training": json.dumps({**info, "data": "sklearn digits, train split (997 images)"}),
     }
     save_safetensors(model.state_dict(), str(path), metadata)

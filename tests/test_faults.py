@@ -184,7 +184,7 @@ GATE = [
     ("results-not-a-list", lambda r: ["check", r["not_list"]], 2, "'results' is dict, not a list"),
     ("row-missing-keys", lambda r: ["check", r["row_missing_keys"]], 2, "results[0] has no 'precision'"),
     ("top1-a-string", lambda r: ["check", r["top1_string"]], 2, "'top1' is '99', not a finite number"),
-    ("top1-nan", lambda r: ["check", r["nan"]], 2, "'top1' is nan"),
+    ("top1-nan", lambda r: ["check", r["nan"]], 2, "NaN is not a number JSON allows"),
     ("report-a-list", lambda r: ["check", r["a_list"]], 2, "has schema None"),
     ("report-not-utf8", lambda r: ["check", r["good"].parent / "missing.json"], 2, "no such report"),
     ("baseline-malformed", lambda r: ["check", r["good"], "--baseline", r["not_list"]], 2, "not a list of rows"),
@@ -197,7 +197,7 @@ GATE = [
      "'latency_ms_p50' is -1.0, outside 0 or more"),
     ("baseline-of-another-model", lambda r: ["check", r["this_model"], "--baseline", r["other_model"]], 2,
      "is a baseline of another model or data set (model num_classes 1000 there, 10 in"),
-    ("nested-100000-deep", lambda r: ["check", r["deep"]], 2, "is not valid JSON (RecursionError)"),
+    ("nested-100000-deep", lambda r: ["check", r["deep"]], 2, "is not valid JSON (RecursionError"),
 ]
 
 
@@ -371,10 +371,15 @@ def workspace(root: Path, files) -> dict[str, Path]:
         (root / name / "openvino").mkdir(parents=True)
         (root / name / "openvino" / "manifest.json").write_text(json.dumps({**base, **change}))
         w[name] = root / name
+    (root / "key_twice" / "openvino").mkdir(parents=True)  # the first target would be read as the second
+    (root / "key_twice" / "openvino" / "manifest.json").write_text(json.dumps(base)[:-1] + ', "target": "jetson"}')
+    w["key_twice"] = root / "key_twice"
     from safetensors.torch import save_file
 
     state = torch.load(w["weights"], weights_only=True)
-    for name, text in (("pre_not_json", "resize me please"), ("pre_unknown_key", '{"gamma": 2.2}')):
+    for name, text in (("pre_not_json", "resize me please"), ("pre_unknown_key", '{"gamma": 2.2}'),
+                       ("pre_newer", '{"schema": "edgesmlp.preprocess/2", "image_size": 32}'),
+                       ("pre_twice", '{"crop_pct": 0.875, "crop_pct": 0.0001}'), ("pre_wrong_type", '{"image_size": "32"}')):
         save_file(state, root / f"{name}.safetensors", metadata={"preprocess": text})
         w[name] = root / f"{name}.safetensors"
     key = next(k for k in state if k.endswith("running_var"))
@@ -411,6 +416,7 @@ SECOND_CATALOGUE = [
     ("quantize-o-swallows-force", lambda w: ["quantize", "-o", "--force"], "-o needs a value, but the next word is "
      "the option --force"),
     ("bench-val-swallows-o", lambda w: ["bench", "--val", "-o", "out"], "--val needs a value"),
+    ("from-manifest-key-twice", lambda w: ["bench", "--from", w["key_twice"], "-o", "b"], "is given twice"),
     ("from-manifest-version-99", lambda w: ["bench", "--from", w["v99"], "-o", "b"],
      "is manifest version 99, written by a newer edgesmlp"),
     ("from-manifest-weights-a-list", lambda w: ["bench", "--from", w["weights_a_list"], "-o", "b"],
@@ -421,7 +427,12 @@ SECOND_CATALOGUE = [
      "records a model or preprocessing edgesmlp cannot use"),
     ("weights-preprocess-not-json", lambda w: ["inspect", w["pre_not_json"]],
      "pre_not_json.safetensors: its recorded preprocessing cannot be used"),
-    ("weights-preprocess-unknown-key", lambda w: ["inspect", w["pre_unknown_key"]], "unexpected keyword argument"),
+    ("weights-preprocess-unknown-key", lambda w: ["inspect", w["pre_unknown_key"]],
+     "the preprocessing record has unknown field 'gamma'"),
+    ("weights-preprocess-newer", lambda w: ["inspect", w["pre_newer"]], "follows 'edgesmlp.preprocess/2'"),
+    ("weights-preprocess-twice", lambda w: ["inspect", w["pre_twice"]], "the key 'crop_pct' is given twice"),
+    ("weights-preprocess-wrong-type", lambda w: ["inspect", w["pre_wrong_type"]],
+     "the preprocessing field 'image_size' is '32', not int"),
     ("weights-negative-variance", lambda w: ["inspect", w["negative_var"]],
      "negative_var.pth: 'token_mix.0.0.conv_merge.BN.running_var'[0]"),
     ("bench-o-dot", lambda w: ["bench", "-t", "torch", "-o", ".", "--force"], "the output . is or holds the current"),

@@ -23,6 +23,11 @@ INTERPOLATIONS = {
 }
 
 
+PREPROCESS_SCHEMA = "edgesmlp.preprocess/1"  # in a checkpoint's metadata; a record without it is version 1
+_FIELD_TYPES = {"image_size": (int,), "crop_pct": (int, float), "interpolation": (str,), "mean": (list, tuple),
+                "std": (list, tuple)}
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """Resize the shorter side to ``image_size / crop_pct``, centre-crop, scale to [0, 1], normalise."""
@@ -93,6 +98,35 @@ class Preprocess:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def to_record(self) -> dict:
+        """What a checkpoint's metadata records: the fields and the schema they follow."""
+        return {"schema": PREPROCESS_SCHEMA, **self.to_dict()}
+
+    @classmethod
+    def from_record(cls, record, where: str) -> "Preprocess":
+        """A recorded preprocessing (a checkpoint's metadata, a manifest), checked field by field: the schema version,
+        unknown fields, each field's type; a ConfigError naming ``where`` and the field."""
+        if not isinstance(record, dict):
+            raise ConfigError(f"{where}: the preprocessing record is a {type(record).__name__}, not an object")
+        record = dict(record)
+        schema = record.pop("schema", PREPROCESS_SCHEMA)
+        if schema != PREPROCESS_SCHEMA:
+            raise ConfigError(f"{where}: the preprocessing record follows {schema!r:.60}; this edgesmlp reads "
+                              f"{PREPROCESS_SCHEMA!r}: upgrade edgesmlp, or re-save the weights with this one")
+        unknown = sorted(set(record) - set(_FIELD_TYPES))
+        if unknown:
+            raise ConfigError(f"{where}: the preprocessing record has unknown field {unknown[0]!r:.40} (it knows "
+                              f"{', '.join(_FIELD_TYPES)})")
+        for name, kinds in _FIELD_TYPES.items():
+            value = record.get(name)
+            numbers = name in ("mean", "std") and isinstance(value, kinds) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, kinds)
+                                      or (name in ("mean", "std") and not numbers)):
+                raise ConfigError(f"{where}: the preprocessing field {name!r} is {value!r:.60}, not "
+                                  f"{'a list of numbers' if name in ('mean', 'std') else kinds[0].__name__}")
+        return cls(**record)
 
 
 def normalize(pixels: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:

@@ -232,6 +232,7 @@ MANIFEST_FIELDS = {("weights", "path"): str, ("weights", "sha256"): str, ("weigh
 def _read_manifest(folder: Path) -> dict:
     """The manifest of a quantize output, validated: its version, the type of every field bench reads, and the
     model and preprocessing it records (which must build)."""
+    from edgesmlp.artifacts import strict_json
     from edgesmlp.config import ModelConfig
     from edgesmlp.errors import EdgesmlpError
     from edgesmlp.jobs.spec import MANIFEST_VERSION
@@ -239,9 +240,9 @@ def _read_manifest(folder: Path) -> dict:
     path = folder / "manifest.json"
     redo = "re-run `edgesmlp quantize`"
     try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        raise InputError(f"{path} is not an edgesmlp manifest ({type(e).__name__}): {redo}") from None
+        manifest = strict_json(path.read_text())
+    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise InputError(f"{path} is not an edgesmlp manifest ({type(e).__name__}: {str(e)[:80]}): {redo}") from None
     version = manifest.get("edgesmlp_manifest") if isinstance(manifest, dict) else None
     if type(version) is not int:
         raise InputError(f"{path} is not an edgesmlp manifest (no edgesmlp_manifest version): {redo}")
@@ -259,7 +260,7 @@ def _read_manifest(folder: Path) -> dict:
         raise InputError(f"{path} is not an edgesmlp manifest: target is {manifest['target']!r:.60}: {redo}")
     try:
         ModelConfig(**manifest["model"])
-        Preprocess(**manifest["preprocess"])
+        Preprocess.from_record(manifest["preprocess"], f"{path} (preprocess)")
     except (TypeError, ValueError, EdgesmlpError) as e:
         raise InputError(f"{path} records a model or preprocessing edgesmlp cannot use ({str(e)[:160]}): {redo}") from None
     return manifest

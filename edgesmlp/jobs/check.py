@@ -9,11 +9,11 @@ missing, unreadable or malformed report, a threshold that is not a finite non-ne
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgesmlp.artifacts import strict_json
 from edgesmlp.errors import ConfigError, InputError
 from edgesmlp.jobs.report import SCHEMA
 
@@ -54,9 +54,10 @@ def load_report(path: str | Path) -> dict:
     if not path.is_file():
         raise InputError(f"{path}: no such report; give a report.json written by edgesmlp quantize or bench")
     try:
-        report = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        raise InputError(f"{path} is not valid JSON ({e.__class__.__name__}); regenerate it with edgesmlp bench") from None
+        report = strict_json(path.read_text())
+    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise InputError(f"{path} is not valid JSON ({e.__class__.__name__}: {str(e)[:80]}); regenerate it with "
+                         "edgesmlp bench") from None
     schema = report.get("schema") if isinstance(report, dict) else None
     if schema != SCHEMA:
         raise InputError(f"{path} has schema {schema!r}, but this edgesmlp reads {SCHEMA!r}: regenerate the report "

@@ -43,7 +43,7 @@ class TorchTarget(Target):
         """The official weights as loaded (prefixes cleaned, preprocessing recorded), in safetensors."""
         from edgesmlp.checkpoint import save_safetensors
 
-        metadata = {"preprocess": json.dumps(job.preprocess.to_dict())}
+        metadata = {"preprocess": json.dumps(job.preprocess.to_record())}
         save_safetensors(job.ckpt.model.state_dict(), folder / WEIGHTS, metadata)
         return self.load(folder, job.config, job.run, log)
 
