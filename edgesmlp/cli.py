@@ -629,15 +629,14 @@ def check(
       edgesmlp check bench/report.json --max-drop 0.5
       edgesmlp check bench --baseline baseline/report.json
     """
-    from edgesmlp.jobs.check import check_report, check_same_subject, check_threshold, load_report
+    from edgesmlp.jobs.check import check_report, check_threshold, load_report
 
     check_threshold(max_drop, "--max-drop")
     check_threshold(max_latency_regression, "--max-latency-regression")
     current = load_report(report)
     base = load_report(baseline) if baseline is not None else None
-    if base is not None and not allow_other_baseline:
-        check_same_subject(current, base, report, baseline)
-    outcome = check_report(current, base, max_drop, max_latency_regression, allow_empty, latency, min_agreement)
+    outcome = check_report(current, base, max_drop, max_latency_regression, allow_empty, latency, min_agreement,
+                           allow_other_baseline)
     for note in outcome.notes:
         typer.echo(f"note: {note}")
     for violation in outcome.violations:

@@ -196,7 +196,7 @@ GATE = [
     ("negative-baseline-latency", lambda r: ["check", r["good"], "--baseline", r["negative_latency"]], 2,
      "'latency_ms_p50' is -1.0, outside 0 or more"),
     ("baseline-of-another-model", lambda r: ["check", r["this_model"], "--baseline", r["other_model"]], 2,
-     "is a baseline of another model or data set (model num_classes 1000 there, 10 in"),
+     "the baseline is of another model or data set (model num_classes 1000 there, 10 in this report)"),
     ("nested-100000-deep", lambda r: ["check", r["deep"]], 2, "is not valid JSON (RecursionError"),
 ]
 

@@ -102,7 +102,7 @@ def _check_structure(report: dict, path: Path) -> None:
         seen[key] = i
 
 
-def check_same_subject(report: dict, baseline: dict, report_path, baseline_path) -> None:
+def check_same_subject(report: dict, baseline: dict) -> None:
     """Refuse a baseline of another model (architecture, classes, input size) or another validation set (its
     image count): their numbers say nothing of this run's. Fields a report lacks are not compared."""
     def subject(r: dict) -> dict:
@@ -116,9 +116,9 @@ def check_same_subject(report: dict, baseline: dict, report_path, baseline_path)
     differ = [k for k in now if now[k] is not None and then[k] is not None and now[k] != then[k]]
     if differ:
         k = differ[0]
-        raise InputError(f"{baseline_path} is a baseline of another model or data set ({k} {_printable(then[k])} "
-                         f"there, {_printable(now[k])} in {report_path}): give the baseline of this model and "
-                         "images, or pass --allow-other-baseline")
+        raise InputError(f"the baseline is of another model or data set ({k} {_printable(then[k])} there, "
+                         f"{_printable(now[k])} in this report): give the baseline of this model and images, or pass "
+                         "--allow-other-baseline")
 
 
 def _printable(text) -> str:
@@ -144,7 +144,8 @@ def _float_rows(rows: list[dict]):
 
 def check_report(report: dict, baseline: dict | None = None, max_drop: float = 0.5,
                  max_latency_regression: float | None = None, allow_empty: bool = False,
-                 latency: str = "speedup", min_agreement: float | None = None) -> GateOutcome:
+                 latency: str = "speedup", min_agreement: float | None = None,
+                 allow_other_baseline: bool = False) -> GateOutcome:
     """Every INT8 row within ``max_drop`` top-1 points of its own target's float row, recomputed here, and
     (with ``min_agreement``) agreeing with FP32 on at least that % of images. Comparison rows (``compare_only``:
     full INT8 beside a shipped model that keeps layers in float) are shown, never gated."""
@@ -163,6 +164,8 @@ def check_report(report: dict, baseline: dict | None = None, max_drop: float = 0
         if min_agreement is not None:
             _check_agreement(out, row, min_agreement)
     if baseline is not None:
+        if not allow_other_baseline:
+            check_same_subject(report, baseline)
         _against_baseline(out, rows, baseline["results"], max_drop, max_latency_regression, latency)
     if out.checked == 0 and not allow_empty:
         out.violations.append("nothing was compared: the report has no INT8 row with a float row to compare it "
