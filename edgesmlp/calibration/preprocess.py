@@ -10,7 +10,7 @@ from PIL import Image
 
 from edgesmlp.errors import ConfigError, ImageTooLarge
 
-MAX_RESIZED_PIXELS = 64_000_000  # the same cap as a decoded image's (sources.MAX_PIXELS), checked before resizing
+MAX_PIXELS = 64_000_000  # per image, decoded (sources) or resized (here); Pillow refuses only beyond about 179 million
 MAX_RESIZE_SIDE = 16_384  # image_size / crop_pct past this would resize every image past the cap
 MAX_IMAGE_SIDE = 2048  # 300 calibration images at 2048 hold 3.8 GB of pixels; at 8192 they would not fit in memory
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -85,9 +85,9 @@ class Preprocess:
                 new = (scale, max(scale, round(h * scale / w)))
             else:
                 new = (max(scale, round(w * scale / h)), scale)
-            if new[0] * new[1] > MAX_RESIZED_PIXELS:  # a 1,000,000 x 1 strip resizes to billions of pixels
+            if new[0] * new[1] > MAX_PIXELS:  # a 1,000,000 x 1 strip resizes to billions of pixels
                 raise ImageTooLarge(f"{w}x{h} pixels resize to {new[0]}x{new[1]} before the crop, over the "
-                                    f"{MAX_RESIZED_PIXELS // 10**6}-megapixel cap: crop it nearer to square")
+                                    f"{MAX_PIXELS // 10**6}-megapixel cap: crop it nearer to square")
             image = image.resize(new, INTERPOLATIONS[self.interpolation])
             left, top = (new[0] - size) // 2, (new[1] - size) // 2
             image = image.crop((left, top, left + size, top + size))

@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from edgesmlp.calibration.preprocess import Images, Preprocess
+from edgesmlp.calibration.preprocess import MAX_PIXELS, Images, Preprocess
 from edgesmlp.errors import DataError, ImageTooLarge
 
-MAX_PIXELS = 64_000_000  # per image; Pillow itself refuses only beyond about 179 million
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 LIST_EXTENSIONS = (".txt", ".csv", ".lst")
 
