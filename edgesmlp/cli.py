@@ -21,7 +21,7 @@ import typer
 
 from edgesmlp import targets
 from edgesmlp.errors import ConfigError, EdgesmlpError, Terminated
-from edgesmlp.jobs.spec import Form
+from edgesmlp.jobs.spec import DEFAULT_MAX_DROP, Form
 
 WeightsOpt = Annotated[
     Optional[Path],
@@ -400,7 +400,7 @@ def quantize(
     latency_seconds: LatencySecondsOpt = 1.0,
     max_drop: Annotated[float, typer.Option(metavar="POINTS", help="The accuracy budget: top-1 points INT8 may lose "
                                             "against FP32 (exit 1 when the validation images say it lost more). "
-                                            "Unlabelled calibration images bound it by agreement.")] = 1.0,
+                                            "Unlabelled search images bound it by agreement.")] = DEFAULT_MAX_DROP,
     min_agreement: Annotated[Optional[float], typer.Option(metavar="PERCENT", help="The budget without labels: the % of "
                                                            "images on which INT8 keeps FP32's top class (e.g. 99.5).")] = None,
     fallback: Annotated[str, typer.Option(metavar="[auto|off]", help="auto: when full INT8 misses the budget on the "
@@ -409,8 +409,11 @@ def quantize(
     max_float: Annotated[float, typer.Option(metavar="FRACTION", help="--fallback auto keeps at most this share of the "
                                              "quantized layers in float, and fails fast, with the trade-off it found, "
                                              "when that is not enough.")] = 0.2,
-    search_size: Annotated[int, typer.Option(metavar="N", help="--fallback auto meets the budget on this many images "
-                                             "of --calib (all, if it has fewer), never on --val.")] = 1000,
+    search: Annotated[Optional[Path], typer.Option(help="Images --fallback auto meets the budget on (a folder, "
+                                                   "ImageFolder tree or list; labelled or not), e.g. a split of "
+                                                   "your validation data that --val does not hold. Default: the "
+                                                   "images of --calib its sample left out.")] = None,
+    search_size: Annotated[int, typer.Option(metavar="N", help="Search images sampled (all, if fewer).")] = 1000,
     wide: WideOpt = False,
     method: Annotated[str, typer.Option(metavar="[ptq|qat]", help="ptq (post-training) or qat (fine-tune with the quantizers in the "
                                         "loop, distilling from the FP32 model).")] = "ptq",
@@ -432,9 +435,10 @@ def quantize(
     Runtime here. FP32 and INT8 are evaluated on the validation images. With no options it runs the
     bundled digits model on its own data.
 
-    The budget (--max-drop, --min-agreement) is met on images of --calib first (--search-size): with
-    --fallback auto, the layers INT8 hurts most stay in float until it is, and the report names them
-    (kept_float); the validation images then verify it, and exit 1 says they did not.
+    The budget (--max-drop, --min-agreement) is met, with 95% confidence, on search images first (--search,
+    else the images of --calib that calibration did not use): with --fallback auto, the layers INT8 hurts
+    most stay in float until it is, and the report names them (kept_float); the validation images then
+    verify it, and exit 1 says they did not.
     
 
     
@@ -475,7 +479,7 @@ def quantize(
         **_spec(weights, variant, ema, val, calib, calib_size, seed, threads, form, preprocess,
                 latency_seconds=latency_seconds), max_drop=max_drop, min_agreement=min_agreement,
         target=name, config=targets.get(name).config_from(options), qat=qat, output=output, force=force,
-        fallback=fallback, max_float=max_float, search_size=search_size,
+        fallback=fallback, max_float=max_float, search=search, search_size=search_size,
     )
     outcome = run_quantize(request, log=lambda line: typer.echo(line, err=True))
     if not outcome.report:  # a non-zero torchrun rank: rank 0 reports
@@ -544,7 +548,7 @@ def bench(
     latency_seconds: LatencySecondsOpt = 1.0,
     latency_iters: Annotated[int, typer.Option(min=3, metavar="N", help="At least this many timed batch-1 runs "
                                                "per row, whatever the time budget.")] = 20,
-    max_drop: MaxDropOpt = 1.0,
+    max_drop: MaxDropOpt = DEFAULT_MAX_DROP,
     min_agreement: MinAgreementOpt = None,
     wide: WideOpt = False,
     dla_core: Annotated[Optional[int], typer.Option(help="jetson: build engines for this DLA core (GPU fallback).")] = None,
@@ -607,7 +611,7 @@ def check(
     report: Annotated[Path, typer.Argument(help="report.json (or its folder) from edgesmlp quantize or bench.")],
     baseline: Annotated[Optional[Path], typer.Option(help="A previous report.json to compare against.")] = None,
     max_drop: Annotated[float, typer.Option(help="Allowed top-1 drop in points: INT8 vs its own target's FP32 "
-                                            "(recomputed from the rows), and vs the baseline.")] = 0.5,
+                                            "(recomputed from the rows), and vs the baseline.")] = DEFAULT_MAX_DROP,
     latency: Annotated[str, typer.Option(metavar="[speedup|absolute|off]", help="How latency is compared with "
                                          "the baseline. speedup: each INT8 row's speedup over its float row, both "
                                          "timed in the same run, so a slower runner does not fail the gate; "
@@ -671,28 +675,45 @@ def sensitivity(
     force: Annotated[bool, typer.Option("--force", help="Replace OUTPUT if it exists.")] = False,
     threads: Annotated[int, typer.Option(help="CPU threads (0: one per core).")] = 0,
     top: Annotated[int, typer.Option(metavar="N", help="Rows of the ranked table to print.")] = 15,
+    max_drop: MaxDropOpt = DEFAULT_MAX_DROP,
+    min_agreement: MinAgreementOpt = None,
+    max_float: Annotated[float, typer.Option(metavar="FRACTION", help="The suggested --ignore set holds at most "
+                                             "this share of the layers.")] = 0.2,
+    image_size: Annotated[Optional[int], typer.Option(help="Input side (must match the weights).")] = None,
+    crop_pct: Annotated[Optional[float], typer.Option(help="Centre-crop fraction, as quantize.")] = None,
+    interpolation: Annotated[Optional[str], typer.Option(metavar="[bicubic|bilinear|nearest|lanczos]",
+                                                         help="Resize filter, as quantize.")] = None,
+    mean: Annotated[Optional[str], typer.Option(metavar="R,G,B", help="Per-channel mean, as quantize.")] = None,
+    std: Annotated[Optional[str], typer.Option(metavar="R,G,B", help="Per-channel std, as quantize.")] = None,
     variant: VariantOpt = None,
     ema: EmaOpt = False,
 ) -> None:
     """Which layers INT8 hurts: each quantized layer left in float in turn, ranked by how much of INT8's
     divergence from FP32 (logit KL on held-out images) it removes, and the FP32-vs-INT8 cosine at the end
-    of every block, so you see where the error starts.
+    of every block, so you see where the error starts. It ends with the --ignore line for quantize that
+    keeps the fewest top-ranked layers in float to meet the budget (--max-drop, --min-agreement) there.
 
     \b
     Examples:
       edgesmlp sensitivity
-      edgesmlp sensitivity -t openvino
+      edgesmlp sensitivity -t openvino --min-agreement 99.5
       edgesmlp sensitivity -w smlp_t.pth --calib imagenet/train --val imagenet/val --images 2000
     """
     _first_line(f"edgesmlp sensitivity: {weights or 'the bundled digits model'}")
+    from edgesmlp.jobs.check import check_threshold
     from edgesmlp.jobs.sensitivity import SensitivityRequest, render, run_sensitivity
+    from edgesmlp.jobs.spec import PreprocessOverrides
     from edgesmlp.targets.base import TargetOptions
 
+    check_threshold(max_drop, "--max-drop")
     name = targets.resolve(target)
     config = targets.get(name).config_from(TargetOptions(calib_method=calib_method, percentile=percentile,
                                                          preset=preset))
-    request = SensitivityRequest(**_spec(weights, variant, ema, val, calib, calib_size, 0, threads), target=name,
-                                 config=config, images=images, output=output, force=force)
+    preprocess = PreprocessOverrides(image_size, crop_pct, interpolation, _floats(mean, "--mean"), _floats(std, "--std"))
+    request = SensitivityRequest(**_spec(weights, variant, ema, val, calib, calib_size, 0, threads,
+                                         preprocess=preprocess), target=name, config=config, images=images,
+                                 output=output, force=force, max_drop=max_drop, min_agreement=min_agreement,
+                                 max_float=max_float)
     directory, result = run_sensitivity(request, log=lambda line: typer.echo(line, err=True))
     typer.echo(render(result, top))
     typer.echo(f"wrote {directory}/sensitivity.json, sensitivity.html")

@@ -164,7 +164,7 @@ def test_bias_correction_on_deploy_form_is_explained(tmp_path):
 
 
 def test_unknown_ignored_node(tmp_path):
-    invoke_error(["--ignore", "no_such_node", "--calib-size", "10"], "names no node", tmp_path)
+    invoke_error(["--ignore", "no_such_node", "--calib-size", "10"], "names no quantizable layer", tmp_path)
 
 
 def test_bad_options(tmp_path):

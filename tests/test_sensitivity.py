@@ -95,7 +95,7 @@ def test_sensitivity_command(tmp_path):
     assert gains == sorted(gains, reverse=True)
     page = (tmp_path / "s" / "sensitivity.html").read_text()
     assert page.count("data:image/png;base64,") == 2 and report["layers"][0]["module"] in page
-    table = [line for line in result.stdout.splitlines() if not line.startswith("wrote ")]
+    table = [line for line in result.stdout.splitlines() if not line.startswith(("wrote ", "--ignore "))]
     assert "rank" in result.stdout and max(map(len, table)) <= 80
     refused = runner.invoke(app, ["sensitivity", "-t", "onnxruntime", "-o", str(tmp_path / "t")])
     assert refused.exit_code == 2 and "jetson" in refused.output and not (tmp_path / "t").exists()
@@ -175,4 +175,4 @@ def test_openvino_sensitivity_command(tmp_path):
     report = json.loads((tmp_path / "s" / "sensitivity.json").read_text())
     assert report["target"] == "openvino" and len(report["layers"]) > 35  # NNCF also quantizes the norms' inputs
     assert len(report["blocks"]) == 2 * len(load_checkpoint().model.token_mix)
-    assert max(map(len, (line for line in result.stdout.splitlines() if not line.startswith("wrote ")))) <= 80
+    assert max(map(len, (line for line in result.stdout.splitlines() if not line.startswith(("wrote ", "--ignore "))))) <= 80

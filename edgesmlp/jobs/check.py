@@ -16,6 +16,7 @@ from pathlib import Path
 from edgesmlp.artifacts import strict_json
 from edgesmlp.errors import ConfigError, InputError
 from edgesmlp.jobs.report import SCHEMA
+from edgesmlp.quantize.budget import DEFAULT_MAX_DROP
 
 FLOAT_PRECISIONS = ("fp32", "fp16")
 ROW_KEYS = {"target": str, "precision": str, "status": str}
@@ -142,7 +143,7 @@ def _float_rows(rows: list[dict]):
     return lambda target: own.get(target, floats[0] if floats else None)
 
 
-def check_report(report: dict, baseline: dict | None = None, max_drop: float = 0.5,
+def check_report(report: dict, baseline: dict | None = None, max_drop: float = DEFAULT_MAX_DROP,
                  max_latency_regression: float | None = None, allow_empty: bool = False,
                  latency: str = "speedup", min_agreement: float | None = None,
                  allow_other_baseline: bool = False) -> GateOutcome:

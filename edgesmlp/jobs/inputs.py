@@ -72,7 +72,7 @@ def reads(spec: JobSpec) -> dict[str, Path | None]:
     """Every path a job reads, by the option that names it: an output may be none of them, nor hold or lie in one."""
     qat = getattr(spec, "qat", None)
     return {"--weights": spec.weights, "--calib": spec.calibration.images, "--val": spec.val,
-            "--train": qat.train if qat is not None else None}
+            "--train": qat.train if qat is not None else None, "--search": getattr(spec, "search", None)}
 
 
 def check_output(path: Path, explicit: bool, force: bool, reads: Mapping[str, Path | None] | None = None) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from edgesmlp import targets
 from edgesmlp.artifacts import reserved_dir, sha256_file
-from edgesmlp.errors import ConfigError, RuntimeFailure
+from edgesmlp.errors import ConfigError, DataError, RuntimeFailure
 from edgesmlp.jobs.evaluate import Evaluation, evaluate_runners, measure_target
 from edgesmlp.jobs.inputs import (check_output, check_sources, load_calibration, open_validation,
                                   output_candidates, reads, resolve_preprocess)
@@ -60,15 +60,15 @@ def run_quantize(request: QuantizeRequest, log: Log = print) -> QuantizeOutcome:
     if calib.skipped:
         key, reason = calib.skipped[0]
         log(f"warning: skipped {len(calib.skipped)} unreadable calibration image(s), e.g. {key}: {reason}")
+    search = (search_images(request, ckpt.config.num_classes, preprocess, calib_set, calib, val_set, log)
+              if request.budget.searches and request.qat is None else None)
     output = (reserved_dir(candidates, request.force, explicit=request.output is not None, log=log) if rank == 0
               else _scratch(target.name))
     with output as (target_dir, tmp):
         qat = _prepare_qat(request, ckpt, target.name, target_dir, config) if request.qat is not None else None
         model = to_deploy(ckpt.model) if request.form.value == "deploy" else ckpt.model
-        search = (_search_images(request, preprocess, calib_set, calib) if request.budget.searches and qat is None
-                  else None)
         job = Job(ckpt, model, request.form.value, preprocess, calib.x, config, request.run, qat, request.budget,
-                  *(search or (None, None)))
+                  search)
         build = target.build(job, tmp, log)
         if rank > 0:  # under torchrun only rank 0 evaluates and ships
             return QuantizeOutcome(target_dir, {})
@@ -97,18 +97,64 @@ def run_quantize(request: QuantizeRequest, log: Log = print) -> QuantizeOutcome:
     return QuantizeOutcome(target_dir, report)
 
 
-def _search_images(request: QuantizeRequest, preprocess, calib_set, calib):
-    """The images the budget is met on: ``--search-size`` of the calibration source (never the validation
-    images), with their labels when the source has them. More than the calibration sample, since a budget
-    near 99.8% agreement is a matter of a few images in a thousand; when they are the calibration sample
-    itself (a source no larger than it, as the bundled one), the images already loaded are reused."""
-    from edgesmlp.calibration.sources import load_tensors, open_images
+def search_images(request: QuantizeRequest, num_classes: int, preprocess, calib_set, calib, val_set, log: Log):
+    """The images the budget is met on, never the calibration sample: ``--search-size`` images of ``--search``, or
+    else of the calibration source's images the sample left out. Only when the source holds no others are the
+    calibration images themselves used (and ``overlap`` says so, which widens the margin). Refuses, before any
+    quantization, a budget the images cannot certify (see ``quantize.budget``)."""
+    from edgesmlp.calibration.sources import ImageSet, load_tensors, open_images
+    from edgesmlp.quantize.budget import SearchImages
 
-    images = open_images(request.calibration.images, "calib").sample(request.search_size, request.calibration.seed + 1)
-    if images.fingerprint() == calib_set.fingerprint() and not calib.skipped:
-        return calib.x, calib.labels
+    taken = {_identity(item) for item in calib_set.items}
+    spec, split = (request.search, "search") if request.search is not None else (request.calibration.images, "calib")
+    source = open_images(spec, split, num_classes)
+    rest = tuple(item for item in source.items if _identity(item) not in taken)
+    if not rest:
+        if request.search is not None:
+            raise DataError(f"{request.search}: every one of its {len(source.items)} images is a calibration image; "
+                            "give --search images that --calib's sample does not hold")
+        # the report says so (jobs.report.budget_lines), beside the verdict
+        certify = _certifiable(request.budget, len(calib.x), calib.labels is not None, "--search")
+        return SearchImages(calib.x, calib.labels, f"the calibration images ({calib_set.origin})", True, certify)
+    if request.search is not None and len(rest) < len(source.items):
+        log(f"note: {len(source.items) - len(rest)} images of {source.origin} are calibration images and are left "
+            f"out of the search; {len(rest)} remain")
+    images = ImageSet(rest, source.origin, source.kind, source.classes).sample(request.search_size,
+                                                                              request.calibration.seed + 1)
+    labelled = all(item.label is not None for item in images.items)
+    _certifiable(request.budget, len(images.items), labelled, "--search")  # refused before loading them
     loaded = load_tensors(images, preprocess, "Loading search images")
-    return loaded.x, loaded.labels
+    shared = len({_identity(i) for i in images.items} & {_identity(i) for i in val_set.items})
+    if shared:
+        log(f"warning: {shared} search images are validation images too, so --val no longer checks the budget on "
+            "images the search never saw: give --search a split that --val does not hold")
+    certify = _certifiable(request.budget, len(loaded.x), loaded.labels is not None, "--search")
+    origin = f"{len(loaded.x)} images of {source.origin} that calibration did not use"
+    return SearchImages(loaded.x, loaded.labels, origin, False, certify)
+
+
+def _identity(item) -> str:
+    return str(item.path.resolve()) if item.path is not None else item.key
+
+
+def _certifiable(budget, images: int, labelled: bool, option: str) -> bool:
+    """Whether ``images`` search images can certify ``budget`` at all (no image flipped); a budget of the user's
+    own they cannot is refused (ConfigError), the default one is decided on the estimate, with a note."""
+    import math
+
+    from edgesmlp.quantize.budget import CONFIDENCE
+
+    needed = budget.images_needed(labelled)
+    if images >= needed:
+        return True
+    many = "no number of images" if math.isinf(needed) else f"at least {needed:,} images"
+    if budget.default:  # decided on the estimate; the report says so (jobs.report.budget_lines)
+        return False
+    fix = ("ask for less than 100% agreement or a drop above 0" if math.isinf(needed) else
+           f"give {option} with {needed:,} or more images (a split of your validation data that --val does not hold)"
+           ", or ask for less")
+    raise ConfigError(f"{budget.describe()} cannot be certified with {CONFIDENCE:.0%} confidence on {images} "
+                      f"search images: it needs {many}; {fix}")
 
 
 @contextmanager

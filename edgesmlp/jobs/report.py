@@ -190,17 +190,35 @@ def budget_lines(report: dict) -> list[str]:
                           else []) + ([f"top-1 drop <= {budget['max_drop']:g} points"]
                                       if budget.get("max_drop") is not None else []))
     curve = ", ".join(f"{p['kept']}: {p['expected']:.2f}%" for p in search["curve"])
+    reached = search["reached"]
+    origin = search.get("origin") or f"{search['images']} images of the calibration source"
     lines = [f"Budget: {asked}; --fallback {budget.get('fallback')}, at most {budget.get('max_float', 0):.0%} of the "
-             f"layers in float, met on {search['images']} images of the calibration source (never the validation "
-             "images)."]
+             f"layers in float, searched on {origin} (never the validation images)."]
+    if search.get("overlap"):
+        lines.append("The search images were the calibration images (the source held no others): INT8's ranges were "
+                     "fitted to them, so the estimate had to leave half the allowance unused. Give --search images "
+                     "for a search they do not flatter.")
+    if "confidence" in search:
+        bound = f"at least {search['agreement_bound']:.2f}% agreement" + (
+            f", a drop of at most {search['drop_bound']:.2f} points" if search.get("drop_bound") is not None else "")
+        needed = search.get("needed")
+        if search.get("certified", True):
+            lines.append(f"Met with {search['confidence']:.0%} confidence on {search['images']} search images "
+                         f"({bound}; the ask needs {needed:,} images or more to be certified at all).")
+        else:
+            lines.append(f"Not certified: {search['images']} search images cannot certify the default budget (it "
+                         f"needs {'more than any number' if needed is None else f'{needed:,}'}); it was decided on "
+                         "INT8's expected agreement alone.")
+    ignored = [n for n in (budget.get("validation") or {}).get("kept_float") or [] if n not in search["kept_float"]]
+    given = f" --ignore kept {len(ignored)} more in float: {', '.join(ignored)}." if ignored else ""
     if not search["kept_float"]:
-        lines.append(f"Full INT8 met it there ({search['reached']['expected']:.2f}% expected agreement): no layer is "
-                     "kept in float.")
+        lines.append(f"Full INT8 met it there ({reached['expected']:.2f}% expected agreement): the search kept no "
+                     f"layer in float.{given}")
     else:
         kept = ", ".join(f"{m} ({n})" for m, n in zip(search["kept_modules"], search["kept_float"]))
         lines.append(f"Kept in float: {len(search['kept_float'])} of {search['layers']} quantized layers, most "
                      f"sensitive first: {kept}. Searched in {search['seconds']:.1f} s; expected agreement by layers "
-                     f"kept in float: {curve}.")
+                     f"kept in float: {curve}.{given}")
     shipped = budget.get("validation") or {}
     rows = {r["precision"]: r for r in report["results"]}
     if shipped.get("agreement") is not None:
@@ -212,6 +230,16 @@ def budget_lines(report: dict) -> list[str]:
         if budget.get("latency_cost") is not None:
             text += f"; its latency is {budget['latency_cost']:.2f}x full INT8's"
         lines.append(text + ".")
+        missed = ((budget.get("min_agreement") is not None and shipped["agreement"] < budget["min_agreement"] - 1e-9)
+                  or (budget.get("max_drop") is not None and shipped.get("drop") is not None
+                      and shipped["drop"] > budget["max_drop"] + 1e-9))
+        if missed:
+            found = "; ".join(f"{p['kept']} in float: agreement {p['agreement']:.2f}% (expected {p['expected']:.2f}%)"
+                              + (f", drop {p['drop']:.2f}" if p.get("drop") is not None else "")
+                              for p in search["curve"])
+            lines.append(f"The validation images missed the budget the search images met, so those are not like "
+                         f"these. The trade-off the search found: {found}. Give --search images drawn like --val (a "
+                         "split of it that --val does not hold), or ask with more margin.")
     return lines
 
 

@@ -3,7 +3,8 @@
 checkpoint -> deploy form -> the target's INT8 graph, calibrated as `quantize` does (jetson: the
 TensorRT-rule Q/DQ ONNX; openvino: NNCF's INT8 IR) -> each quantized layer left in float in turn, scored
 against FP32 on validation images the calibration never saw -> a ranked table, ``sensitivity.json``, and
-the per-block cosine.
+the per-block cosine -> the smallest set of top-ranked layers that, left in float, meets the budget
+(``--max-drop``, ``--min-agreement``) on those images, as a ready ``--ignore`` line for ``quantize``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class SensitivityRequest(JobSpec):
     target: str = "jetson"
     config: TargetConfig | None = None
     images: int = 500  # validation images scored per layer
+    max_float: float = 0.2  # the suggested --ignore set holds at most this share of the layers
     output: Path | None = None
     force: bool = False
 
@@ -66,22 +68,50 @@ def run_sensitivity(request: SensitivityRequest, log: Log = print) -> tuple[Path
     with reserved_dir(candidates, request.force, explicit=request.output is not None, log=log) as (directory, tmp):
         graph, blocks = _measured_graph(name, config, ckpt, calib.x, tmp, request.run.threads, log)
         log(f"scoring each of {len(graph.layers)} quantized layers in float on {len(val.x)} validation images")
+        reference = graph.reference(val.x)
         with progress_bar("Layers in float", total=len(graph.layers)) as advance:
-            base, rows = per_layer(graph, val.x, progress=advance)
+            base, rows = per_layer(graph, val.x, progress=advance, reference=reference)
         blocks = blocks(val.x)
+        suggestion = _suggest(graph, val, reference, rows, request)
         c = ckpt.config
         result = {
             "schema": "edgesmlp.sensitivity/1", "target": name, "config": config.to_dict(),
             "model": model_info(str(ckpt.path), ckpt.bundled, ckpt.sha256, ckpt.weights, c.to_dict(), c.variant),
             "data": {"calib": calib_set.origin, "calib_images": len(calib.x), "val_images": len(val.x)},
+            "preprocess": preprocess.to_dict(),
             "full_int8": {"kl": base.kl, "agreement": base.agreement, "expected_agreement": base.expected_agreement},
             "layers": [r.to_dict() for r in rows],
             "blocks": [{"tensor": t, "cosine": cos} for t, cos in blocks],
+            "ignore": suggestion,
             "machine": machine_info(), "versions": library_versions(*VERSIONED),
         }
         (tmp / "sensitivity.json").write_text(json.dumps(result, indent=2) + "\n")
         (tmp / "sensitivity.html").write_text(render_sensitivity_html(result))
     return directory, result
+
+
+def _suggest(graph, val, reference, rows, request: SensitivityRequest) -> dict:
+    """The fewest top-ranked layers whose staying in float meets the request's budget on the scored images (as
+    ``quantize``'s search does, with its confidence bound where the images are enough to certify it)."""
+    from edgesmlp.progress import progress_bar
+    from edgesmlp.quantize.budget import Budget, fewest, meets, score
+
+    budget = Budget(request.max_drop, request.min_agreement, max_float=request.max_float)
+    certify = len(val.x) >= budget.images_needed(val.labels is not None)
+    ok = lambda point: meets(budget, point, certify=certify)  # noqa: E731
+    order = [r.layer for r in rows]
+    full = score(0, reference, graph.logits(val.x), val.labels)
+    cap = max(1, int(budget.max_float * len(order)))
+    k, points = (0, {0: full}) if ok(full) else fewest(graph, val.x, val.labels, order, cap, ok, reference, full,
+                                                       progress_bar)
+    shared = {}
+    for layer in graph.layers:
+        shared[layer.module] = shared.get(layer.module, 0) + 1
+    # a module path where it names this one layer (--ignore takes both), else the node name
+    modules = [r.module if shared[r.module] == 1 else r.layer for r in rows[:k or 0]]
+    return {"asked": budget.describe(), "certified": certify, "met": k is not None, "layers": modules,
+            "nodes": order[:k or 0], "reached": points[k if k is not None else max(points)].line(),
+            "line": " ".join(f"--ignore {m}" for m in modules), "max_float": budget.max_float}
 
 
 def _measured_graph(name: str, config, ckpt, calibration, folder: Path, threads: int, log: Log = print):
@@ -124,6 +154,17 @@ def render(result: dict, limit: int = 15) -> str:
                      f"{r['agreement']:7.2f}")
     if len(result["layers"]) > limit:
         lines.append(f"      ... {len(result['layers']) - limit} more in sensitivity.json")
+    ignore = result.get("ignore")
     cosines = "FP32-vs-INT8 cosine at each residual sum: " + " ".join(f"{b['cosine']:.4f}" for b in result["blocks"])
     lines += textwrap.wrap(cosines, 80, subsequent_indent="  ")
+    if ignore and not ignore["met"]:
+        lines += textwrap.wrap(f"no {ignore['max_float']:.0%} of the layers in float meets {ignore['asked']} on these "
+                               f"images ({ignore['reached']}): train for it (quantize --method qat)", 80)
+    elif ignore and ignore["layers"]:
+        how = "" if ignore["certified"] else ", on the estimate: too few images to certify it"
+        lines += textwrap.wrap(f"to meet {ignore['asked']} on these images ({ignore['reached']}{how}), add to "
+                               "quantize:", 80)
+        lines.append(ignore["line"])
+    elif ignore:
+        lines += textwrap.wrap(f"full INT8 meets {ignore['asked']} on these images: no --ignore needed", 80)
     return "\n".join(lines)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgesmlp.errors import ConfigError
+from edgesmlp.quantize.budget import DEFAULT_MAX_DROP
 from edgesmlp.targets.base import RunSettings, TargetConfig
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ class JobSpec:
     preprocess: PreprocessOverrides = PreprocessOverrides()
     form: Form = Form.deploy
     run: RunSettings = RunSettings()
-    max_drop: float = 1.0  # the accuracy floor, in top-1 points an INT8 row may lose against its float row
+    max_drop: float = DEFAULT_MAX_DROP  # the accuracy floor, in top-1 points an INT8 row may lose against its float row
     min_agreement: float | None = None  # and the % of images on which INT8 keeps FP32's top class
 
     def __post_init__(self) -> None:
@@ -91,7 +92,8 @@ class QuantizeRequest(JobSpec):
     force: bool = False
     fallback: str = "auto"  # auto: keep the most sensitive layers in float until the budget is met; off: a floor
     max_float: float = 0.2  # at most this share of the quantized layers kept in float
-    search_size: int = 1000  # calibration-source images the budget is met on (all of them if fewer)
+    search: Path | None = None  # images the budget is met on (None: the calibration source's other images)
+    search_size: int = 1000  # search images the budget is met on (all of them if fewer)
 
     def __post_init__(self) -> None:
         super().__post_init__()

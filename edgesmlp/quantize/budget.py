@@ -1,12 +1,22 @@
 """Mixed precision to an accuracy budget: the fewest, most sensitive layers left in float until INT8 meets it.
 
 The user says what accuracy they need (``--max-drop`` top-1 points, ``--min-agreement`` % top-1 agreement
-with FP32); ``choose`` finds which layers stay in float, on images of the calibration source only (the
-search images), so that the validation images that the report quotes never steer the choice:
+with FP32); ``choose`` finds which layers stay in float, on the search images (``--search``, else images of the
+calibration source the calibration sample does not hold), so that the validation images that the report quotes
+never steer the choice. "Met" means met with confidence, on two counts at once:
 
-1. full INT8 is scored; if it meets the budget, nothing is kept in float. Agreement is held as the
-   agreement INT8's margin noise predicts (``sensitivity.expected_agreement``; ``Point.assured``): a few
-   hundred images flip too rarely to be counted on;
+- the count: the one-sided 95% Wilson lower bound on the agreement counted on the search images (and, with
+  labels, the upper bound on the share of images INT8 breaks, which bounds the drop) clears the ask. So an ask
+  needs a number of images before it can be certified at all (``images_needed``: 99.4% needs 448, 99.9% needs
+  2,704), and a job asked for more than its search images can certify is refused before any work;
+- the estimate: the agreement INT8's margin noise predicts (``sensitivity.expected_agreement``;
+  ``Point.assured``), smooth where a few hundred images flip too rarely to be counted on, clears it too.
+
+When the search images are the calibration images themselves (a source no larger than the calibration sample),
+INT8's ranges were fitted to them and they flatter it: the estimate must then leave half the allowance unused
+(``overlap``). Steps:
+
+1. full INT8 is scored; if it meets the budget, nothing is kept in float;
 2. every quantized layer is ranked by the logit KL divergence from FP32 of the model with only that layer
    quantized (``sensitivity.per_layer``; a smooth signal: top-1 flips on a few hundred images cannot rank
    50 layers);
@@ -32,12 +42,36 @@ from edgesmlp.errors import BudgetError, ConfigError
 from edgesmlp.quantize.partial import PartialINT8
 from edgesmlp.quantize.sensitivity import divergence, per_layer
 
+CONFIDENCE = 0.95  # one-sided: the budget holds with this probability on images like the search images
+Z = 1.6448536269514722  # the standard normal quantile of CONFIDENCE
 RANK_IMAGES = 128  # images the per-layer ranking is scored on (the KL is smooth; the budget uses them all)
 
 
 class Fallback(str, Enum):
     auto = "auto"  # keep the most sensitive layers in float until the budget is met
     off = "off"  # the budget is only a floor: fail if full INT8 misses it
+
+
+DEFAULT_MAX_DROP = 1.0  # top-1 points: the one default budget of quantize, bench, check and the report pages
+
+
+def wilson_lower(successes: int, n: int, z: float = Z) -> float:
+    """The Wilson score lower confidence bound on a proportion (``z`` = 1.645: one-sided 95%)."""
+    if n <= 0:
+        return 0.0
+    p = successes / n
+    centre = p + z * z / (2 * n)
+    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, (centre - spread) / (1 + z * z / n))
+
+
+def wilson_upper(successes: int, n: int, z: float = Z) -> float:
+    return 1.0 - wilson_lower(n - successes, n, z)
+
+
+def images_needed(agreement: float, z: float = Z) -> float:
+    """The n at which n images of n agreeing first certify ``agreement`` (a fraction): n / (n + z^2) >= a."""
+    return math.inf if agreement >= 1 else max(0.0, z * z * agreement / (1 - agreement))
 
 
 @dataclass(frozen=True)
@@ -63,6 +97,26 @@ class Budget:
     def searches(self) -> bool:
         return self.fallback is Fallback.auto and (self.max_drop is not None or self.min_agreement is not None)
 
+    @property
+    def default(self) -> bool:
+        """Nobody asked for this budget: the default drop alone (a default too few search images cannot certify
+        is decided on the estimate, with a warning; an ask of the user's own is refused)."""
+        return self.min_agreement is None and self.max_drop == DEFAULT_MAX_DROP
+
+    def agreement_asks(self, labelled: bool) -> list[float]:
+        """The agreement levels (%) the budget asks: --min-agreement, and without labels 100 - --max-drop."""
+        asks = [self.min_agreement] if self.min_agreement is not None else []
+        return asks + ([100.0 - self.max_drop] if self.max_drop is not None and not labelled else [])
+
+    def images_needed(self, labelled: bool) -> float:
+        """The fewest search images on which the budget can be certified at all (no image flipped or broken);
+        ``math.inf`` for 100% agreement or a zero drop."""
+        needed = [images_needed(ask / 100) for ask in self.agreement_asks(labelled)]
+        if self.max_drop is not None and labelled:
+            d = self.max_drop / 100
+            needed.append(math.inf if d <= 0 else (0.0 if d >= 1 else Z**2 * (1 - d) / d))
+        return math.ceil(max(needed, default=0.0)) if all(map(math.isfinite, needed)) else math.inf
+
     def describe(self) -> str:
         asked = ([f"top-1 drop <= {self.max_drop:g} points"] if self.max_drop is not None else []) + (
             [f"agreement >= {self.min_agreement:g}%"] if self.min_agreement is not None else [])
@@ -82,6 +136,19 @@ class Point:
     kl: float
     drop: float | None  # top-1 points below FP32, when the images carry labels
     images: int = 0
+    flips: int = 0  # images whose top-1 class INT8 changed
+    broken: int | None = None  # images FP32 classifies right and INT8 wrong (labels): they bound the drop
+
+    @property
+    def agreement_bound(self) -> float:
+        """The one-sided 95% lower bound on agreement (%), from the count."""
+        return 100 * wilson_lower(self.images - self.flips, self.images)
+
+    @property
+    def drop_bound(self) -> float | None:
+        """The one-sided 95% upper bound on the drop (points): on the share of images INT8 breaks, ignoring
+        those it fixes (the drop never exceeds it)."""
+        return None if self.broken is None else 100 * wilson_upper(self.broken, self.images)
 
     @property
     def assured(self) -> float:
@@ -94,8 +161,9 @@ class Point:
         return self.agreement if flips > 0 and 1 - below < 0.05 else self.expected
 
     def line(self) -> str:
-        drop = f", drop {self.drop:.2f}" if self.drop is not None else ""
-        return f"{self.kept} in float: agreement {self.agreement:.2f}% (expected {self.expected:.2f}%){drop}"
+        drop = f", drop {self.drop:.2f} (at most {self.drop_bound:.2f})" if self.drop is not None else ""
+        return (f"{self.kept} in float: agreement {self.agreement:.2f}% (expected {self.expected:.2f}%, "
+                f"at least {self.agreement_bound:.2f}%){drop}")
 
 
 @dataclass(frozen=True)
@@ -105,77 +173,121 @@ class Choice:
     layers: int  # quantized layers before any was kept in float
     reached: Point  # on the search images
     curve: tuple[Point, ...]  # every k tried, by k
-    images: int  # search images (the calibration images)
+    images: int  # search images
     ranked_on: int  # images the ranking was scored on
     seconds: float
     ranking: tuple[str, ...] = field(default_factory=tuple)  # every layer, most sensitive first
+    confidence: float = CONFIDENCE
+    needed: float | None = 0  # search images the ask needs to be certified at all (None: no number will do)
+    certified: bool = True  # False: too few search images for the (default) budget; decided on the estimate
+    overlap: bool = False  # the search images were the calibration images: the estimate had to clear a margin
+    origin: str = ""  # where the search images came from
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["curve"] = [asdict(p) for p in self.curve]
+        d["agreement_bound"], d["drop_bound"] = self.reached.agreement_bound, self.reached.drop_bound
         return d
 
 
-def _point(kept: int, reference: np.ndarray, logits: np.ndarray, labels: np.ndarray | None) -> Point:
+@dataclass(frozen=True)
+class SearchImages:
+    """The images the budget is met on, and what they are."""
+
+    x: np.ndarray  # (M, C, H, W) preprocessed (an ``Images`` or a float32 array)
+    labels: np.ndarray | None  # (M,) when they carry labels
+    origin: str  # where they came from, for the report
+    overlap: bool = False  # they are the calibration images (the source held no others)
+    certify: bool = True  # False: too few to certify the default budget; the estimate decides
+
+
+def score(kept: int, reference: np.ndarray, logits: np.ndarray, labels: np.ndarray | None) -> Point:
     d = divergence(reference, logits)
-    drop = None
+    drop = broken = None
+    top, got = reference.argmax(1), logits.argmax(1)
     if labels is not None:
-        drop = float((np.mean(reference.argmax(1) == labels) - np.mean(logits.argmax(1) == labels)) * 100)
-    return Point(kept, d.agreement, d.expected_agreement, d.kl, drop, len(reference))
+        drop = float((np.mean(top == labels) - np.mean(got == labels)) * 100)
+        broken = int(np.sum((top == labels) & (got != labels)))
+    return Point(kept, d.agreement, d.expected_agreement, d.kl, drop, len(reference), int(np.sum(top != got)), broken)
 
 
-def meets(budget: Budget, point: Point) -> bool:
-    """An agreement budget holds ``point.assured``; a drop budget holds the counted drop (labels), or without
-    labels the assured agreement that bounds it."""
-    ok = budget.min_agreement is None or point.assured >= budget.min_agreement - 1e-9
-    if budget.max_drop is not None:
-        ok &= (point.drop <= budget.max_drop + 1e-9 if point.drop is not None
-               else point.assured >= 100 - budget.max_drop - 1e-9)
+def meets(budget: Budget, point: Point, overlap: bool = False, certify: bool = True) -> bool:
+    """Each agreement ask holds the estimate (``point.assured``) and, with ``certify``, the count's lower bound;
+    a drop ask with labels holds the counted drop and, with ``certify``, its upper bound. ``overlap`` (search
+    images that are the calibration images) makes the estimate and the count leave half the allowance unused."""
+    ok = True
+    for ask in budget.agreement_asks(point.drop is not None):
+        margin = (100 - ask) / 2 if overlap else 0.0
+        ok &= point.assured >= ask + margin - 1e-9 and (not certify or point.agreement_bound >= ask - 1e-9)
+    if budget.max_drop is not None and point.drop is not None:
+        margin = budget.max_drop / 2 if overlap else 0.0
+        ok &= point.drop <= budget.max_drop - margin + 1e-9 and (not certify or point.drop_bound <= budget.max_drop + 1e-9)
     return ok
 
 
 def choose(graph: PartialINT8, x: np.ndarray, labels: np.ndarray | None, budget: Budget, log=print,
-           progress=None) -> Choice:
+           progress=None, overlap: bool = False, certify: bool = True, origin: str = "") -> Choice:
     """The fewest, most sensitive layers of ``graph`` to leave in float so that it meets ``budget`` on ``x`` (the
-    search images, from the calibration source). Raises BudgetError, with the trade-off curve, when
-    ``budget.max_float`` of them is not enough. ``progress(total)``, if given, is a context manager yielding a
-    callback called after each layer is ranked (``edgesmlp.progress.progress_bar``)."""
+    search images; ``overlap``: they are the calibration images; ``certify``: hold the confidence bounds too).
+    Raises BudgetError, with the trade-off curve, when ``budget.max_float`` of them is not enough.
+    ``progress(description, total)``, if given, is a context manager yielding a callback called after each step
+    (``edgesmlp.progress.progress_bar``): once per layer ranked, and once per number of layers in float tried."""
     start = time.perf_counter()
-    reference = graph.reference(x)
-    full = _point(0, reference, graph.logits(x), labels)
+    progress = progress or (lambda description, total: contextlib.nullcontext(lambda status="": None))
+    ok = lambda point: meets(budget, point, overlap, certify)  # noqa: E731
+    with progress("Scoring full INT8", 2) as tick:
+        reference = graph.reference(x)
+        tick()
+        full = score(0, reference, graph.logits(x), labels)
+        tick()
     layers = graph.layers
-    if meets(budget, full):
-        return Choice((), (), len(layers), full, (full,), len(x), 0, time.perf_counter() - start)
+    needed = budget.images_needed(labels is not None)
+    done = dict(images=len(x), confidence=CONFIDENCE, needed=needed if math.isfinite(needed) else None,
+                certified=certify, overlap=overlap, origin=origin)
+    if ok(full):
+        return Choice((), (), len(layers), full, (full,), ranked_on=0, seconds=time.perf_counter() - start, **done)
     log(f"full INT8 misses the budget ({budget.describe()}) on {len(x)} search images: {full.line()}; "
         f"ranking {len(layers)} layers")
     ranked_on = min(len(x), RANK_IMAGES)
-    with (progress(len(layers)) if progress is not None else contextlib.nullcontext()) as tick:
+    with progress("Ranking layers", len(layers)) as tick:
         _, ranking = per_layer(graph, x[:ranked_on], tick, reference[:ranked_on], in_float=False)
     order = [r.layer for r in ranking]
     modules = {r.layer: r.module for r in ranking}
     cap = max(1, int(budget.max_float * len(layers)))
-    points = {0: full}
-
-    def at(k: int) -> Point:
-        if k not in points:
-            points[k] = _point(k, reference, graph.logits(x, frozenset(order[:k])), labels)
-        return points[k]
-
-    k = 1
-    while not meets(budget, at(min(k, cap))) and k < cap:
-        k *= 2
-    k = min(k, cap)
-    curve = lambda: tuple(points[i] for i in sorted(points))  # noqa: E731
-    if not meets(budget, at(k)):
+    high, points = fewest(graph, x, labels, order, cap, ok, reference, full, progress)
+    curve = tuple(points[i] for i in sorted(points))
+    if high is None:
         raise BudgetError(
             f"the budget ({budget.describe()}) is out of reach with up to {cap} of {len(layers)} layers "
             f"({budget.max_float:.0%}) in float, on {len(x)} search images: "
-            + "; ".join(p.line() for p in curve())
+            + "; ".join(p.line() for p in curve)
             + ". Train for it (--method qat), allow more float layers (--max-float), or relax the budget")
-    low, high = k // 2, k  # low misses (or is 0), high meets
-    while high - low > 1:
-        mid = (low + high) // 2
-        low, high = (low, mid) if meets(budget, at(mid)) else (mid, high)
     kept = tuple(order[:high])
-    return Choice(kept, tuple(modules[n] for n in kept), len(layers), at(high), curve(), len(x), ranked_on,
-                  time.perf_counter() - start, tuple(order))
+    return Choice(kept, tuple(modules[n] for n in kept), len(layers), points[high], curve, ranked_on=ranked_on,
+                  seconds=time.perf_counter() - start, ranking=tuple(order), **done)
+
+
+def fewest(graph: PartialINT8, x: np.ndarray, labels: np.ndarray | None, order: list[str], cap: int, ok,
+           reference: np.ndarray, full: Point, progress) -> tuple[int | None, dict[int, Point]]:
+    """The smallest k <= ``cap`` whose top-k layers of ``order`` in float give a point ``ok`` accepts (None: none
+    does), by doubling then bisecting (at most 2 log2(cap) + 1 tries), and every point tried, by k."""
+    points = {0: full}
+    with progress("Layers in float tried", 2 * max(1, math.ceil(math.log2(cap))) + 1) as tick:
+
+        def at(k: int) -> Point:
+            if k not in points:
+                points[k] = score(k, reference, graph.logits(x, frozenset(order[:k])), labels)
+                tick(f"{k} in float")
+            return points[k]
+
+        k = 1
+        while not ok(at(min(k, cap))) and k < cap:
+            k *= 2
+        k = min(k, cap)
+        if not ok(at(k)):
+            return None, points
+        low, high = k // 2, k  # low misses (or is 0), high meets
+        while high - low > 1:
+            mid = (low + high) // 2
+            low, high = (low, mid) if ok(at(mid)) else (mid, high)
+    return high, points

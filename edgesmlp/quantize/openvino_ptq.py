@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 
 import numpy as np
@@ -164,7 +164,7 @@ def quantize_for_cpu(model, calibration: np.ndarray, config: OpenVINOPTQConfig, 
 
     deploy = isinstance(model, DeploySMLPNet)
     graph = calibration_graph(model, in_chans, image_size, config)
-    check_ignored(graph, config)
+    config = resolve_ignored(graph, config)
     log(f"quantizing for OpenVINO ({'deploy' if deploy else 'reference'} form, {len(calibration)} calibration "
         f"images, preset {config.preset.value})")
     int8 = quantize_openvino(graph, calibration, config, deploy_form=deploy)
@@ -175,18 +175,27 @@ def quantize_for_cpu(model, calibration: np.ndarray, config: OpenVINOPTQConfig, 
     return graph, int8
 
 
-def check_ignored(model, config: OpenVINOPTQConfig) -> None:
+LAYER_OPS = ("Convolution", "GroupConvolution", "MatMul")
+
+
+def resolve_ignored(model, config: OpenVINOPTQConfig) -> OpenVINOPTQConfig:
+    """``config`` with its ``--ignore`` names (node names or module paths, ``quantize.layers``) as ``model``'s node
+    names; ConfigError for a name of neither kind."""
+    from edgesmlp.quantize.layers import Layer, resolve
+    from edgesmlp.quantize.openvino_partial import module_of
+
+    layers = [Layer(op.get_friendly_name(), module_of(op.get_friendly_name()), op.get_type_name())
+              for op in model.get_ordered_ops() if op.get_type_name() in LAYER_OPS]
     names = {op.get_friendly_name() for op in model.get_ops()}
-    unknown = [n for n in config.ignored if n not in names]
-    if unknown:
-        raise ConfigError(f"--ignore {unknown[0]!r} names no node of the model; node names look like "
-                          f"{sorted(n for n in names if 'Convolution' in n or 'MatMul' in n)[:3]}")
+    known = tuple(n for n in config.ignored if n in names)  # any node NNCF can ignore, a layer or not
+    rest = resolve(tuple(n for n in config.ignored if n not in names), layers)
+    return replace(config, ignored=tuple(dict.fromkeys(known + rest)))
 
 
 def quantize_openvino(model, calibration: np.ndarray, config: OpenVINOPTQConfig, deploy_form: bool = True):
     """Return an INT8 copy of the ov.Model ``model`` calibrated on ``calibration`` (N, C, H, W)."""
     check_request(config, deploy_form)
-    check_ignored(model, config)
+    config = resolve_ignored(model, config)
     nncf = require_nncf()
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
 

@@ -10,19 +10,12 @@ itself, so these rewired copies are only ever measured, never written.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
+from edgesmlp.quantize.layers import Layer, module_path
 from edgesmlp.quantize.qdq import WEIGHTED
-
-
-@dataclass(frozen=True)
-class Layer:
-    name: str  # the node name in the target's graph: what --ignore takes
-    module: str  # the deploy-form module it came from (e.g. channel_mix.3.fc2), for people
-    op: str
 
 
 class PartialINT8(Protocol):
@@ -44,17 +37,6 @@ def quantized_nodes(qdq) -> list:
     producer = {o: n for n in qdq.graph.node for o in n.output}
     return [n for n in qdq.graph.node if n.op_type in WEIGHTED
             and any(name in producer and producer[name].op_type == "DequantizeLinear" for name in n.input)]
-
-
-def module_path(node, weight_first: bool = False) -> str:
-    """The PyTorch module an exported node came from, read off the exporter's ``namespace`` metadata (each
-    segment holds the full path); a deploy-form MatMul is named by its mixing axis."""
-    namespace = next((p.value for p in node.metadata_props if p.key == "namespace"), "")
-    parts = [segment.split(":")[0].strip() for segment in namespace.split("/")[1:-1]]
-    path = parts[-1] if parts else node.name
-    if node.op_type == "MatMul" and parts:
-        path += ".mix.along_h" if weight_first else ".mix.along_w"
-    return path
 
 
 def with_layers_in_float(qdq, fp32, layers) -> object:

@@ -27,6 +27,7 @@ import numpy as np
 from edgesmlp.artifacts import atomic_file
 from edgesmlp.errors import ConfigError
 from edgesmlp.quantize.calibrate import QMAX, CalibMethod, amax_from_histogram, collect_histograms, weight_qmax
+from edgesmlp.quantize.layers import onnx_layers, resolve
 
 WEIGHTED = ("Conv", "MatMul", "Gemm")
 
@@ -93,11 +94,7 @@ def plan_qdq(model, quantize_residuals: bool = True, ignored: tuple[str, ...] = 
              quantize_outputs: bool = False) -> QDQPlan:
     """What to quantize; the nodes named in ``ignored`` stay float, with no Q/DQ kept only for their sake."""
     graph = model.graph
-    skip = set(ignored)
-    unknown = sorted(skip - {n.name for n in graph.node if n.op_type in WEIGHTED})
-    if unknown:
-        raise ConfigError(f"--ignore {unknown[0]!r} names no Conv/MatMul/Gemm node of the ONNX model; names look like "
-                          f"{[n.name for n in graph.node if n.op_type in WEIGHTED][:3]} (see `edgesmlp sensitivity`)")
+    skip = set(resolve(ignored, onnx_layers(model, WEIGHTED)))
     inits = {i.name for i in graph.initializer}
     producer = {out: n for n in graph.node for out in n.output}
     consumers = defaultdict(list)

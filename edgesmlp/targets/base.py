@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # heavy types, for annotations only: the device side imports 
 
     from edgesmlp.calibration.preprocess import Images, Preprocess
     from edgesmlp.checkpoint import Checkpoint
-    from edgesmlp.quantize.budget import Budget
+    from edgesmlp.quantize.budget import Budget, SearchImages
     from edgesmlp.quantize.qat import QATJob
 
 Log = Callable[[str], None]
@@ -108,8 +108,7 @@ class Job:
     run: RunSettings = RunSettings()
     qat: QATJob | None = None  # quantization-aware training instead of post-training only
     budget: Budget | None = None  # the accuracy asked for; a target that can keep layers in float meets it
-    search: Images | np.ndarray | None = None  # (M, C, H, W) images the budget is met on: from the calibration source
-    search_labels: np.ndarray | None = None  # (M,) their labels, when they have them
+    search: SearchImages | None = None  # the images the budget is met on (None: the calibration images)
 
 
 @dataclass
@@ -143,13 +142,14 @@ def searches(job: Job) -> bool:
 
 
 def choose_float_layers(job: Job, graph, log: Log):
-    """The budget search over ``graph`` (a ``PartialINT8``) on the job's calibration images, with a progress bar."""
+    """The budget search over ``graph`` (a ``PartialINT8``) on the job's search images, with progress bars."""
     from edgesmlp.progress import progress_bar
-    from edgesmlp.quantize.budget import choose
+    from edgesmlp.quantize.budget import SearchImages, choose
 
-    images = job.search if job.search is not None else job.calibration
-    choice = choose(graph, images, job.search_labels if job.search is not None else None, job.budget, log,
-                    progress=lambda total: progress_bar("Ranking layers in float", total))
+    search = job.search if job.search is not None else SearchImages(job.calibration, None, "calibration images",
+                                                                     overlap=True)
+    choice = choose(graph, search.x, search.labels, job.budget, log, progress_bar, search.overlap, search.certify,
+                    search.origin)
     if choice.kept_float:
         log(f"keeping {len(choice.kept_float)} of {choice.layers} layers in float to meet {job.budget.describe()} "
             f"on {choice.images} search images ({choice.reached.line()}), in {choice.seconds:.0f} s: "

@@ -70,6 +70,16 @@ def _fp16_ort(path: Path, run: RunSettings, quantized: bool):
     return _ort(emulate_fp16(onnx.load(str(path))).SerializeToString(), run, emulated=quantized)
 
 
+def _resolve_ignored(fp32: Path, config: QDQConfig) -> QDQConfig:
+    """``config`` with its ``--ignore`` names (node names or module paths, ``quantize.layers``) as node names."""
+    import onnx
+
+    from edgesmlp.quantize.layers import onnx_layers, resolve
+    from edgesmlp.quantize.qdq import WEIGHTED
+
+    return replace(config, ignored=resolve(config.ignored, onnx_layers(onnx.load(str(fp32)), WEIGHTED)))
+
+
 class JetsonTarget(Target):
     name = "jetson"
     summary = "NVIDIA Jetson (TensorRT): Q/DQ INT8 ONNX + on-device engine bundle"
@@ -104,6 +114,7 @@ class JetsonTarget(Target):
         config, c = job.config.qdq, job.ckpt.config
         log(f"exporting FP32 ONNX ({job.form} form)")
         export_onnx(job.model, folder / FP32_ONNX, c.image_size, c.in_chans, dynamic_batch=True, reference=job.ckpt.model)
+        config = _resolve_ignored(folder / FP32_ONNX, config)
         log(f"calibrating Q/DQ ({config.method.value}, {len(job.calibration)} images)")
         start = time.perf_counter()
         ptq_path = folder / (".ptq_qdq.onnx" if job.qat else INT8_ONNX)

@@ -77,7 +77,7 @@ class OpenVINOTarget(Target):
         """NNCF INT8 of the job's model; writes model.xml/.bin (INT8) and model_fp32.xml/.bin."""
         from edgesmlp.export import to_openvino
         from edgesmlp.quantize.openvino_partial import quantized_layers
-        from edgesmlp.quantize.openvino_ptq import quantize_for_cpu
+        from edgesmlp.quantize.openvino_ptq import quantize_for_cpu, resolve_ignored
 
         config, c = job.config, job.ckpt.config
         # NNCF calibrates the dynamic-batch graph (a static one took 0.11 GB more memory in PTQ on sMLPNet-T);
@@ -85,6 +85,7 @@ class OpenVINOTarget(Target):
         # tokens channels-last, which is slower in float: model_fp32.xml is exported from the NCHW form below.
         start = time.perf_counter()
         graph, int8 = quantize_for_cpu(job.model, job.calibration, config, c.in_chans, c.image_size, log)
+        config = resolve_ignored(graph, config)  # module paths given to --ignore, as node names
         manifest, compare = {}, []
         if searches(job):
             int8, config, compare, manifest["fallback"] = self._fit_budget(job, folder, graph, int8, config, log)
