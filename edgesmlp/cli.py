@@ -25,34 +25,36 @@ from edgesmlp.jobs.spec import DEFAULT_MAX_DROP, Form
 
 WeightsOpt = Annotated[
     Optional[Path],
-    typer.Option("--weights", "-w", help="Checkpoint (.pth/.pt/.safetensors). Default: the bundled digits model."),
+    typer.Option("--weights", "-w", rich_help_panel="Input", help="Checkpoint (.pth/.pt/.safetensors). Default: the bundled digits model."),
 ]
 VariantOpt = Annotated[
     Optional[str],
-    typer.Option(metavar="NAME", help="Assert the weights are this variant (smlpnet_t, smlpnet_s_sum, ...: "
+    typer.Option(metavar="NAME", rich_help_panel="Input", help="Assert the weights are this variant (smlpnet_t, smlpnet_s_sum, ...: "
                  "`edgesmlp inspect --arch list`). Optional: the architecture is read from the keys and shapes; it "
                  "decides only where shapes cannot (sequential branches vs no identity)."),
 ]
-EmaOpt = Annotated[bool, typer.Option("--ema", help="Take the checkpoint's model_ema weights instead of model.")]
-LatencySecondsOpt = Annotated[float, typer.Option(metavar="S", help="Batch-1 timing budget per row, in seconds, "
+EmaOpt = Annotated[bool, typer.Option("--ema", rich_help_panel="Input", help="Take the checkpoint's model_ema weights instead of model.")]
+LatencySecondsOpt = Annotated[float, typer.Option(metavar="S", rich_help_panel="Timing", help="Batch-1 timing budget per row, in seconds, "
                                                   "split over interleaved rounds (as benchmark_app -t).")]
-MaxDropOpt = Annotated[float, typer.Option(metavar="POINTS", help="Accuracy floor: exit 1 with a FAIL line when an "
+JsonOpt = Annotated[bool, typer.Option("--json", rich_help_panel="Output", help="Print one JSON object on stdout (verdict, violations, "
+                                       "results) and nothing else there; notes and progress go to stderr.")]
+MaxDropOpt = Annotated[float, typer.Option(metavar="POINTS", rich_help_panel="Accuracy budget", help="Accuracy floor: exit 1 with a FAIL line when an "
                                            "INT8 row loses more top-1 points than this against its float row.")]
-MinAgreementOpt = Annotated[Optional[float], typer.Option(metavar="PERCENT", help="Accuracy floor without labels: exit 1 "
+MinAgreementOpt = Annotated[Optional[float], typer.Option(metavar="PERCENT", rich_help_panel="Accuracy budget", help="Accuracy floor without labels: exit 1 "
                                                      "when an INT8 row keeps FP32's top class on fewer images than "
                                                      "this (e.g. 99.5).")]
-WeightBitsOpt = Annotated[Optional[int], typer.Option(metavar="[7|8]", help="onnxruntime, openvino: bits of the "
+WeightBitsOpt = Annotated[Optional[int], typer.Option(metavar="[7|8]", rich_help_panel="Target options", help="onnxruntime, openvino: bits of the "
                                                  "signed weights (openvino: 7 is NNCF's overflow fix on every layer). "
                                                  "Default: 7 on x86 CPUs without VNNI (AVX2, AVX-512 before Cascade "
                                                  "Lake), whose u8 x s8 kernels saturate on 8-bit weights, else 8. Set "
                                                  "it for the CPU you deploy to.")]
-FuseOpt = Annotated[Optional[str], typer.Option(metavar="[matmul|conv]", help="openvino: what fuses each "
+FuseOpt = Annotated[Optional[str], typer.Option(metavar="[matmul|conv]", rich_help_panel="Target options", help="openvino: what fuses each "
                                            "token-mixing block's Concat: a MatMul (the CPU plugin's INT8 "
                                            "FullyConnected) or the 1x1 convolution (its INT8 Convolution). Default: "
                                            "conv on x86 CPUs without VNNI, else matmul: on sMLPNet-T each was 1.1x "
                                            "faster than the other where it is the default. Set it for the CPU you "
                                            "deploy to.")]
-WideOpt = Annotated[bool, typer.Option("--wide", help="Print every column (the default table fits 80 columns).")]
+WideOpt = Annotated[bool, typer.Option("--wide", rich_help_panel="Output", help="Print every column (the default table fits 80 columns).")]
 
 
 _REPORTED: list[str] = []  # the error lines this process printed (OneLineErrors prints one if none was)
@@ -172,12 +174,29 @@ def _option_taken_as_value(group, args: list[str]) -> str | None:
     return None
 
 
+PANELS = ("Input", "Accuracy budget", "Preprocessing", "OpenVINO", "Jetson / Q/DQ", "Target options", "QAT",
+          "Timing", "Output")
+
+
+class PanelCommand(typer.core.TyperCommand):
+    """Plain help with the options in panels (each option's ``rich_help_panel``), common ones first."""
+
+    def format_options(self, ctx, formatter) -> None:
+        groups: dict[str, list] = {}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None:
+                groups.setdefault(getattr(param, "rich_help_panel", None) or "Other options", []).append(record)
+        for name in sorted(groups, key=lambda n: PANELS.index(n) if n in PANELS else len(PANELS)):
+            with formatter.section(name):
+                formatter.write_dl(groups[name])
+
+
 app = typer.Typer(
     name="edgesmlp",
     help="Ship an sMLPNet image classifier to edge hardware at INT8. With no --weights, every command "
     "uses the bundled digits model and its data, so you can try the whole pipeline first.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     cls=OneLineErrors,
@@ -319,21 +338,34 @@ def _first_line(text: str) -> None:
         typer.echo(text, err=True)
 
 
-def _finish(report: dict, wrote: str, max_drop: float, wide: bool, min_agreement: float | None = None) -> None:
-    """The table, what was written, the notes, then the accuracy floor: exit 1 with FAIL lines below it."""
+def _finish(report: dict, wrote: str, max_drop: float, wide: bool, min_agreement: float | None = None,
+            as_json: bool = False) -> None:
+    """The table, what was written, the notes, then the accuracy floor: exit 1 with FAIL lines below it. With
+    ``as_json``, one JSON object on stdout (``verdict_json``) and the rest on stderr."""
     from edgesmlp.jobs.check import check_report, check_threshold
     from edgesmlp.jobs.report import budget_lines, profile_summary, render_terminal
 
-    typer.echo(render_terminal(report["results"], wide))
-    typer.echo(textwrap.fill(wrote, 80, subsequent_indent="  ", break_on_hyphens=False, break_long_words=False))
-    for note in [*budget_lines(report), *map(profile_summary, report.get("profiles") or []), *report["notes"]]:
-        typer.echo(textwrap.fill(f"note: {note}", 80, subsequent_indent="  ", break_on_hyphens=False))
     outcome = check_report(report, max_drop=check_threshold(max_drop, "--max-drop"), allow_empty=True,
                            min_agreement=min_agreement)
-    for violation in outcome.violations:
-        typer.echo(f"FAIL: {violation}")
+    if not as_json:
+        typer.echo(render_terminal(report["results"], wide))
+    typer.echo(textwrap.fill(wrote, 80, subsequent_indent="  ", break_on_hyphens=False, break_long_words=False),
+               err=as_json)
+    for note in [*budget_lines(report), *map(profile_summary, report.get("profiles") or []), *report["notes"]]:
+        typer.echo(textwrap.fill(f"note: {note}", 80, subsequent_indent="  ", break_on_hyphens=False), err=as_json)
+    if as_json:
+        typer.echo(verdict_json(outcome, report["results"]))
+    else:
+        for violation in outcome.violations:
+            typer.echo(f"FAIL: {violation}")
     if not outcome.passed:
         raise typer.Exit(1)
+
+
+def verdict_json(outcome, results: list[dict], **extra) -> str:
+    """What --json prints: ``{"verdict": "PASS" | "FAIL", "violations": [...], "results": [the report's rows]}``."""
+    return json.dumps({"verdict": "PASS" if outcome.passed else "FAIL", "violations": list(outcome.violations),
+                       **extra, "results": results}, indent=2)
 
 
 def _spec(weights, variant, ema, val, calib, calib_size, seed, threads, form=None, preprocess=None, **run) -> dict:
@@ -346,83 +378,84 @@ def _spec(weights, variant, ema, val, calib, calib_size, seed, threads, form=Non
                 **({"form": form.value} if form is not None else {}))
 
 
-@app.command()
+@app.command(cls=PanelCommand)
 @friendly_errors
 def quantize(
     ctx: typer.Context,
     target: Annotated[str, typer.Option("--target", "-t", metavar="[" + "|".join(
-        n for n in targets.names() if targets.get(n).ships) + "]", help="Where the INT8 model will run. "
+        n for n in targets.names() if targets.get(n).ships) + "]", rich_help_panel="Input", help="Where the INT8 model will run. "
                                         + SHIPPING_HELP + ".")] = "openvino",
     weights: WeightsOpt = None,
-    calib: Annotated[Optional[Path], typer.Option(help="Calibration images: a folder, an ImageFolder tree, or a "
+    calib: Annotated[Optional[Path], typer.Option(rich_help_panel="Input", help="Calibration images: a folder, an ImageFolder tree, or a "
                                                   "list file of 'path[,label]'. Default: the bundled digits calib split.")] = None,
-    val: Annotated[Optional[Path], typer.Option(help="Validation images (an ImageFolder tree or labelled list gives "
+    val: Annotated[Optional[Path], typer.Option(rich_help_panel="Input", help="Validation images (an ImageFolder tree or labelled list gives "
                                                 "top-1/top-5). Default: the bundled digits val split.")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output folder; artifacts go to OUTPUT/<target>/. "
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", rich_help_panel="Output", help="Output folder; artifacts go to OUTPUT/<target>/. "
                                                    "Default: edgesmlp-out (or the next free edgesmlp-out-N).")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace OUTPUT/<target> if it exists.")] = False,
-    calib_size: Annotated[int, typer.Option(help="Calibration images sampled (deterministically, see --seed).")] = 300,
-    seed: Annotated[int, typer.Option(help="Seed for sampling the calibration images.")] = 0,
-    preset: Annotated[str, typer.Option(metavar="[performance|mixed]", help="openvino: NNCF preset, performance (symmetric) or mixed (asymmetric "
+    force: Annotated[bool, typer.Option("--force", rich_help_panel="Output", help="Replace OUTPUT/<target> if it exists.")] = False,
+    calib_size: Annotated[int, typer.Option(rich_help_panel="Input", help="Calibration images sampled (deterministically, see --seed).")] = 300,
+    seed: Annotated[int, typer.Option(rich_help_panel="Input", help="Seed for sampling the calibration images.")] = 0,
+    preset: Annotated[str, typer.Option(metavar="[performance|mixed]", rich_help_panel="OpenVINO", help="openvino: NNCF preset, performance (symmetric) or mixed (asymmetric "
                                         "activations).")] = "performance",
-    bias_correction: Annotated[str, typer.Option(metavar="[off|fast|full]", help="openvino: off, fast or full. On the deploy form fast is "
+    bias_correction: Annotated[str, typer.Option(metavar="[off|fast|full]", rich_help_panel="OpenVINO", help="openvino: off, fast or full. On the deploy form fast is "
                                                  "edgesmlp's own per-layer correction (NNCF's fails on its "
                                                  "left-operand MatMul) and full needs --form reference.")] = "off",
-    smooth_quant: Annotated[Optional[float], typer.Option(help="SmoothQuant alpha (0-1). Switches NNCF to its "
+    smooth_quant: Annotated[Optional[float], typer.Option(rich_help_panel="OpenVINO", help="SmoothQuant alpha (0-1). Switches NNCF to its "
                                                           "transformer placement, which lost accuracy on sMLPNet: "
                                                           "measure before shipping.")] = None,
-    activation_range: Annotated[str, typer.Option(metavar="[minmax|histogram|nncf]", help="openvino: how activation "
+    activation_range: Annotated[str, typer.Option(metavar="[minmax|histogram|nncf]", rich_help_panel="OpenVINO", help="openvino: how activation "
                                                   "ranges are estimated: min and max over the calibration images, "
                                                   "NNCF's histogram fit (2.3x slower PTQ), or NNCF's own default.")
                                 ] = "minmax",
-    calib_batch: Annotated[int, typer.Option(metavar="N", help="openvino: calibration images per NNCF inference. "
+    calib_batch: Annotated[int, typer.Option(metavar="N", rich_help_panel="OpenVINO", help="openvino: calibration images per NNCF inference. "
                                              "The INT8 model is the same for any N (min-max ranges; refused with "
                                              "NNCF's bias correction or SmoothQuant); a larger N is "
                                              "faster and holds more memory (sMLPNet-T at 224: 2 is about 1.2x faster "
                                              "and holds 0.12 GB more, 8 about 1.4x and 0.8 GB).")] = 1,
-    ignore: Annotated[Optional[list[str]], typer.Option(metavar="NODE", help="Node name to keep in float (repeatable; "
-                                                        "`edgesmlp sensitivity` lists them): NNCF's ignored scope "
+    ignore: Annotated[Optional[list[str]], typer.Option(metavar="NODE", rich_help_panel="Accuracy budget", help="Layer to keep in float, by node name or "
+                                                        "module path (repeatable; `edgesmlp sensitivity` lists them): NNCF's ignored scope "
                                                         "(openvino), no Q/DQ (jetson: FP16 on the device). Combines "
                                                         "with --fallback auto.")] = None,
-    calib_method: Annotated[str, typer.Option(metavar="[max|percentile|entropy|mse]", help="jetson, onnxruntime: activation range from max, percentile, "
+    calib_method: Annotated[str, typer.Option(metavar="[max|percentile|entropy|mse]", rich_help_panel="Jetson / Q/DQ", help="jetson, onnxruntime: activation range from max, percentile, "
                                               "entropy (KL) or mse.")] = "percentile",
-    percentile: Annotated[float, typer.Option(help="jetson: the percentile of |x| for --calib-method percentile.")] = 99.99,
+    percentile: Annotated[float, typer.Option(rich_help_panel="Jetson / Q/DQ", help="jetson: the percentile of |x| for --calib-method percentile.")] = 99.99,
     weight_bits: WeightBitsOpt = None,
     fuse: FuseOpt = None,
-    form: Annotated[Form, typer.Option(help="deploy (fast, no transposes) or reference (the official graph).")] = Form.deploy,
-    image_size: Annotated[Optional[int], typer.Option(help="Input side (must match the weights).")] = None,
-    crop_pct: Annotated[Optional[float], typer.Option(help="Centre-crop fraction; resize the shorter side to "
+    form: Annotated[Form, typer.Option(rich_help_panel="Input", help="deploy (fast, no transposes) or reference (the official graph).")] = Form.deploy,
+    image_size: Annotated[Optional[int], typer.Option(rich_help_panel="Preprocessing", help="Input side (must match the weights).")] = None,
+    crop_pct: Annotated[Optional[float], typer.Option(rich_help_panel="Preprocessing", help="Centre-crop fraction; resize the shorter side to "
                                                       "size/crop_pct first. Default: the checkpoint's (0.875 for ImageNet).")] = None,
-    interpolation: Annotated[Optional[str], typer.Option(metavar="[bicubic|bilinear|nearest|lanczos]", help="bicubic, bilinear, nearest or lanczos.")] = None,
-    mean: Annotated[Optional[str], typer.Option(metavar="R,G,B", help="Per-channel mean, e.g. 0.485,0.456,0.406.")] = None,
-    std: Annotated[Optional[str], typer.Option(metavar="R,G,B", help="Per-channel std, e.g. 0.229,0.224,0.225.")] = None,
-    threads: Annotated[int, typer.Option(help="CPU threads for every runtime (0: one per core).")] = 0,
+    interpolation: Annotated[Optional[str], typer.Option(metavar="[bicubic|bilinear|nearest|lanczos]", rich_help_panel="Preprocessing", help="bicubic, bilinear, nearest or lanczos.")] = None,
+    mean: Annotated[Optional[str], typer.Option(metavar="R,G,B", rich_help_panel="Preprocessing", help="Per-channel mean, e.g. 0.485,0.456,0.406.")] = None,
+    std: Annotated[Optional[str], typer.Option(metavar="R,G,B", rich_help_panel="Preprocessing", help="Per-channel std, e.g. 0.229,0.224,0.225.")] = None,
+    threads: Annotated[int, typer.Option(rich_help_panel="Timing", help="CPU threads for every runtime (0: one per core).")] = 0,
     latency_seconds: LatencySecondsOpt = 1.0,
-    max_drop: Annotated[float, typer.Option(metavar="POINTS", help="The accuracy budget: top-1 points INT8 may lose "
+    max_drop: Annotated[float, typer.Option(metavar="POINTS", rich_help_panel="Accuracy budget", help="The accuracy budget: top-1 points INT8 may lose "
                                             "against FP32 (exit 1 when the validation images say it lost more). "
                                             "Unlabelled search images bound it by agreement.")] = DEFAULT_MAX_DROP,
-    min_agreement: Annotated[Optional[float], typer.Option(metavar="PERCENT", help="The budget without labels: the % of "
+    min_agreement: Annotated[Optional[float], typer.Option(metavar="PERCENT", rich_help_panel="Accuracy budget", help="The budget without labels: the % of "
                                                            "images on which INT8 keeps FP32's top class (e.g. 99.5).")] = None,
-    fallback: Annotated[str, typer.Option(metavar="[auto|off]", help="auto: when full INT8 misses the budget on the "
-                                          "calibration images, keep the fewest, most sensitive layers in float until "
+    fallback: Annotated[str, typer.Option(metavar="[auto|off]", rich_help_panel="Accuracy budget", help="auto: when full INT8 misses the budget on the "
+                                          "search images, keep the fewest, most sensitive layers in float until "
                                           "it meets it (then verify on --val); off: the budget is only a floor.")] = "auto",
-    max_float: Annotated[float, typer.Option(metavar="FRACTION", help="--fallback auto keeps at most this share of the "
+    max_float: Annotated[float, typer.Option(metavar="FRACTION", rich_help_panel="Accuracy budget", help="--fallback auto keeps at most this share of the "
                                              "quantized layers in float, and fails fast, with the trade-off it found, "
                                              "when that is not enough.")] = 0.2,
-    search: Annotated[Optional[Path], typer.Option(help="Images --fallback auto meets the budget on (a folder, "
+    search: Annotated[Optional[Path], typer.Option(rich_help_panel="Accuracy budget", help="Images --fallback auto meets the budget on (a folder, "
                                                    "ImageFolder tree or list; labelled or not), e.g. a split of "
                                                    "your validation data that --val does not hold. Default: the "
                                                    "images of --calib its sample left out.")] = None,
-    search_size: Annotated[int, typer.Option(metavar="N", help="Search images sampled (all, if fewer).")] = 1000,
+    search_size: Annotated[int, typer.Option(metavar="N", rich_help_panel="Accuracy budget", help="Search images sampled (all, if fewer).")] = 1000,
     wide: WideOpt = False,
-    method: Annotated[str, typer.Option(metavar="[ptq|qat]", help="ptq (post-training) or qat (fine-tune with the quantizers in the "
+    as_json: JsonOpt = False,
+    method: Annotated[str, typer.Option(metavar="[ptq|qat]", rich_help_panel="QAT", help="ptq (post-training) or qat (fine-tune with the quantizers in the "
                                         "loop, distilling from the FP32 model).")] = "ptq",
-    train: Annotated[Optional[Path], typer.Option(help="qat: training images (ImageFolder, folder or list; without "
+    train: Annotated[Optional[Path], typer.Option(rich_help_panel="QAT", help="qat: training images (ImageFolder, folder or list; without "
                                                   "labels it distils only). Default: the bundled digits train split.")] = None,
-    epochs: Annotated[int, typer.Option(help="qat: epochs over --train.")] = 3,
-    lr: Annotated[float, typer.Option(help="qat: AdamW peak learning rate (cosine schedule).")] = 5e-5,
-    batch_size: Annotated[int, typer.Option(help="qat: images per step (per process under torchrun).")] = 32,
-    resume: Annotated[bool, typer.Option("--resume", help="qat: continue from OUT/<target>.qat-checkpoint.pt, written after "
+    epochs: Annotated[int, typer.Option(rich_help_panel="QAT", help="qat: epochs over --train.")] = 3,
+    lr: Annotated[float, typer.Option(rich_help_panel="QAT", help="qat: AdamW peak learning rate (cosine schedule).")] = 5e-5,
+    batch_size: Annotated[int, typer.Option(rich_help_panel="QAT", help="qat: images per step (per process under torchrun).")] = 32,
+    resume: Annotated[bool, typer.Option("--resume", rich_help_panel="QAT", help="qat: continue from OUT/<target>.qat-checkpoint.pt, written after "
                                          "every epoch.")] = False,
     variant: VariantOpt = None,
     ema: EmaOpt = False,
@@ -485,7 +518,7 @@ def quantize(
     if not outcome.report:  # a non-zero torchrun rank: rank 0 reports
         return
     files = sorted(p.name for p in outcome.directory.iterdir() if not p.name.startswith("."))
-    _finish(outcome.report, f"wrote {outcome.directory}/: {', '.join(files)}", max_drop, wide, min_agreement)
+    _finish(outcome.report, f"wrote {outcome.directory}/: {', '.join(files)}", max_drop, wide, min_agreement, as_json)
 
 
 @app.command("lint-qdq")
@@ -527,34 +560,35 @@ def lint_qdq(
     raise typer.Exit(1 if errors else 0)
 
 
-@app.command()
+@app.command(cls=PanelCommand)
 @friendly_errors
 def bench(
     weights: WeightsOpt = None,
-    target_list: Annotated[Optional[list[str]], typer.Option("--targets", "--target", "-t", metavar="NAME[,NAME]", help="Targets to run, "
+    target_list: Annotated[Optional[list[str]], typer.Option("--targets", "--target", "-t", metavar="NAME[,NAME]", rich_help_panel="Input", help="Targets to run, "
                            "repeated or comma-separated: " + ", ".join(targets.names()) + " (tensorrt is an alias "
                            "of jetson). Default: all; those not available here are listed as skipped with the "
                            "reason.")] = None,
-    calib: Annotated[Optional[Path], typer.Option(help="Calibration images (default: bundled digits calib split).")] = None,
-    val: Annotated[Optional[Path], typer.Option(help="Validation images (default: bundled digits val split).")] = None,
-    batch: Annotated[int, typer.Option(min=1, metavar="N", help="Batch size for the throughput column.")] = 8,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Folder for report.json/.md/.html "
+    calib: Annotated[Optional[Path], typer.Option(rich_help_panel="Input", help="Calibration images (default: bundled digits calib split).")] = None,
+    val: Annotated[Optional[Path], typer.Option(rich_help_panel="Input", help="Validation images (default: bundled digits val split).")] = None,
+    batch: Annotated[int, typer.Option(min=1, metavar="N", rich_help_panel="Timing", help="Batch size for the throughput column.")] = 8,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", rich_help_panel="Output", help="Folder for report.json/.md/.html "
                                                    "(default: edgesmlp-bench or the next free edgesmlp-bench-N).")] = None,
-    from_dir: Annotated[Optional[Path], typer.Option("--from", "--bundle", help="Bench an existing quantize output "
+    from_dir: Annotated[Optional[Path], typer.Option("--from", "--bundle", rich_help_panel="Input", help="Bench an existing quantize output "
                                                      "(OUT, OUT/openvino or a Jetson bundle) instead of quantizing.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace OUTPUT if it exists.")] = False,
-    calib_size: Annotated[int, typer.Option(help="Calibration images sampled.")] = 300,
-    threads: Annotated[int, typer.Option(help="CPU threads for every runtime, PyTorch included (0: one per core).")] = 0,
+    force: Annotated[bool, typer.Option("--force", rich_help_panel="Output", help="Replace OUTPUT if it exists.")] = False,
+    calib_size: Annotated[int, typer.Option(rich_help_panel="Input", help="Calibration images sampled.")] = 300,
+    threads: Annotated[int, typer.Option(rich_help_panel="Timing", help="CPU threads for every runtime, PyTorch included (0: one per core).")] = 0,
     latency_seconds: LatencySecondsOpt = 1.0,
-    latency_iters: Annotated[int, typer.Option(min=3, metavar="N", help="At least this many timed batch-1 runs "
+    latency_iters: Annotated[int, typer.Option(min=3, metavar="N", rich_help_panel="Timing", help="At least this many timed batch-1 runs "
                                                "per row, whatever the time budget.")] = 20,
     max_drop: MaxDropOpt = DEFAULT_MAX_DROP,
     min_agreement: MinAgreementOpt = None,
     wide: WideOpt = False,
-    dla_core: Annotated[Optional[int], typer.Option(help="jetson: build engines for this DLA core (GPU fallback).")] = None,
+    as_json: JsonOpt = False,
+    dla_core: Annotated[Optional[int], typer.Option(rich_help_panel="Target options", help="jetson: build engines for this DLA core (GPU fallback).")] = None,
     weight_bits: WeightBitsOpt = None,
     fuse: FuseOpt = None,
-    profile: Annotated[bool, typer.Option("--profile", help="Add, per target and precision, the time per op type and "
+    profile: Annotated[bool, typer.Option("--profile", rich_help_panel="Output", help="Add, per target and precision, the time per op type and "
                                           "the precision each layer executed in, from the runtime's own profiler "
                                           "(OpenVINO's performance counters, ONNX Runtime's profiler, TensorRT's "
                                           "engine inspector on the device).")] = False,
@@ -598,14 +632,20 @@ def bench(
     )
     outcome = run_bench(request, log=lambda line: typer.echo(line, err=True))
     if outcome.failed:
-        typer.echo(render_terminal(outcome.report["results"], wide))
-        typer.echo(f"wrote {outcome.directory}/report.json, report.md, report.html")
+        rows = outcome.report["results"]
+        if as_json:
+            failed = [f"{r['target']} failed: {r.get('note')}" for r in rows
+                      if r.get("status") == "failed"]
+            typer.echo(json.dumps({"verdict": "FAIL", "violations": failed, "results": rows}, indent=2))
+        else:
+            typer.echo(render_terminal(rows, wide))
+        typer.echo(f"wrote {outcome.directory}/report.json, report.md, report.html", err=as_json)
         raise typer.Exit(3)
     _finish(outcome.report, f"wrote {outcome.directory}/report.json, report.md, report.html", max_drop, wide,
-            min_agreement)
+            min_agreement, as_json)
 
 
-@app.command()
+@app.command(cls=PanelCommand)
 @friendly_errors
 def check(
     report: Annotated[Path, typer.Argument(help="report.json (or its folder) from edgesmlp quantize or bench.")],
@@ -624,6 +664,7 @@ def check(
     min_agreement: MinAgreementOpt = None,
     allow_other_baseline: Annotated[bool, typer.Option("--allow-other-baseline", help="Compare with a baseline of "
                                                        "another model or validation set (refused without it).")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """The CI gate: exit 0 when every INT8 result is within --max-drop of its FP32 (and within the
     allowed regressions of --baseline), 1 when not, listing each violation; 2 for usage errors.
@@ -641,6 +682,11 @@ def check(
     base = load_report(baseline) if baseline is not None else None
     outcome = check_report(current, base, max_drop, max_latency_regression, allow_empty, latency, min_agreement,
                            allow_other_baseline)
+    if as_json:
+        for note in outcome.notes:
+            typer.echo(f"note: {note}", err=True)
+        typer.echo(verdict_json(outcome, current["results"], checked=outcome.checked, passes=list(outcome.passes)))
+        raise typer.Exit(0 if outcome.passed else 1)
     for note in outcome.notes:
         typer.echo(f"note: {note}")
     for violation in outcome.violations:
@@ -652,7 +698,7 @@ def check(
     raise typer.Exit(0 if outcome.passed else 1)
 
 
-@app.command()
+@app.command(cls=PanelCommand)
 @friendly_errors
 def sensitivity(
     weights: WeightsOpt = None,

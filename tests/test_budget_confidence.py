@@ -58,12 +58,14 @@ def test_an_ask_the_search_images_cannot_certify_is_refused_before_any_work(tmp_
 
 
 def test_search_images_that_are_the_calibration_images_are_named_and_widen_the_margin(tmp_path):
-    result = _quantize("-o", tmp_path / "o", "--latency-seconds", 0.05)
+    result = _quantize("-o", tmp_path / "o", "--latency-seconds", 0.05, "--json")
     assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)  # --json: one object on stdout, the notes on stderr
+    assert printed["verdict"] == "PASS" and [r["precision"] for r in printed["results"]] == ["fp32", "int8"]
     search = json.loads((tmp_path / "o" / "openvino" / "report.json").read_text())["budget"]["search"]
     assert search["overlap"] and search["images"] == 300 and search["certified"] and search["needed"] == 268
     assert "calibration images" in search["origin"] and search["agreement_bound"] >= 99.0
-    text = " ".join(result.output.split())  # the notes wrap at 80 columns
+    text = " ".join(result.stderr.split())  # the notes wrap at 80 columns
     assert "were the calibration images" in text and "half the allowance" in text
 
 

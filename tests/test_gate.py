@@ -126,3 +126,38 @@ def test_latency_gate_compares_speedups_by_default_and_absolute_beyond_noise():
     assert check_report(now, base, max_latency_regression=0.2).passed
     now["results"][1] = with_speed(now["results"][1], 1.2, 1.0, 0.2)  # -40%: beyond the noise as well
     assert not check_report(now, base, max_latency_regression=0.2).passed
+
+
+def test_check_json_prints_one_object_with_the_verdict(tmp_path):
+    ok = write(tmp_path, "ok.json", report(row("openvino", "fp32"), row("openvino", "int8", 98.7)))
+    result = runner.invoke(app, ["check", str(ok), "--json"])
+    out = json.loads(result.stdout)  # nothing else on stdout
+    assert result.exit_code == 0 and out["verdict"] == "PASS" and out["violations"] == []
+    assert [r["precision"] for r in out["results"]] == ["fp32", "int8"]
+    bad = write(tmp_path, "bad.json", report(row("openvino", "fp32"), row("openvino", "int8", 97.0)))
+    failed = runner.invoke(app, ["check", str(bad), "--json"])
+    out = json.loads(failed.stdout)
+    assert failed.exit_code == 1 and out["verdict"] == "FAIL" and "2.00 points below its FP32" in out["violations"][0]
+
+
+def test_one_drop_budget_default_everywhere():
+    """quantize, bench, check and sensitivity default to the same --max-drop, which the library shares."""
+    import typer.main
+
+    from edgesmlp.jobs.check import check_report as gate
+    from edgesmlp.quantize.budget import DEFAULT_MAX_DROP
+
+    command = typer.main.get_command(app)
+    defaults = {name: next(p.default for p in command.commands[name].params if p.name == "max_drop")
+                for name in ("quantize", "bench", "check", "sensitivity")}
+    assert set(defaults.values()) == {DEFAULT_MAX_DROP}
+    near = report(row("openvino", "fp32", 99.0), row("openvino", "int8", 99.0 - DEFAULT_MAX_DROP + 0.01))
+    assert gate(near).passed
+
+
+def test_help_groups_options_in_panels_common_first():
+    text = runner.invoke(app, ["quantize", "--help"]).stdout
+    panels = [line[:-1] for line in text.splitlines() if line and not line.startswith(" ") and line.endswith(":")]
+    assert panels[:3] == ["Input", "Accuracy budget", "Preprocessing"] and "QAT" in panels
+    budget = text[text.index("Accuracy budget:"):text.index("Preprocessing:")]
+    assert "--search" in budget and "--min-agreement" in budget and "--preset" not in budget

@@ -217,8 +217,9 @@ def budget_lines(report: dict) -> list[str]:
     else:
         kept = ", ".join(f"{m} ({n})" for m, n in zip(search["kept_modules"], search["kept_float"]))
         lines.append(f"Kept in float: {len(search['kept_float'])} of {search['layers']} quantized layers, most "
-                     f"sensitive first: {kept}. Searched in {search['seconds']:.1f} s; expected agreement by layers "
-                     f"kept in float: {curve}.{given}")
+                     f"sensitive first: {kept}. Searched in {search['seconds']:.1f} s (ranked "
+                     f"{search.get('ranking_method') or 'exact'} in {search.get('rank_seconds', 0):.1f} s); expected "
+                     f"agreement by layers kept in float: {curve}.{given}")
     shipped = budget.get("validation") or {}
     rows = {r["precision"]: r for r in report["results"]}
     if shipped.get("agreement") is not None:

@@ -44,6 +44,7 @@ from edgesmlp.quantize.sensitivity import divergence, per_layer
 
 CONFIDENCE = 0.95  # one-sided: the budget holds with this probability on images like the search images
 Z = 1.6448536269514722  # the standard normal quantile of CONFIDENCE
+FIRST_ORDER_MACS = 100_000_000  # from this size on, a target may rank layers to first order (quantize.first_order)
 RANK_IMAGES = 128  # images the per-layer ranking is scored on (the KL is smooth; the budget uses them all)
 
 
@@ -182,6 +183,8 @@ class Choice:
     certified: bool = True  # False: too few search images for the (default) budget; decided on the estimate
     overlap: bool = False  # the search images were the calibration images: the estimate had to clear a margin
     origin: str = ""  # where the search images came from
+    ranking_method: str = ""  # exact (the model once per layer) or first-order (quantize.first_order)
+    rank_seconds: float = 0.0
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -226,12 +229,14 @@ def meets(budget: Budget, point: Point, overlap: bool = False, certify: bool = T
 
 
 def choose(graph: PartialINT8, x: np.ndarray, labels: np.ndarray | None, budget: Budget, log=print,
-           progress=None, overlap: bool = False, certify: bool = True, origin: str = "") -> Choice:
+           progress=None, overlap: bool = False, certify: bool = True, origin: str = "", rank=None) -> Choice:
     """The fewest, most sensitive layers of ``graph`` to leave in float so that it meets ``budget`` on ``x`` (the
     search images; ``overlap``: they are the calibration images; ``certify``: hold the confidence bounds too).
     Raises BudgetError, with the trade-off curve, when ``budget.max_float`` of them is not enough.
     ``progress(description, total)``, if given, is a context manager yielding a callback called after each step
-    (``edgesmlp.progress.progress_bar``): once per layer ranked, and once per number of layers in float tried."""
+    (``edgesmlp.progress.progress_bar``): once per layer ranked, and once per number of layers in float tried.
+    ``rank(x)``, if given, orders the layers' names on images ``x`` instead of the exact ranking (one run of the
+    model per layer), or returns None to leave it to the exact one (``first_order.rank_by_first_order``)."""
     start = time.perf_counter()
     progress = progress or (lambda description, total: contextlib.nullcontext(lambda status="": None))
     ok = lambda point: meets(budget, point, overlap, certify)  # noqa: E731
@@ -249,10 +254,15 @@ def choose(graph: PartialINT8, x: np.ndarray, labels: np.ndarray | None, budget:
     log(f"full INT8 misses the budget ({budget.describe()}) on {len(x)} search images: {full.line()}; "
         f"ranking {len(layers)} layers")
     ranked_on = min(len(x), RANK_IMAGES)
-    with progress("Ranking layers", len(layers)) as tick:
-        _, ranking = per_layer(graph, x[:ranked_on], tick, reference[:ranked_on], in_float=False)
-    order = [r.layer for r in ranking]
-    modules = {r.layer: r.module for r in ranking}
+    ranked = time.perf_counter()
+    order = rank(x[:ranked_on]) if rank is not None else None
+    method = "first-order" if order is not None else "exact"
+    if order is None:
+        with progress("Ranking layers", len(layers)) as tick:
+            _, ranking = per_layer(graph, x[:ranked_on], tick, reference[:ranked_on], in_float=False)
+        order = [r.layer for r in ranking]
+    done.update(ranking_method=method, rank_seconds=time.perf_counter() - ranked)
+    modules = {layer.name: layer.module for layer in layers}
     cap = max(1, int(budget.max_float * len(layers)))
     high, points = fewest(graph, x, labels, order, cap, ok, reference, full, progress)
     curve = tuple(points[i] for i in sorted(points))

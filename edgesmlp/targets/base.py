@@ -141,7 +141,7 @@ def searches(job: Job) -> bool:
     return job.budget is not None and job.budget.searches and job.qat is None
 
 
-def choose_float_layers(job: Job, graph, log: Log):
+def choose_float_layers(job: Job, graph, log: Log, rank=None):
     """The budget search over ``graph`` (a ``PartialINT8``) on the job's search images, with progress bars."""
     from edgesmlp.progress import progress_bar
     from edgesmlp.quantize.budget import SearchImages, choose
@@ -149,7 +149,7 @@ def choose_float_layers(job: Job, graph, log: Log):
     search = job.search if job.search is not None else SearchImages(job.calibration, None, "calibration images",
                                                                      overlap=True)
     choice = choose(graph, search.x, search.labels, job.budget, log, progress_bar, search.overlap, search.certify,
-                    search.origin)
+                    search.origin, rank)
     if choice.kept_float:
         log(f"keeping {len(choice.kept_float)} of {choice.layers} layers in float to meet {job.budget.describe()} "
             f"on {choice.images} search images ({choice.reached.line()}), in {choice.seconds:.0f} s: "
