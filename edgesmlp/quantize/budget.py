@@ -101,7 +101,8 @@ class Budget:
     @property
     def default(self) -> bool:
         """Nobody asked for this budget: the default drop alone (a default too few search images cannot certify
-        is decided on the estimate, with a warning; an ask of the user's own is refused)."""
+        is decided on the estimate, and the report says it was not certified; an ask of the user's own is
+        refused)."""
         return self.min_agreement is None and self.max_drop == DEFAULT_MAX_DROP
 
     def agreement_asks(self, labelled: bool) -> list[float]:
