@@ -122,13 +122,14 @@ def search_images(request: QuantizeRequest, num_classes: int, preprocess, calib_
     images = ImageSet(rest, source.origin, source.kind, source.classes).sample(request.search_size,
                                                                               request.calibration.seed + 1)
     labelled = all(item.label is not None for item in images.items)
-    _certifiable(request.budget, len(images.items), labelled, "--search")  # refused before loading them
+    certify = _certifiable(request.budget, len(images.items), labelled, "--search")  # refused before loading
     loaded = load_tensors(images, preprocess, "Loading search images")
+    if loaded.skipped:  # fewer images than counted
+        certify = _certifiable(request.budget, len(loaded.x), loaded.labels is not None, "--search")
     shared = len({_identity(i) for i in images.items} & {_identity(i) for i in val_set.items})
     if shared:
         log(f"warning: {shared} search images are validation images too, so --val no longer checks the budget on "
             "images the search never saw: give --search a split that --val does not hold")
-    certify = _certifiable(request.budget, len(loaded.x), loaded.labels is not None, "--search")
     origin = f"{len(loaded.x)} images of {source.origin} that calibration did not use"
     return SearchImages(loaded.x, loaded.labels, origin, False, certify)
 

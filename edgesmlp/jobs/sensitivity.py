@@ -10,6 +10,7 @@ the per-block cosine -> the smallest set of top-ranked layers that, left in floa
 from __future__ import annotations
 
 import json
+from collections import Counter
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,9 +105,7 @@ def _suggest(graph, val, reference, rows, request: SensitivityRequest) -> dict:
     cap = max(1, int(budget.max_float * len(order)))
     k, points = (0, {0: full}) if ok(full) else fewest(graph, val.x, val.labels, order, cap, ok, reference, full,
                                                        progress_bar)
-    shared = {}
-    for layer in graph.layers:
-        shared[layer.module] = shared.get(layer.module, 0) + 1
+    shared = Counter(layer.module for layer in graph.layers)
     # a module path where it names this one layer (--ignore takes both), else the node name
     modules = [r.module if shared[r.module] == 1 else r.layer for r in rows[:k or 0]]
     return {"asked": budget.describe(), "certified": certify, "met": k is not None, "layers": modules,

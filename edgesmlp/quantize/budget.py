@@ -114,9 +114,8 @@ class Budget:
         """The fewest search images on which the budget can be certified at all (no image flipped or broken);
         ``math.inf`` for 100% agreement or a zero drop."""
         needed = [images_needed(ask / 100) for ask in self.agreement_asks(labelled)]
-        if self.max_drop is not None and labelled:
-            d = self.max_drop / 100
-            needed.append(math.inf if d <= 0 else (0.0 if d >= 1 else Z**2 * (1 - d) / d))
+        if self.max_drop is not None and labelled:  # no image broken: the same count as agreement 100 - drop
+            needed.append(images_needed(max(0.0, 1 - self.max_drop / 100)))
         return math.ceil(max(needed, default=0.0)) if all(map(math.isfinite, needed)) else math.inf
 
     def describe(self) -> str:

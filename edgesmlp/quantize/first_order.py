@@ -73,39 +73,32 @@ def first_order_scores(deploy: DeploySMLPNet, calibration: np.ndarray, x: np.nda
         w.enabled = False
     scores = _Scores()
     qmax = weight_qmax(weight_bits)
-    hooks = [q.register_forward_hook(lambda m, _, out: scores.note(m, out)) for q in qat.quantizers()]
+    for q in qat.quantizers():
+        q.register_forward_hook(lambda m, _, out: scores.note(m, out))
     for name, m in model.named_modules():
         if isinstance(m, nn.Conv2d):
-            hooks.append(m.register_forward_hook(lambda m, inp, out, name=name: scores.layer(
-                name, out, lambda: m._conv_forward(scores.quantized(inp[0]), quant_weight(m.weight, 0, qmax), m.bias))))
+            m.register_forward_hook(lambda m, inp, out, name=name: scores.layer(
+                name, out, lambda: m._conv_forward(scores.quantized(inp[0]), quant_weight(m.weight, 0, qmax), m.bias)))
         elif isinstance(m, nn.Linear):
-            hooks.append(m.register_forward_hook(lambda m, inp, out, name=name: scores.layer(
-                name, out, lambda: F.linear(scores.quantized(inp[0]), quant_weight(m.weight, 0, qmax), m.bias))))
+            m.register_forward_hook(lambda m, inp, out, name=name: scores.layer(
+                name, out, lambda: F.linear(scores.quantized(inp[0]), quant_weight(m.weight, 0, qmax), m.bias)))
         elif isinstance(m, AxialMix):
             _patch_axial(m, name, scores, qmax)
     for p in model.parameters():
         p.requires_grad_(False)  # gradients are wanted at the layers' outputs only
     generator = torch.Generator().manual_seed(seed)
     data = torch.as_tensor(np.asarray(x))
-    try:
-        for start in range(0, len(data), batch):
-            scores.producer.clear()
-            scores.keep.clear()
-            with _shared_concat_scale(scores):
-                logits = model(data[start : start + batch].requires_grad_(True))
-            log_p = F.log_softmax(logits.double(), dim=1)
-            for s in range(SAMPLES):
-                y = torch.multinomial(log_p.detach().exp(), 1, generator=generator)[:, 0]
-                log_p.gather(1, y[:, None]).sum().backward(retain_graph=s + 1 < SAMPLES)
-            if progress is not None:
-                progress()
-    finally:
-        for h in hooks:
-            h.remove()
-        for m in model.modules():
-            if isinstance(m, AxialMix):
-                with contextlib.suppress(AttributeError):
-                    del m.along_w, m.along_h
+    for start in range(0, len(data), batch):  # hooks and patches live on qat.model, a copy dropped on return
+        scores.producer.clear()
+        scores.keep.clear()
+        with _shared_concat_scale(scores):
+            logits = model(data[start : start + batch].requires_grad_(True))
+        log_p = F.log_softmax(logits.double(), dim=1)
+        for s in range(SAMPLES):
+            y = torch.multinomial(log_p.detach().exp(), 1, generator=generator)[:, 0]
+            log_p.gather(1, y[:, None]).sum().backward(retain_graph=s + 1 < SAMPLES)
+        if progress is not None:
+            progress()
     return {key: total / (len(data) * SAMPLES) for key, total in scores.sums.items()}
 
 
