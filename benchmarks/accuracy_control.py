@@ -68,9 +68,9 @@ def ptq_settings(weights, calib: Path, val_x: np.ndarray) -> list[str]:
     from edgesmlp.checkpoint import load_checkpoint
     from edgesmlp.deploy import to_deploy
     from edgesmlp.export import to_openvino
-    from edgesmlp.quantize.openvino_partial import OpenVINOPartial
-    from edgesmlp.quantize.openvino_ptq import OpenVINOPTQConfig, quantize_openvino
-    from edgesmlp.quantize.sensitivity import divergence
+    from edgesmlp.quantization.openvino_partial import OpenVINOPartial
+    from edgesmlp.quantization.openvino_ptq import OpenVINOPTQConfig, quantize_openvino
+    from edgesmlp.quantization.sensitivity import divergence
 
     cal = load_tensors(open_images(calib, "calib").sample(300, 0), PREPROCESS, "calibration").x
     fp32 = to_openvino(to_deploy(load_checkpoint(weights).model), 3, 32, batch=-1)
@@ -91,7 +91,7 @@ def ptq_settings(weights, calib: Path, val_x: np.ndarray) -> list[str]:
         lines.append(f"| {activation_range} | {'yes' if sums else 'no'} | {bias} | {d.kl:.2e} | {d.agreement:.2f} | "
                      f"{d.expected_agreement:.2f} | {seconds:.1f} |")
         print(lines[-1], flush=True)
-    lines += ["", "Bias correction `fast` on the deploy form is edgesmlp's (`quantize/openvino_bias.py`: each layer's "
+    lines += ["", "Bias correction `fast` on the deploy form is edgesmlp's (`quantization/openvino_bias.py`: each layer's "
               "INT8 mean shift per output channel, in closed form; NNCF 3.4's crashes on the left-operand MatMul). "
               "With per-channel symmetric weights and these ranges the shift it removes is not where this model's "
               "error is: the KL moves by a few percent at most, so it is off by default."]
@@ -107,11 +107,11 @@ def rankings(weights, calib: Path, val_x: np.ndarray, search_size: int = SEARCH)
     from edgesmlp.checkpoint import load_checkpoint
     from edgesmlp.deploy import to_deploy
     from edgesmlp.export import export_onnx, to_openvino
-    from edgesmlp.quantize.openvino_partial import OpenVINOPartial
-    from edgesmlp.quantize.openvino_ptq import OpenVINOPTQConfig, quantize_openvino
-    from edgesmlp.quantize.partial import QDQPartial
-    from edgesmlp.quantize.qdq import quantize_qdq
-    from edgesmlp.quantize.sensitivity import divergence, per_layer
+    from edgesmlp.quantization.openvino_partial import OpenVINOPartial
+    from edgesmlp.quantization.openvino_ptq import OpenVINOPTQConfig, quantize_openvino
+    from edgesmlp.quantization.partial import QDQPartial
+    from edgesmlp.quantization.qdq import quantize_qdq
+    from edgesmlp.quantization.sensitivity import divergence, per_layer
 
     source = open_images(calib, "calib")
     cal = load_tensors(source.sample(300, 0), PREPROCESS, "calibration").x

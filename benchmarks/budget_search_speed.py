@@ -46,11 +46,11 @@ def main() -> None:
     from edgesmlp.deploy import to_deploy
     from edgesmlp.errors import BudgetError
     from edgesmlp.export import export_onnx
-    from edgesmlp.quantize.budget import Budget, choose
-    from edgesmlp.quantize.first_order import first_order_scores, rank_by_first_order
-    from edgesmlp.quantize.partial import QDQPartial
-    from edgesmlp.quantize.qdq import QDQConfig, quantize_qdq
-    from edgesmlp.quantize.sensitivity import divergence
+    from edgesmlp.quantization.budget import Budget, choose
+    from edgesmlp.quantization.first_order import first_order_scores, rank_by_first_order
+    from edgesmlp.quantization.partial import QDQPartial
+    from edgesmlp.quantization.qdq import QDQConfig, quantize_qdq
+    from edgesmlp.quantization.sensitivity import divergence
 
     torch.set_num_threads(2)
     folder = Path(tempfile.mkdtemp())
@@ -107,7 +107,7 @@ def main() -> None:
              f"{len(layers)} quantized layers, {args.images} calibration and {args.images} search images (digits "
              "resized to 224), 2 threads. The exact ranking runs the Q/DQ graph in ONNX Runtime once per layer "
              f"(timed on {EXACT_SAMPLE} layers and multiplied out); the first-order one is what the search uses from "
-             "100 M MACs on (quantize/first_order.py).", "",
+             "100 M MACs on (quantization/first_order.py).", "",
              "| step | seconds |", "| --- | --- |",
              f"| export and Q/DQ calibration (before the search) | {prepare:.0f} |",
              f"| FP32 reference on the search images | {reference_s:.1f} |",

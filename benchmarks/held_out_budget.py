@@ -46,8 +46,8 @@ def run_nncf(weights: Path, calib: Path, search: Path | None, val: Path, level: 
     from edgesmlp.checkpoint import load_checkpoint
     from edgesmlp.deploy import to_deploy
     from edgesmlp.export import to_openvino
-    from edgesmlp.quantize.openvino_partial import quantized_layers
-    from edgesmlp.quantize.openvino_ptq import OpenVINOPTQConfig, quantize_openvino
+    from edgesmlp.quantization.openvino_partial import quantized_layers
+    from edgesmlp.quantization.openvino_ptq import OpenVINOPTQConfig, quantize_openvino
     from edgesmlp.runtimes.openvino import OpenVINORunner
 
     ckpt = load_checkpoint(weights)

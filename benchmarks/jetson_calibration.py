@@ -20,7 +20,7 @@ from benchmarks.common import bundled_fp32_onnx, write_result  # noqa: E402
 
 def main() -> None:
     from edgesmlp.jobs.evaluate import score
-    from edgesmlp.quantize.qdq import QDQConfig, quantize_qdq
+    from edgesmlp.quantization.qdq import QDQConfig, quantize_qdq
     from edgesmlp.runtimes.onnxruntime import OnnxRuntimeRunner
 
     tmp = Path(tempfile.mkdtemp())

@@ -35,8 +35,8 @@ def measure(label: str, folder: Path, calibration: np.ndarray, x: np.ndarray, y:
     import onnx
 
     from edgesmlp.jobs.evaluate import score
-    from edgesmlp.quantize.fp16 import emulate_fp16, float_ranges, to_fp16
-    from edgesmlp.quantize.qdq import quantize_qdq
+    from edgesmlp.quantization.fp16 import emulate_fp16, float_ranges, to_fp16
+    from edgesmlp.quantization.qdq import quantize_qdq
 
     quantize_qdq(folder / "fp32.onnx", folder / "int8.onnx", calibration)
     fp32_graph, int8_graph = onnx.load(str(folder / "fp32.onnx")), onnx.load(str(folder / "int8.onnx"))

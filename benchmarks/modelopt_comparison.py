@@ -38,7 +38,7 @@ def left_in_float(path: Path) -> tuple[int, int]:
     """(weighted ops running in float, weighted ops in all), by lint-qdq's own reading of the graph."""
     import onnx
 
-    from edgesmlp.quantize.qdq_lint import lint_qdq
+    from edgesmlp.quantization.qdq_lint import lint_qdq
 
     weighted = sum(n.op_type in ("Conv", "MatMul", "Gemm") for n in onnx.load(str(path)).graph.node)
     floats = {f.node for f in lint_qdq(path) if f.rule in ("input-not-quantized", "weight-not-quantized")}
@@ -47,8 +47,8 @@ def left_in_float(path: Path) -> tuple[int, int]:
 
 def main() -> None:
     from edgesmlp.jobs.evaluate import score
-    from edgesmlp.quantize.qdq import QDQConfig, quantize_qdq
-    from edgesmlp.quantize.qdq_lint import lint_qdq
+    from edgesmlp.quantization.qdq import QDQConfig, quantize_qdq
+    from edgesmlp.quantization.qdq_lint import lint_qdq
 
     tmp = Path(tempfile.mkdtemp())
     _, xc, xv, yv = bundled_fp32_onnx(tmp)

@@ -74,7 +74,7 @@ def main() -> None:
 
     from edgesmlp.deploy import to_deploy
     from edgesmlp.export import export_onnx
-    from edgesmlp.quantize.qdq import QDQConfig, quantize_qdq, to_unsigned_activations
+    from edgesmlp.quantization.qdq import QDQConfig, quantize_qdq, to_unsigned_activations
     from edgesmlp.runtimes.onnxruntime import OnnxRuntimeRunner
     from edgesmlp.targets.onnxruntime import ort_placement
     from edgesmlp.timing import interleaved, paired_ratio
@@ -141,7 +141,7 @@ def bundled_fidelity(tmp: Path) -> list[str]:
     from edgesmlp.checkpoint import load_checkpoint
     from edgesmlp.deploy import to_deploy
     from edgesmlp.export import export_onnx
-    from edgesmlp.quantize.qdq import QDQConfig, quantize_qdq, to_unsigned_activations
+    from edgesmlp.quantization.qdq import QDQConfig, quantize_qdq, to_unsigned_activations
     from edgesmlp.timing import x86_without_vnni
     from edgesmlp.targets.onnxruntime import ort_placement
 

@@ -55,7 +55,7 @@ def prepare(kind: str, n: int):
     deploy form for edgesmlp_nchw, the official graph otherwise."""
     from edgesmlp.deploy import to_deploy
     from edgesmlp.export import to_openvino
-    from edgesmlp.quantize.openvino_ptq import calibration_graph
+    from edgesmlp.quantization.openvino_ptq import calibration_graph
 
     model = random_smlpnet_t()
     # Dynamic batch, as the openvino target calibrates (it reshapes the result to a static batch of 1).
@@ -73,7 +73,7 @@ def prepare(kind: str, n: int):
 def run_ptq(kind: str, ov_model, data, n: int, calib_batch: int = 1):
     import nncf
 
-    from edgesmlp.quantize.openvino_ptq import OpenVINOPTQConfig, quantize_openvino
+    from edgesmlp.quantization.openvino_ptq import OpenVINOPTQConfig, quantize_openvino
 
     if kind.startswith("edgesmlp"):  # all n images: subset_size is len(data)
         return quantize_openvino(ov_model, data, OpenVINOPTQConfig(calib_batch=calib_batch))

@@ -92,7 +92,7 @@ PROBES = ("bias_after_fuse", "no_mixing_bias", "gelu_tanh", "flat_concat", "nchw
 
 def probe_config(probe: str):
     """The shipped OpenVINOPTQConfig (this CPU's defaults), or for other_weight_bits and other_fuse the other choice."""
-    from edgesmlp.quantize.openvino_ptq import Fuse, OpenVINOPTQConfig
+    from edgesmlp.quantization.openvino_ptq import Fuse, OpenVINOPTQConfig
 
     config = OpenVINOPTQConfig()
     if probe == "other_weight_bits":
@@ -104,7 +104,7 @@ def probe_config(probe: str):
 
 def probe_model(model, probe: str):
     from edgesmlp.deploy import channels_last_mixing, to_deploy
-    from edgesmlp.quantize.openvino_ptq import Fuse
+    from edgesmlp.quantization.openvino_ptq import Fuse
 
     # The probes that rewrite the Concat and fuse below replace the whole channels-last mixing, whatever its fuse.
     deploy = channels_last_mixing(to_deploy(model), conv_fuse=probe_config(probe).fuse is Fuse.conv)
@@ -127,7 +127,7 @@ def per_tensor_mixing_weights(int8) -> int:
     """Requantize every left-operand MatMul's weight (P) per tensor, in place; return how many."""
     import openvino.opset13 as ops
 
-    from edgesmlp.quantize.openvino_bias import _value
+    from edgesmlp.quantization.openvino_bias import _value
 
     count = 0
     for op in int8.get_ordered_ops():
@@ -165,7 +165,7 @@ def main() -> None:
 
     import openvino_int8 as recorded
     from edgesmlp.export import to_openvino
-    from edgesmlp.quantize.openvino_ptq import OpenVINOPTQConfig, quantize_openvino
+    from edgesmlp.quantization.openvino_ptq import OpenVINOPTQConfig, quantize_openvino
     from edgesmlp.runtimes.openvino import with_batch
     from edgesmlp.timing import interleaved, paired_ratio
 

@@ -36,8 +36,8 @@ def main() -> None:
     import openvino as ov
 
     from edgesmlp.deploy import to_deploy
-    from edgesmlp.quantize.openvino_ptq import OpenVINOPTQConfig, calibration_graph, quantize_openvino
-    from edgesmlp.quantize.sensitivity import cosine
+    from edgesmlp.quantization.openvino_ptq import OpenVINOPTQConfig, calibration_graph, quantize_openvino
+    from edgesmlp.quantization.sensitivity import cosine
     from edgesmlp.runtimes.openvino import with_batch
     from edgesmlp.timing import interleaved, paired_ratio
 

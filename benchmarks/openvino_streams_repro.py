@@ -149,7 +149,7 @@ def pool_throughput(rounds: int = 5, batch: int = 8, calls: int = 6) -> float:
     from benchmarks.common import random_smlpnet_t
     from edgesmlp.deploy import to_deploy
     from edgesmlp.export import to_openvino
-    from edgesmlp.quantize.openvino_ptq import OpenVINOPTQConfig, quantize_openvino
+    from edgesmlp.quantization.openvino_ptq import OpenVINOPTQConfig, quantize_openvino
 
     calibration = np.random.default_rng(0).standard_normal((16, 3, 224, 224)).astype(np.float32)
     int8 = quantize_openvino(to_openvino(to_deploy(random_smlpnet_t()), 3, 224, batch=-1), calibration,

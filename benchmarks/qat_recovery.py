@@ -23,7 +23,7 @@ def main() -> None:
 
     from edgesmlp.jobs.quantize import run_quantize
     from edgesmlp.jobs.spec import Calibration, QuantizeRequest
-    from edgesmlp.quantize.qat import QATConfig
+    from edgesmlp.quantization.qat import QATConfig
     from edgesmlp.targets.base import RunSettings
 
     tmp = Path(tempfile.mkdtemp())

@@ -43,10 +43,19 @@ class Checkpoint:
     bundled: bool = False
 
 
-def load_checkpoint(path: str | Path | None = None, variant: str | None = None, ema: bool = False) -> Checkpoint:
-    """Load ``path`` (the bundled digits model when None) into an eval-mode :class:`sMLPNet`."""
+IN_MEMORY = Path("(in-memory model)")  # the path a Checkpoint of a model given in memory names
+
+
+def load_checkpoint(path: str | Path | torch.nn.Module | Checkpoint | None = None, variant: str | None = None,
+                    ema: bool = False) -> Checkpoint:
+    """Load ``path`` (the bundled digits model when None; a model in memory as it is) into an eval-mode
+    :class:`sMLPNet`."""
     from edgesmlp import bundled
 
+    if isinstance(path, Checkpoint):
+        return path
+    if isinstance(path, torch.nn.Module):
+        return from_model(path, variant)
     is_bundled = path is None
     path = bundled.weights_path() if path is None else Path(path)
     _check_file(path)
@@ -66,9 +75,7 @@ def load_checkpoint(path: str | Path | None = None, variant: str | None = None, 
     if "preprocess" in file_meta:
         preprocess = _recorded_preprocess(file_meta["preprocess"], path)
     else:
-        # ImageNet's evaluation recipe; a model of other than 3 input channels gets a neutral 0.5/0.5.
-        neutral = {} if config.in_chans == 3 else {"mean": (0.5,) * config.in_chans, "std": (0.5,) * config.in_chans}
-        preprocess = Preprocess(image_size=config.image_size, **neutral)
+        preprocess = default_preprocess(config)
     metadata = dict(file_meta)
     epoch = raw.get("epoch") if isinstance(raw, dict) else None
     args = raw.get("args") if isinstance(raw, dict) else None
@@ -85,6 +92,30 @@ def load_checkpoint(path: str | Path | None = None, variant: str | None = None, 
         metadata=metadata,
         bundled=is_bundled,
     )
+
+
+def from_model(module: torch.nn.Module, variant: str | None = None) -> Checkpoint:
+    """A copy of an sMLPNet given in memory (its weights in the official names), as if loaded from a file."""
+    import hashlib
+
+    state = clean_state_dict({k: v.detach().cpu() for k, v in module.state_dict().items()})
+    _check_tensors(state, IN_MEMORY)
+    config = infer_config(state, IN_MEMORY, variant)
+    model = sMLPNet(config)
+    _check_keys(model, state, IN_MEMORY)
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    digest = hashlib.sha256()
+    for name, tensor in sorted(state.items()):
+        digest.update(name.encode())
+        digest.update(tensor.contiguous().numpy().tobytes())
+    return Checkpoint(model, config, IN_MEMORY, digest.hexdigest(), "(in memory)", default_preprocess(config))
+
+
+def default_preprocess(config: ModelConfig) -> Preprocess:
+    """ImageNet's evaluation recipe; a model of other than 3 input channels gets a neutral 0.5/0.5."""
+    neutral = {} if config.in_chans == 3 else {"mean": (0.5,) * config.in_chans, "std": (0.5,) * config.in_chans}
+    return Preprocess(image_size=config.image_size, **neutral)
 
 
 def _recorded_preprocess(text: str, path: Path) -> Preprocess:

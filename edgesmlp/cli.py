@@ -57,6 +57,68 @@ FuseOpt = Annotated[Optional[str], typer.Option(metavar="[matmul|conv]", rich_he
 WideOpt = Annotated[bool, typer.Option("--wide", rich_help_panel="Output", help="Print every column (the default table fits 80 columns).")]
 
 
+def _job_file(ctx: typer.Context, param: typer.CallbackParam, value: Optional[Path]) -> Optional[Path]:
+    """--config FILE: the job file's options become this command's defaults, so the command line overrides them."""
+    if value is None:
+        return value
+    from edgesmlp.jobs.jobfile import key, read, relative_to
+
+    root = ctx.find_root().command
+    try:
+        values, manifest = read(value, ctx.command.name, set(getattr(root, "commands", {})))
+    except EdgesmlpError as e:
+        raise typer.BadParameter(" ".join(str(e).split())) from None
+    params = {}
+    for p in ctx.command.params:
+        if p.name != param.name:
+            params.update({key(opt): p for opt in p.opts if opt.startswith("--")}, **{p.name: p})
+    defaults = {}
+    for name, v in values.items():
+        p = params.get(name)
+        if p is None:
+            if manifest:  # a build's record: what this command does not take is not its business
+                continue
+            raise typer.BadParameter(f"{value}: {name!r} is not an option of edgesmlp {ctx.command.name}")
+        if isinstance(v, list) and not p.multiple:
+            v = ",".join(map(str, v))  # mean = [0.5, 0.5, 0.5] as --mean 0.5,0.5,0.5
+        if _takes_path(p) and isinstance(v, str):
+            v = relative_to(value, v)
+        defaults[p.name] = [v] if p.multiple and not isinstance(v, list) else v
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    return value
+
+
+def _takes_path(param) -> bool:
+    """Whether a click parameter takes a path (Typer's own parameters describe their annotation; click's a type)."""
+    descriptor = getattr(param, "type_descriptor", None)
+    return getattr(descriptor, "annotation", None) is Path or type(getattr(param, "type", None)).__name__ == "Path"
+
+
+JobFileOpt = Annotated[Optional[Path], typer.Option("--config", metavar="FILE", is_eager=True, callback=_job_file,
+                                                    rich_help_panel="Input", help="A job file: a .toml of option = "
+                                                    "value lines ([command] tables allowed), or a build's "
+                                                    "manifest.json; options given here override it.")]
+
+
+def _given(ctx: typer.Context, *names: str) -> list[str]:
+    """The options among ``names`` that were given, on the command line or in a job file."""
+    return [n for n in names if getattr(ctx.get_parameter_source(n), "name", "") in ("COMMANDLINE", "DEFAULT_MAP")]
+
+
+def _target_options(ctx: typer.Context, **values) -> dict:
+    """The target options given (on the command line or in a job file), for the API, which refuses any the
+    chosen target does not take."""
+    return {name: values[name] for name in _given(ctx, *values)}
+
+
+def _stderr(line: str) -> None:
+    typer.echo(line, err=True)
+
+
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", rich_help_panel="Output", help="No progress bars or "
+                                        "progress lines.")]
+
+
 _REPORTED: list[str] = []  # the error lines this process printed (OneLineErrors prints one if none was)
 
 
@@ -238,6 +300,7 @@ def inspect(
                                                 "weights (config, parameters, MACs at 224); 'list' lists the "
                                                 "family.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    job_file: JobFileOpt = None,
 ) -> None:
     """Describe a checkpoint (variant, config, input size, parameters, MACs, foldable norms, metadata), or with
     --arch a variant of the paper without weights.
@@ -278,6 +341,7 @@ def export(
     variant: VariantOpt = None,
     ema: EmaOpt = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite OUTPUT if it exists.")] = False,
+    job_file: JobFileOpt = None,
 ) -> None:
     """Export FP32 ONNX, check it with onnx.checker, and prove ONNX Runtime matches the official
     PyTorch graph (max |logit diff| <= 1e-4).
@@ -338,15 +402,12 @@ def _first_line(text: str) -> None:
         typer.echo(text, err=True)
 
 
-def _finish(report: dict, wrote: str, max_drop: float, wide: bool, min_agreement: float | None = None,
-            as_json: bool = False) -> None:
-    """The table, what was written, the notes, then the accuracy floor: exit 1 with FAIL lines below it. With
-    ``as_json``, one JSON object on stdout (``verdict_json``) and the rest on stderr."""
-    from edgesmlp.jobs.check import check_report, check_threshold
+def _finish(report: dict, gate, wrote: str, wide: bool, as_json: bool = False) -> None:
+    """The table, what was written, the notes, then the verdict on the accuracy budget (``gate``, ``api.check``'s):
+    exit 1 with FAIL lines below it. With ``as_json``, one JSON object on stdout (``verdict_json``), the rest on
+    stderr."""
     from edgesmlp.jobs.report import budget_lines, profile_summary, render_terminal
 
-    outcome = check_report(report, max_drop=check_threshold(max_drop, "--max-drop"), allow_empty=True,
-                           min_agreement=min_agreement)
     if not as_json:
         typer.echo(render_terminal(report["results"], wide))
     typer.echo(textwrap.fill(wrote, 80, subsequent_indent="  ", break_on_hyphens=False, break_long_words=False),
@@ -354,28 +415,18 @@ def _finish(report: dict, wrote: str, max_drop: float, wide: bool, min_agreement
     for note in [*budget_lines(report), *map(profile_summary, report.get("profiles") or []), *report["notes"]]:
         typer.echo(textwrap.fill(f"note: {note}", 80, subsequent_indent="  ", break_on_hyphens=False), err=as_json)
     if as_json:
-        typer.echo(verdict_json(outcome, report["results"]))
+        typer.echo(verdict_json(gate, report["results"]))
     else:
-        for violation in outcome.violations:
+        for violation in gate.violations:
             typer.echo(f"FAIL: {violation}")
-    if not outcome.passed:
+    if not gate.ok:
         raise typer.Exit(1)
 
 
-def verdict_json(outcome, results: list[dict], **extra) -> str:
+def verdict_json(gate, results: list[dict], **extra) -> str:
     """What --json prints: ``{"verdict": "PASS" | "FAIL", "violations": [...], "results": [the report's rows]}``."""
-    return json.dumps({"verdict": "PASS" if outcome.passed else "FAIL", "violations": list(outcome.violations),
+    return json.dumps({"verdict": "PASS" if gate.ok else "FAIL", "violations": list(gate.violations),
                        **extra, "results": results}, indent=2)
-
-
-def _spec(weights, variant, ema, val, calib, calib_size, seed, threads, form=None, preprocess=None, **run) -> dict:
-    """The JobSpec fields quantize and bench share, from their options."""
-    from edgesmlp.jobs.spec import Calibration, PreprocessOverrides
-    from edgesmlp.targets.base import RunSettings
-
-    return dict(weights=weights, variant=variant, ema=ema, val=val, calibration=Calibration(calib, calib_size, seed),
-                preprocess=preprocess or PreprocessOverrides(), run=RunSettings(threads=threads, **run),
-                **({"form": form.value} if form is not None else {}))
 
 
 @app.command(cls=PanelCommand)
@@ -459,6 +510,8 @@ def quantize(
                                          "every epoch.")] = False,
     variant: VariantOpt = None,
     ema: EmaOpt = False,
+    quiet: QuietOpt = False,
+    job_file: JobFileOpt = None,
 ) -> None:
     """INT8 quantization (PTQ or QAT) for a target, with an FP32 vs INT8 accuracy/latency report.
 
@@ -482,43 +535,36 @@ def quantize(
       edgesmlp quantize --method qat --train imagenet/train -w smlp_t.pth --calib imagenet/train --val imagenet/val
     """
     _first_line(f"edgesmlp quantize: target {target}, {weights or 'the bundled digits model'}")
-    from edgesmlp.jobs.check import check_threshold
-
-    check_threshold(max_drop, "--max-drop")
-    from edgesmlp.jobs.quantize import run_quantize
-    from edgesmlp.jobs.spec import PreprocessOverrides, QuantizeRequest
-    from edgesmlp.quantize.qat import QATConfig
-    from edgesmlp.targets.base import TargetOptions
+    from edgesmlp import api
 
     name = targets.resolve(target)
     if method not in ("ptq", "qat"):
         raise ConfigError(f"--method {method!r} unknown: use ptq or qat")
-    stray = [f"--{n.replace('_', '-')}" for n in ("train", "epochs", "lr", "batch_size", "resume")
-             if method != "qat" and getattr(ctx.get_parameter_source(n), "name", "") == "COMMANDLINE"]
+    stray = [f"--{n.replace('_', '-')}" for n in _given(ctx, "train", "epochs", "lr", "batch_size", "resume")
+             if method != "qat"]
     if stray:
         raise ConfigError(f"{', '.join(stray)} set{'s' if len(stray) == 1 else ''} up quantization-aware training, "
                           "which --method ptq does not run: add --method qat, or drop them")
     if fuse is not None and form is Form.reference:
         raise ConfigError("--fuse chooses how the deploy form's token mixing is fused; the reference form has no "
                           "such fuse: drop --fuse, or use --form deploy")
-    options = TargetOptions(preset=preset, bias_correction=bias_correction, smooth_quant=smooth_quant,
-                            ignored=tuple(ignore or ()), calib_method=calib_method, percentile=percentile,
-                            activation_range=activation_range, calib_batch=calib_batch, weight_bits=weight_bits,
-                            fuse=fuse)
-    preprocess = PreprocessOverrides(image_size, crop_pct, interpolation, _floats(mean, "--mean"), _floats(std, "--std"))
-    qat = (QATConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, train=train, resume=resume)
+    options = _target_options(ctx, preset=preset, bias_correction=bias_correction, smooth_quant=smooth_quant,
+                              ignore=tuple(ignore or ()), calib_method=calib_method, percentile=percentile,
+                              activation_range=activation_range, calib_batch=calib_batch, weight_bits=weight_bits,
+                              fuse=fuse)
+    qat = (api.QATConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, train=train, resume=resume)
            if method == "qat" else None)
-    request = QuantizeRequest(
-        **_spec(weights, variant, ema, val, calib, calib_size, seed, threads, form, preprocess,
-                latency_seconds=latency_seconds), max_drop=max_drop, min_agreement=min_agreement,
-        target=name, config=targets.get(name).config_from(options), qat=qat, output=output, force=force,
-        fallback=fallback, max_float=max_float, search=search, search_size=search_size,
-    )
-    outcome = run_quantize(request, log=lambda line: typer.echo(line, err=True))
-    if not outcome.report:  # a non-zero torchrun rank: rank 0 reports
+    result = api.quantize(
+        weights, name, calib=calib, val=val, search=search, output=output, force=force, max_drop=max_drop,
+        min_agreement=min_agreement, fallback=fallback, max_float=max_float, calib_size=calib_size, seed=seed,
+        search_size=search_size, form=form.value, image_size=image_size, crop_pct=crop_pct,
+        interpolation=interpolation, mean=_floats(mean, "--mean"), std=_floats(std, "--std"), threads=threads,
+        latency_seconds=latency_seconds, qat=qat, variant=variant, ema=ema, progress=not quiet, log=_stderr,
+        **options)
+    if not result.report.data:  # a non-zero torchrun rank: rank 0 reports
         return
-    files = sorted(p.name for p in outcome.directory.iterdir() if not p.name.startswith("."))
-    _finish(outcome.report, f"wrote {outcome.directory}/: {', '.join(files)}", max_drop, wide, min_agreement, as_json)
+    files = sorted(p.name for p in result.folder.iterdir() if not p.name.startswith("."))
+    _finish(result.report.data, result.gate, f"wrote {result.folder}/: {', '.join(files)}", wide, as_json)
 
 
 @app.command("lint-qdq")
@@ -526,6 +572,7 @@ def quantize(
 def lint_qdq(
     model: Annotated[Path, typer.Argument(help="A Q/DQ ONNX model (any, not only edgesmlp's).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
+    job_file: JobFileOpt = None,
 ) -> None:
     """Check a Q/DQ ONNX against TensorRT's INT8 rules; every finding names its node, rule and the TensorRT
     documentation it comes from.
@@ -542,7 +589,7 @@ def lint_qdq(
       edgesmlp lint-qdq out/jetson/model_int8_qdq.onnx
       edgesmlp lint-qdq model.onnx --json
     """
-    from edgesmlp.quantize.qdq_lint import float_types, lint_model, load_onnx
+    from edgesmlp.quantization.qdq_lint import float_types, lint_model, load_onnx
 
     graph = load_onnx(model)
     findings = lint_model(graph)
@@ -563,6 +610,7 @@ def lint_qdq(
 @app.command(cls=PanelCommand)
 @friendly_errors
 def bench(
+    ctx: typer.Context,
     weights: WeightsOpt = None,
     target_list: Annotated[Optional[list[str]], typer.Option("--targets", "--target", "-t", metavar="NAME[,NAME]", rich_help_panel="Input", help="Targets to run, "
                            "repeated or comma-separated: " + ", ".join(targets.names()) + " (tensorrt is an alias "
@@ -594,6 +642,8 @@ def bench(
                                           "engine inspector on the device).")] = False,
     variant: VariantOpt = None,
     ema: EmaOpt = False,
+    quiet: QuietOpt = False,
+    job_file: JobFileOpt = None,
 ) -> None:
     """Accuracy and latency of every target and precision on the same images, in one table.
 
@@ -610,39 +660,26 @@ def bench(
       edgesmlp bench --from out --profile
     """
     _first_line(f"edgesmlp bench: {'the outputs in ' + str(from_dir) if from_dir else weights or 'the bundled digits model'}")
-    from edgesmlp.jobs.bench import resolve_targets, run_bench
-    from edgesmlp.jobs.check import check_threshold
+    from edgesmlp import api
     from edgesmlp.jobs.report import render_terminal
 
-    check_threshold(max_drop, "--max-drop")
-    from edgesmlp.jobs.spec import BenchRequest
-    from edgesmlp.targets.base import TargetOptions
-
-    names = resolve_targets(_target_names(target_list))
-    for flag, value in (("--weight-bits", weight_bits), ("--fuse", fuse)):
-        if value is not None and from_dir is not None:
-            raise ConfigError(f"{flag} cannot go with --from: {from_dir} holds a model quantized already (its "
-                              f"manifest.json records {flag}); quantize again to change it")
-    options = TargetOptions(dla_core=dla_core, weight_bits=weight_bits, fuse=fuse)
-    request = BenchRequest(
-        **_spec(weights, variant, ema, val, calib, calib_size, 0, threads, throughput_batch=batch,
-                latency_iters=latency_iters, latency_seconds=latency_seconds),
-        targets=names, configs=tuple(targets.get(n).config_from(options) for n in names), output=output, force=force,
-        from_dir=from_dir, max_drop=max_drop, min_agreement=min_agreement, profile=profile,
-    )
-    outcome = run_bench(request, log=lambda line: typer.echo(line, err=True))
-    if outcome.failed:
-        rows = outcome.report["results"]
+    report = api.bench(weights, targets=_target_names(target_list), calib=calib, val=val, source=from_dir,
+                       output=output, force=force, max_drop=max_drop, min_agreement=min_agreement,
+                       calib_size=calib_size, threads=threads, batch=batch, latency_seconds=latency_seconds,
+                       latency_iters=latency_iters, profile=profile, variant=variant, ema=ema, progress=not quiet,
+                       log=_stderr, **_target_options(ctx, dla_core=dla_core, weight_bits=weight_bits, fuse=fuse))
+    wrote = f"wrote {report.path.parent}/report.json, report.md, report.html"
+    if report.failed:
+        rows = report.data["results"]
         if as_json:
-            failed = [f"{r['target']} failed: {r.get('note')}" for r in rows
-                      if r.get("status") == "failed"]
+            failed = [f"{r['target']} failed: {r.get('note')}" for r in rows if r.get("status") == "failed"]
             typer.echo(json.dumps({"verdict": "FAIL", "violations": failed, "results": rows}, indent=2))
         else:
             typer.echo(render_terminal(rows, wide))
-        typer.echo(f"wrote {outcome.directory}/report.json, report.md, report.html", err=as_json)
+        typer.echo(wrote, err=as_json)
         raise typer.Exit(3)
-    _finish(outcome.report, f"wrote {outcome.directory}/report.json, report.md, report.html", max_drop, wide,
-            min_agreement, as_json)
+    gate = api.check(report, max_drop=max_drop, min_agreement=min_agreement, allow_empty=True)
+    _finish(report.data, gate, wrote, wide, as_json)
 
 
 @app.command(cls=PanelCommand)
@@ -665,6 +702,7 @@ def check(
     allow_other_baseline: Annotated[bool, typer.Option("--allow-other-baseline", help="Compare with a baseline of "
                                                        "another model or validation set (refused without it).")] = False,
     as_json: JsonOpt = False,
+    job_file: JobFileOpt = None,
 ) -> None:
     """The CI gate: exit 0 when every INT8 result is within --max-drop of its FP32 (and within the
     allowed regressions of --baseline), 1 when not, listing each violation; 2 for usage errors.
@@ -674,33 +712,33 @@ def check(
       edgesmlp check bench/report.json --max-drop 0.5
       edgesmlp check bench --baseline baseline/report.json
     """
-    from edgesmlp.jobs.check import check_report, check_threshold, load_report
+    from edgesmlp import api
 
-    check_threshold(max_drop, "--max-drop")
-    check_threshold(max_latency_regression, "--max-latency-regression")
-    current = load_report(report)
-    base = load_report(baseline) if baseline is not None else None
-    outcome = check_report(current, base, max_drop, max_latency_regression, allow_empty, latency, min_agreement,
-                           allow_other_baseline)
+    current = api.Report.read(report)
+    outcome = api.check(current, baseline, max_drop=max_drop, min_agreement=min_agreement, latency=latency,
+                        max_latency_regression=max_latency_regression, allow_empty=allow_empty,
+                        allow_other_baseline=allow_other_baseline)
     if as_json:
         for note in outcome.notes:
             typer.echo(f"note: {note}", err=True)
-        typer.echo(verdict_json(outcome, current["results"], checked=outcome.checked, passes=list(outcome.passes)))
-        raise typer.Exit(0 if outcome.passed else 1)
+        typer.echo(verdict_json(outcome, current.data["results"], checked=outcome.checked,
+                                passes=list(outcome.passes)))
+        raise typer.Exit(0 if outcome.ok else 1)
     for note in outcome.notes:
         typer.echo(f"note: {note}")
     for violation in outcome.violations:
         typer.echo(f"FAIL: {violation}")
-    if outcome.passed:
+    if outcome.ok:
         typer.echo(f"check passed: {outcome.checked} comparisons" + "".join(f"\n  ok: {p}" for p in outcome.passes))
     else:
         typer.echo(f"check failed ({len(outcome.violations)} violations): {outcome.checked} comparisons")
-    raise typer.Exit(0 if outcome.passed else 1)
+    raise typer.Exit(0 if outcome.ok else 1)
 
 
 @app.command(cls=PanelCommand)
 @friendly_errors
 def sensitivity(
+    ctx: typer.Context,
     weights: WeightsOpt = None,
     target: Annotated[str, typer.Option("--target", "-t", metavar="[jetson|openvino]", help="The INT8 graph to "
                                         "measure: jetson (the TensorRT-rule Q/DQ ONNX) or openvino (NNCF's INT8 "
@@ -733,6 +771,8 @@ def sensitivity(
     std: Annotated[Optional[str], typer.Option(metavar="R,G,B", help="Per-channel std, as quantize.")] = None,
     variant: VariantOpt = None,
     ema: EmaOpt = False,
+    quiet: QuietOpt = False,
+    job_file: JobFileOpt = None,
 ) -> None:
     """Which layers INT8 hurts: each quantized layer left in float in turn, ranked by how much of INT8's
     divergence from FP32 (logit KL on held-out images) it removes, and the FP32-vs-INT8 cosine at the end
@@ -747,22 +787,17 @@ def sensitivity(
     """
     _first_line(f"edgesmlp sensitivity: {weights or 'the bundled digits model'}")
     from edgesmlp.jobs.check import check_threshold
-    from edgesmlp.jobs.sensitivity import SensitivityRequest, render, run_sensitivity
-    from edgesmlp.jobs.spec import PreprocessOverrides
-    from edgesmlp.targets.base import TargetOptions
+    from edgesmlp import api
+    from edgesmlp.jobs.sensitivity import render
 
-    check_threshold(max_drop, "--max-drop")
-    name = targets.resolve(target)
-    config = targets.get(name).config_from(TargetOptions(calib_method=calib_method, percentile=percentile,
-                                                         preset=preset))
-    preprocess = PreprocessOverrides(image_size, crop_pct, interpolation, _floats(mean, "--mean"), _floats(std, "--std"))
-    request = SensitivityRequest(**_spec(weights, variant, ema, val, calib, calib_size, 0, threads,
-                                         preprocess=preprocess), target=name, config=config, images=images,
-                                 output=output, force=force, max_drop=max_drop, min_agreement=min_agreement,
-                                 max_float=max_float)
-    directory, result = run_sensitivity(request, log=lambda line: typer.echo(line, err=True))
-    typer.echo(render(result, top))
-    typer.echo(f"wrote {directory}/sensitivity.json, sensitivity.html")
+    result = api.sensitivity(
+        weights, targets.resolve(target), calib=calib, val=val, images=images, calib_size=calib_size, output=output,
+        force=force, max_drop=max_drop, min_agreement=min_agreement, max_float=max_float, image_size=image_size,
+        crop_pct=crop_pct, interpolation=interpolation, mean=_floats(mean, "--mean"), std=_floats(std, "--std"),
+        threads=threads, variant=variant, ema=ema, progress=not quiet, log=_stderr,
+        **_target_options(ctx, calib_method=calib_method, percentile=percentile, preset=preset))
+    typer.echo(render(result.data, top))
+    typer.echo(f"wrote {result.folder}/sensitivity.json, sensitivity.html")
 
 
 data_app = typer.Typer(help="Bundled data sets.", no_args_is_help=True)
@@ -774,6 +809,7 @@ app.add_typer(data_app, name="data")
 def data_digits(
     output: Annotated[Path, typer.Argument(help="Folder to create, with train/, calib/ and val/ ImageFolder trees.")],
     force: Annotated[bool, typer.Option("--force", help="Replace OUTPUT if it exists.")] = False,
+    job_file: JobFileOpt = None,
 ) -> None:
     """Write the bundled digits splits as PNG ImageFolder trees (OUTPUT/<split>/<class>/<n>.png).
 

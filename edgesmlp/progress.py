@@ -9,6 +9,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 LOG_EVERY = 30.0  # seconds between progress lines outside a terminal
+_QUIET = [False]  # set by quiet(): the Python API and --quiet show no progress
+
+
+@contextmanager
+def quiet(on: bool = True) -> Iterator[None]:
+    """No progress bars or progress lines inside this block (``on``), as the Python API runs by default."""
+    before, _QUIET[0] = _QUIET[0], on or _QUIET[0]
+    try:
+        yield
+    finally:
+        _QUIET[0] = before
 
 
 def eta(done: int, total: int, elapsed: float) -> str:
@@ -23,6 +34,9 @@ def eta(done: int, total: int, elapsed: float) -> str:
 def progress_bar(description: str, total: int, log_every: float = LOG_EVERY,
                  stream=None) -> Iterator[Callable[..., None]]:
     """Yield ``advance(status="")``, called once per step of ``total``."""
+    if _QUIET[0]:
+        yield lambda status="": None
+        return
     stream = stream or sys.stderr
     if not stream.isatty():
         start = last = time.monotonic()

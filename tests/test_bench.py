@@ -151,7 +151,7 @@ def test_bench_profile_says_where_time_goes_and_what_ran_int8(tmp_path):
     execute INT8 kernels and the f32 row's none; the report's tables and the terminal say so. The run also takes
     the weight width and the OpenVINO fuse this CPU would not choose (--weight-bits, --fuse), and the report records
     the configs it built."""
-    from edgesmlp.quantize.openvino_ptq import OpenVINOPTQConfig
+    from edgesmlp.quantization.openvino_ptq import OpenVINOPTQConfig
     from edgesmlp.timing import weight_bits_for_this_cpu, x86_without_vnni
 
     bits = 15 - weight_bits_for_this_cpu()  # 8 where this CPU's default is 7, and 7 where it is 8

@@ -18,9 +18,9 @@ from edgesmlp.deploy import to_deploy
 from edgesmlp.errors import BudgetError
 from edgesmlp.export import export_onnx
 from edgesmlp.jobs.check import check_report
-from edgesmlp.quantize.budget import Budget, choose, meets
-from edgesmlp.quantize.partial import QDQPartial, quantized_nodes
-from edgesmlp.quantize.qdq import quantize_qdq
+from edgesmlp.quantization.budget import Budget, choose, meets
+from edgesmlp.quantization.partial import QDQPartial, quantized_nodes
+from edgesmlp.quantization.qdq import quantize_qdq
 
 
 def _quantize(*args):

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edgesmlp.cli import app
-from edgesmlp.quantize.budget import Budget, Point, images_needed, meets, wilson_lower, wilson_upper
+from edgesmlp.quantization.budget import Budget, Point, images_needed, meets, wilson_lower, wilson_upper
 
 
 def _quantize(*args):

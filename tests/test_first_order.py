@@ -9,11 +9,11 @@ from edgesmlp import bundled
 from edgesmlp.checkpoint import load_checkpoint
 from edgesmlp.deploy import to_deploy
 from edgesmlp.export import export_onnx
-from edgesmlp.quantize.budget import Budget, choose, meets
-from edgesmlp.quantize.first_order import first_order_scores, rank_by_first_order
-from edgesmlp.quantize.partial import QDQPartial
-from edgesmlp.quantize.qdq import quantize_qdq
-from edgesmlp.quantize.sensitivity import per_layer
+from edgesmlp.quantization.budget import Budget, choose, meets
+from edgesmlp.quantization.first_order import first_order_scores, rank_by_first_order
+from edgesmlp.quantization.partial import QDQPartial
+from edgesmlp.quantization.qdq import quantize_qdq
+from edgesmlp.quantization.sensitivity import per_layer
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""FP16-typed graphs for strongly typed TensorRT (quantize/fp16.py), checked with ONNX Runtime on this CPU.
+"""FP16-typed graphs for strongly typed TensorRT (quantization/fp16.py), checked with ONNX Runtime on this CPU.
 
 ONNX Runtime's CPU provider runs an FP16 graph's ops in FP32 and drops the casts between them, so the numbers
 here come from ``emulate_fp16``, which rounds every FP16 tensor as a strongly typed engine holds it; how fast a
@@ -19,9 +19,9 @@ from edgesmlp.config import ModelConfig
 from edgesmlp.deploy import to_deploy
 from edgesmlp.export import export_onnx
 from edgesmlp.model import sMLPNet
-from edgesmlp.quantize.fp16 import emulate_fp16, to_fp16
-from edgesmlp.quantize.qdq import WEIGHTED, quantize_qdq, tensor_types
-from edgesmlp.quantize.qdq_lint import float_types, lint_model
+from edgesmlp.quantization.fp16 import emulate_fp16, to_fp16
+from edgesmlp.quantization.qdq import WEIGHTED, quantize_qdq, tensor_types
+from edgesmlp.quantization.qdq_lint import float_types, lint_model
 from edgesmlp.runtimes.onnxruntime import cpu_session
 from tests.conftest import randomize_norms
 

@@ -145,7 +145,7 @@ def test_one_drop_budget_default_everywhere():
     import typer.main
 
     from edgesmlp.jobs.check import check_report as gate
-    from edgesmlp.quantize.budget import DEFAULT_MAX_DROP
+    from edgesmlp.quantization.budget import DEFAULT_MAX_DROP
 
     command = typer.main.get_command(app)
     defaults = {name: next(p.default for p in command.commands[name].params if p.name == "max_drop")

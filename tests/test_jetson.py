@@ -12,7 +12,7 @@ from edgesmlp.cli import app
 from edgesmlp.jobs.quantize import run_quantize
 from edgesmlp.jobs.spec import QuantizeRequest
 from edgesmlp.targets.base import RunSettings
-from edgesmlp.quantize.qdq_lint import lint_qdq
+from edgesmlp.quantization.qdq_lint import lint_qdq
 
 runner = CliRunner()
 

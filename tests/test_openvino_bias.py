@@ -1,4 +1,4 @@
-"""edgesmlp's bias correction for NNCF INT8 IRs (``quantize/openvino_bias.py``), on real NNCF and OpenVINO.
+"""edgesmlp's bias correction for NNCF INT8 IRs (``quantization/openvino_bias.py``), on real NNCF and OpenVINO.
 
 On a one-layer model the correction is exact: after it, the INT8 layer's per-channel output mean over the
 calibration images equals the FP32 layer's. Each kind of weighted op of the deploy form is checked,
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from edgesmlp.quantize.openvino_bias import correct_biases
-from edgesmlp.quantize.openvino_ptq import OpenVINOPTQConfig, quantize_openvino
+from edgesmlp.quantization.openvino_bias import correct_biases
+from edgesmlp.quantization.openvino_ptq import OpenVINOPTQConfig, quantize_openvino
 from edgesmlp.runtimes.openvino import OpenVINORunner
 
 

@@ -15,9 +15,9 @@ from edgesmlp.errors import DataError, InputError
 from edgesmlp.jobs.quantize import run_quantize
 from edgesmlp.jobs.spec import Calibration, QuantizeRequest
 from edgesmlp.targets.base import RunSettings
-from edgesmlp.quantize import qat as qat_module
-from edgesmlp.quantize.qat import QATConfig, QATJob
-from edgesmlp.quantize.qdq_lint import lint_qdq
+from edgesmlp.quantization import qat as qat_module
+from edgesmlp.quantization.qat import QATConfig, QATJob
+from edgesmlp.quantization.qdq_lint import lint_qdq
 from tests.conftest import compile_error_failing_once, nhwc_transpose_pairs
 
 runner = CliRunner()
@@ -140,7 +140,7 @@ def test_resume_with_the_other_weight_width_is_refused(tmp_path, made, resumed):
     train the other width silently, so the identity carries it and the resume is refused before any work."""
     from edgesmlp.checkpoint import load_checkpoint
     from edgesmlp.deploy import to_deploy
-    from edgesmlp.quantize.fakequant import QATDeploySMLPNet
+    from edgesmlp.quantization.fakequant import QATDeploySMLPNet
 
     ckpt = load_checkpoint()
     identity = qat_module.model_identity(ckpt.sha256, "openvino", "deploy", ckpt.config.to_dict(), int(made))
@@ -232,7 +232,7 @@ def test_openvino_qat_exports_nchw_when_openvino_cannot_compile_channels_last(mo
 
     from edgesmlp.checkpoint import load_checkpoint
     from edgesmlp.deploy import to_deploy
-    from edgesmlp.quantize import openvino_qat
+    from edgesmlp.quantization import openvino_qat
     from edgesmlp.runtimes.openvino import compile_error
 
     fails_once = compile_error_failing_once(compile_error)
@@ -257,7 +257,7 @@ def test_openvino_qat_export_fuses_as_ptq_does(monkeypatch, conv_fuse):
 
     from edgesmlp.checkpoint import load_checkpoint
     from edgesmlp.deploy import to_deploy
-    from edgesmlp.quantize import openvino_qat
+    from edgesmlp.quantization import openvino_qat
 
     monkeypatch.setattr(openvino_qat, "fine_tune", lambda *args, **kwargs: {"epochs": 0})
     ckpt = load_checkpoint()

@@ -7,9 +7,9 @@ from edgesmlp import bundled
 from edgesmlp.checkpoint import load_checkpoint
 from edgesmlp.deploy import to_deploy
 from edgesmlp.export import export_onnx
-from edgesmlp.quantize.calibrate import CalibMethod, amax_from_histogram
-from edgesmlp.quantize.qdq import QDQConfig, plan_qdq, quantize_qdq
-from edgesmlp.quantize.qdq_lint import lint_qdq
+from edgesmlp.quantization.calibrate import CalibMethod, amax_from_histogram
+from edgesmlp.quantization.qdq import QDQConfig, plan_qdq, quantize_qdq
+from edgesmlp.quantization.qdq_lint import lint_qdq
 from edgesmlp.runtimes.onnxruntime import OnnxRuntimeRunner
 
 
@@ -119,7 +119,7 @@ def test_onnxruntime_placement_runs_every_conv_and_matmul_in_integers(fp32_onnx,
     """With TensorRT's placement ONNX Runtime runs each Conv and MatMul in float between a DQ and a float
     consumer; with ONNX Runtime's (a Q after each op, u8 activations and left weights) every one of them
     fuses into QLinearConv / QLinearMatMul, and the u8 rewrite changes no quantized value."""
-    from edgesmlp.quantize.qdq import to_unsigned_activations
+    from edgesmlp.quantization.qdq import to_unsigned_activations
     from edgesmlp.targets.onnxruntime import OnnxRuntimeConfig
 
     xc, xv, _ = data
@@ -170,7 +170,7 @@ def _session_logits(path, x, optimize: bool) -> np.ndarray:
 
 
 def _ort_int8(fp32_onnx, xc, path, weight_bits: int):
-    from edgesmlp.quantize.qdq import to_unsigned_activations
+    from edgesmlp.quantization.qdq import to_unsigned_activations
     from edgesmlp.runtimes.onnxruntime import wants_unsigned_activations
     from edgesmlp.targets.onnxruntime import OnnxRuntimeConfig, ort_placement
 
@@ -205,7 +205,7 @@ def test_eight_bit_weights_saturate_on_x86_without_vnni(fp32_onnx, data, tmp_pat
 
 def test_weight_bits(fp32_onnx, data, tmp_path):
     from edgesmlp.errors import ConfigError
-    from edgesmlp.quantize.qdq import weight_bits_of
+    from edgesmlp.quantization.qdq import weight_bits_of
 
     for bits, qmax in ((7, 63), (8, 127)):
         quantize_qdq(fp32_onnx, tmp_path / f"{bits}.onnx", data[0][:16], QDQConfig(weight_bits=bits))

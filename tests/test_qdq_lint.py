@@ -8,7 +8,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgesmlp.errors import InputError
-from edgesmlp.quantize.qdq_lint import lint_model, lint_qdq
+from edgesmlp.quantization.qdq_lint import lint_model, lint_qdq
 
 
 def init(name, value, dtype=np.float32):
@@ -220,10 +220,10 @@ def test_a_weight_quantizer_may_be_per_channel_and_its_axis_is_still_checked():
 
 
 def test_fp16_typed_graphs_are_checked_alike_and_need_opset_19():
-    """A FLOAT16-typed Q/DQ graph (strongly typed TensorRT's input, as ModelOpt and quantize/fp16.py write it) passes
+    """A FLOAT16-typed Q/DQ graph (strongly typed TensorRT's input, as ModelOpt and quantization/fp16.py write it) passes
     the same rules; its FLOAT16 scales exist only from opset 19, so an older opset is an error."""
-    from edgesmlp.quantize.fp16 import to_fp16
-    from edgesmlp.quantize.qdq_lint import float_types
+    from edgesmlp.quantization.fp16 import to_fp16
+    from edgesmlp.quantization.qdq_lint import float_types
 
     x = np.random.default_rng(0).standard_normal((1, 3, 4, 4)).astype(np.float32)
     typed, _ = to_fp16(conv_model(*qdq("x")), x)
@@ -236,7 +236,7 @@ def test_fp16_typed_graphs_are_checked_alike_and_need_opset_19():
 
 
 def test_every_rule_has_a_severity_and_a_reference():
-    from edgesmlp.quantize.qdq_lint import RULES
+    from edgesmlp.quantization.qdq_lint import RULES
 
     assert {severity for severity, _ in RULES.values()} == {"error", "warning"}
     assert all("TensorRT" in ref or "ONNX" in ref for _, ref in RULES.values())

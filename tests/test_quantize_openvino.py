@@ -13,7 +13,7 @@ from edgesmlp.errors import ConfigError
 from edgesmlp.jobs.quantize import run_quantize
 from edgesmlp.jobs.spec import Calibration, QuantizeRequest
 from edgesmlp.targets.base import RunSettings
-from edgesmlp.quantize.openvino_ptq import OpenVINOPTQConfig
+from edgesmlp.quantization.openvino_ptq import OpenVINOPTQConfig
 from tests.conftest import compile_error_failing_once, nhwc_transpose_pairs
 
 runner = CliRunner()
@@ -194,7 +194,7 @@ def test_calibration_batches_give_the_same_int8_graph():
     import numpy as np
 
     from edgesmlp.deploy import to_deploy
-    from edgesmlp.quantize.openvino_ptq import calibration_graph, quantize_openvino
+    from edgesmlp.quantization.openvino_ptq import calibration_graph, quantize_openvino
 
     deploy = to_deploy(_small_model(32, randomize=True))
     calibration = np.random.default_rng(0).standard_normal((10, 3, 32, 32)).astype(np.float32)
@@ -258,7 +258,7 @@ def test_channels_last_int8_has_no_reorders_and_int8_token_mixing():
     in float."""
     from edgesmlp.deploy import to_deploy
     from edgesmlp.export import to_openvino
-    from edgesmlp.quantize.openvino_ptq import calibration_graph, quantize_openvino
+    from edgesmlp.quantization.openvino_ptq import calibration_graph, quantize_openvino
     from edgesmlp.timing import cpu_flags
 
     deploy, calibration, config = to_deploy(_small_model(64, randomize=True)), _images(64), OpenVINOPTQConfig(fuse="matmul")
@@ -290,7 +290,7 @@ def test_conv_fuse_runs_the_fuse_as_an_int8_convolution(monkeypatch):
     import numpy as np
     import openvino as ov
 
-    import edgesmlp.quantize.openvino_ptq as ptq
+    import edgesmlp.quantization.openvino_ptq as ptq
     from edgesmlp.deploy import to_deploy
 
     deploy, calibration, config = to_deploy(_small_model(64, randomize=True)), _images(64), OpenVINOPTQConfig(fuse="conv")
@@ -337,8 +337,8 @@ def test_conv_fuse_leaves_a_one_by_one_grid_stage_to_the_matmul():
     from edgesmlp import bundled
     from edgesmlp.checkpoint import load_checkpoint
     from edgesmlp.deploy import to_deploy
-    from edgesmlp.quantize.openvino_partial import block_cosines
-    from edgesmlp.quantize.openvino_ptq import calibration_graph, quantize_openvino
+    from edgesmlp.quantization.openvino_partial import block_cosines
+    from edgesmlp.quantization.openvino_ptq import calibration_graph, quantize_openvino
 
     config = OpenVINOPTQConfig(fuse="conv")
     fp32 = calibration_graph(to_deploy(load_checkpoint().model), 3, 32, config)
@@ -360,7 +360,7 @@ def test_requantize_leaves_concats_without_one_shared_range():
     import openvino as ov
     import openvino.opset13 as ops
 
-    from edgesmlp.quantize.openvino_ptq import requantize_transposed_concats
+    from edgesmlp.quantization.openvino_ptq import requantize_transposed_concats
 
     def fq(x, high):
         c = lambda v: ops.constant(np.float32(v))
@@ -380,7 +380,7 @@ def test_requantize_leaves_concats_without_one_shared_range():
 def test_fuse_follows_the_cpu_and_is_recorded(monkeypatch):
     """conv on x86 without VNNI, matmul elsewhere; given (library or --fuse), it wins, and to_dict records it."""
     import edgesmlp.timing
-    from edgesmlp.quantize.openvino_ptq import Fuse
+    from edgesmlp.quantization.openvino_ptq import Fuse
     from edgesmlp.targets.base import TargetOptions
     from edgesmlp.targets.openvino import TARGET
 
@@ -399,7 +399,7 @@ def test_channels_last_mixing_skips_blocks_openvino_cannot_compile():
     import torch
 
     from edgesmlp.deploy import channels_last_mixing, to_deploy
-    from edgesmlp.quantize.openvino_ptq import calibration_graph, quantize_openvino
+    from edgesmlp.quantization.openvino_ptq import calibration_graph, quantize_openvino
     from edgesmlp.runtimes.openvino import compile_error
 
     deploy = to_deploy(_small_model(32))
@@ -420,7 +420,7 @@ def test_channels_last_int8_compiles_for_every_fc_design(branches, identity, dwc
     import torch
 
     from edgesmlp.deploy import to_deploy
-    from edgesmlp.quantize.openvino_ptq import calibration_graph, quantize_openvino
+    from edgesmlp.quantization.openvino_ptq import calibration_graph, quantize_openvino
 
     model = _small_model(32, randomize=True, dim=16, fusion="fc", dwconv=dwconv, branches=branches, identity=identity)
     calibration = _images(32)
@@ -437,7 +437,7 @@ def test_quantize_for_cpu_falls_back_to_nchw_when_openvino_cannot_compile(monkey
     NCHW: test_channels_last_mixing_skips_blocks_openvino_cannot_compile), so here a stand-in for compile_error
     reports that failure once."""
     from edgesmlp.deploy import to_deploy
-    from edgesmlp.quantize.openvino_ptq import quantize_for_cpu
+    from edgesmlp.quantization.openvino_ptq import quantize_for_cpu
     from edgesmlp.runtimes import openvino as runtime
 
     real = runtime.compile_error
@@ -463,7 +463,7 @@ def test_weight_bits_follow_the_cpu_and_halve_the_weight_range(monkeypatch):
     import edgesmlp.timing
     from edgesmlp.deploy import to_deploy
     from edgesmlp.export import to_openvino
-    from edgesmlp.quantize.openvino_ptq import quantize_openvino
+    from edgesmlp.quantization.openvino_ptq import quantize_openvino
     from edgesmlp.targets.base import TargetOptions
     from edgesmlp.targets.openvino import TARGET
 
@@ -481,3 +481,15 @@ def test_weight_bits_follow_the_cpu_and_halve_the_weight_range(monkeypatch):
                    and op.get_element_type().get_type_name() == "i8" and op.get_data().size > 1]
         halved[bits] = np.mean([np.abs(w.astype(int)).max() <= 64 for w in weights])
     assert halved[7] > 0.8 and halved[8] < 0.2, halved
+
+
+def test_the_manifest_replays_the_build(default_run, tmp_path):
+    """manifest.json is a job file: the same PTQ on the same images gives byte-identical INT8 artifacts."""
+    from edgesmlp.artifacts import sha256_file
+
+    manifest = default_run.directory / "manifest.json"
+    assert json.loads(manifest.read_text())["job"]["target"] == "openvino"
+    result = runner.invoke(app, ["quantize", "--config", str(manifest), "-o", str(tmp_path / "again")])
+    assert result.exit_code == 0, result.output
+    for name in ("model.xml", "model.bin"):
+        assert sha256_file(tmp_path / "again" / "openvino" / name) == sha256_file(default_run.directory / name)

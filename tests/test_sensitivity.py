@@ -14,9 +14,9 @@ from edgesmlp.checkpoint import load_checkpoint
 from edgesmlp.cli import app
 from edgesmlp.deploy import to_deploy
 from edgesmlp.export import export_onnx
-from edgesmlp.quantize.partial import QDQPartial, quantized_nodes, with_layers_in_float
-from edgesmlp.quantize.qdq import QDQConfig, quantize_qdq
-from edgesmlp.quantize.sensitivity import block_cosines, divergence, expected_agreement, per_layer
+from edgesmlp.quantization.partial import QDQPartial, quantized_nodes, with_layers_in_float
+from edgesmlp.quantization.qdq import QDQConfig, quantize_qdq
+from edgesmlp.quantization.sensitivity import block_cosines, divergence, expected_agreement, per_layer
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +107,8 @@ def test_openvino_layers_in_float_are_fp32_and_rank_like_ignored_scope(tmp_path)
     import openvino as ov  # noqa: F401
 
     from edgesmlp.export import to_openvino
-    from edgesmlp.quantize.openvino_partial import OpenVINOPartial
-    from edgesmlp.quantize.openvino_ptq import OpenVINOPTQConfig, quantize_openvino
+    from edgesmlp.quantization.openvino_partial import OpenVINOPartial
+    from edgesmlp.quantization.openvino_ptq import OpenVINOPTQConfig, quantize_openvino
 
     ckpt = load_checkpoint()
     fp32 = to_openvino(to_deploy(ckpt.model), 3, 32, batch=-1)
@@ -132,8 +132,8 @@ def test_openvino_partial_sees_through_the_channels_last_fuse(fuse):
     FP32 bit for bit, and a fuse alone in float is exactly what NNCF's ignored scope for it ships. With the conv
     fuse the Concat's quantizers sit behind a Transpose and a repeated FakeQuantize; leaving them quantized made
     sensitivity and the budget search misjudge every fuse."""
-    from edgesmlp.quantize.openvino_partial import OpenVINOPartial
-    from edgesmlp.quantize.openvino_ptq import OpenVINOPTQConfig, calibration_graph, quantize_openvino
+    from edgesmlp.quantization.openvino_partial import OpenVINOPartial
+    from edgesmlp.quantization.openvino_ptq import OpenVINOPTQConfig, calibration_graph, quantize_openvino
 
     config = OpenVINOPTQConfig(fuse=fuse)
     fp32 = calibration_graph(to_deploy(load_checkpoint().model), 3, 32, config)

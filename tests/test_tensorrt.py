@@ -7,7 +7,7 @@ engines are built and measured on the device (see the Jetson bundle's README).
 import numpy as np
 import pytest
 
-from edgesmlp.quantize.fp16 import write_fp16
+from edgesmlp.quantization.fp16 import write_fp16
 from edgesmlp.runtimes.tensorrt import EngineBuildError, EngineConfig, EngineRunner, build_engine, strongly_typed
 from tests.tensorrt_standin import make_tensorrt
 
@@ -20,7 +20,7 @@ def qdq_onnx(tmp_path_factory):
     from edgesmlp.checkpoint import load_checkpoint
     from edgesmlp.deploy import to_deploy
     from edgesmlp.export import export_onnx
-    from edgesmlp.quantize.qdq import quantize_qdq
+    from edgesmlp.quantization.qdq import quantize_qdq
 
     folder = tmp_path_factory.mktemp("trt")
     ckpt = load_checkpoint()

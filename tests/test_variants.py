@@ -17,10 +17,10 @@ from edgesmlp.errors import CheckpointError
 from edgesmlp.export import export_onnx, to_openvino
 from edgesmlp.fold import check_equivalent
 from edgesmlp.model import sMLPNet
-from edgesmlp.quantize.calibrate import CalibMethod
-from edgesmlp.quantize.fakequant import QATDeploySMLPNet
-from edgesmlp.quantize.qdq import QDQConfig, plan_qdq, quantize_qdq
-from edgesmlp.quantize.qdq_lint import lint_qdq
+from edgesmlp.quantization.calibrate import CalibMethod
+from edgesmlp.quantization.fakequant import QATDeploySMLPNet
+from edgesmlp.quantization.qdq import QDQConfig, plan_qdq, quantize_qdq
+from edgesmlp.quantization.qdq_lint import lint_qdq
 from edgesmlp.runtimes.onnxruntime import emulation_runner
 from tests.conftest import randomize_norms
 
@@ -136,7 +136,7 @@ WEIGHTED = [dict(fusion="weighted_sum", branches=b, identity=i) for b in ("paral
 @pytest.mark.parametrize("name", NAMES + WEIGHTED, ids=NAMES + [f"weighted-{d['branches']}-{d['identity']}"
                                                                for d in WEIGHTED])
 def test_openvino_int8(name):
-    from edgesmlp.quantize.openvino_ptq import OpenVINOPTQConfig, quantize_openvino
+    from edgesmlp.quantization.openvino_ptq import OpenVINOPTQConfig, quantize_openvino
     from edgesmlp.runtimes.openvino import OpenVINORunner
 
     if isinstance(name, dict):

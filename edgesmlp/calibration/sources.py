@@ -28,10 +28,11 @@ LIST_EXTENSIONS = (".txt", ".csv", ".lst")
 class ImageItem:
     """One image: a file on disk, or (for the bundled digits) an in-memory picture."""
 
-    key: str  # stable identifier: a path, or digits:<split>:<index>
+    key: str  # stable identifier: a path, digits:<split>:<index>, or memory:<index>
     label: int | None
     path: Path | None = None
     image: Image.Image | None = field(default=None, compare=False, repr=False)
+    array: np.ndarray | None = field(default=None, compare=False, repr=False)  # (C, H, W) preprocessed already
 
     def open(self, min_side: int | None = None) -> Image.Image:
         """The decoded image; a JPEG at the smallest reduced size whose sides are at least ``min_side``."""
@@ -84,16 +85,18 @@ class ImageSet:
 
 @dataclass
 class LoadedImages:
-    x: Images  # (N, C, H, W) preprocessed: uint8 pixels, float32 when indexed
+    x: Images | np.ndarray  # (N, C, H, W) preprocessed: uint8 pixels, float32 when indexed (arrays as given)
     labels: np.ndarray | None  # (N,) int64, or None when unlabelled
     keys: list[str]
     skipped: list[tuple[str, str]]  # (key, reason)
 
 
-def open_images(spec: str | Path | None, split: str = "val", num_classes: int | None = None) -> ImageSet:
-    """Resolve what the user gave (None: the bundled digits ``split``)."""
+def open_images(spec: str | Path | ImageSet | None, split: str = "val", num_classes: int | None = None) -> ImageSet:
+    """Resolve what the user gave (None: the bundled digits ``split``; an ImageSet: itself)."""
     if spec is None:
         return _digits(split)
+    if isinstance(spec, ImageSet):
+        return spec
     path = Path(spec)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder; give an image folder, an ImageFolder tree or a list file")
@@ -103,6 +106,37 @@ def open_images(spec: str | Path | None, split: str = "val", num_classes: int | 
                             "give a folder or a list")
         return _from_list(path, num_classes)
     return _from_folder(path, num_classes)
+
+
+def in_memory(data, name: str) -> ImageSet:
+    """Images given in memory, as the Python API takes them: a preprocessed (N, C, H, W) array (or an
+    ``(array, labels)`` pair), or a sequence of paths, PIL images, or ``(path or image, label)`` pairs."""
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], np.ndarray):
+        data, labels = data[0], [int(v) for v in np.asarray(data[1]).reshape(-1)]
+    else:
+        labels = None
+    if isinstance(data, np.ndarray):
+        if data.ndim != 4 or not np.issubdtype(data.dtype, np.floating):
+            raise DataError(f"{name}: an array of images must be float (N, C, H, W), preprocessed as the model "
+                            f"expects; got {data.dtype} {tuple(data.shape)}")
+        if labels is not None and len(labels) != len(data):
+            raise DataError(f"{name}: {len(labels)} labels for {len(data)} images; give one label per image")
+        items = tuple(ImageItem(f"memory:{i}", None if labels is None else labels[i],
+                                array=np.ascontiguousarray(data[i], np.float32)) for i in range(len(data)))
+        return ImageSet(items, f"{name}: an array of {len(items)} preprocessed images", "array")
+    items = []
+    for i, entry in enumerate(data):
+        entry, label = entry if isinstance(entry, tuple) and len(entry) == 2 else (entry, None)
+        if isinstance(entry, Image.Image):
+            items.append(ImageItem(f"memory:{i}", label, image=entry))
+        elif isinstance(entry, (str, Path)):
+            items.append(ImageItem(display(str(entry)), label, path=Path(entry)))
+        else:
+            raise DataError(f"{name}: item {i} is a {type(entry).__name__}; give paths, PIL images, (image, label) "
+                            "pairs, or one (N, C, H, W) array")
+    if not items:
+        raise DataError(f"{name} holds no images: give at least one")
+    return ImageSet(tuple(items), f"{name}: {len(items)} images given in memory", "memory")
 
 
 def _digits(split: str) -> ImageSet:
@@ -188,6 +222,12 @@ DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image
 def decode(item: ImageItem, preprocess: Preprocess, skipped: list, pixels: bool = False) -> np.ndarray | None:
     """The preprocessed image (``pixels``: its uint8 pixels, not yet normalised), or None with
     ``(key, reason)`` appended to ``skipped`` when it cannot be read."""
+    if item.array is not None:
+        want = (len(preprocess.mean), preprocess.image_size, preprocess.image_size)
+        if item.array.shape != want:
+            raise DataError(f"the array's images are {item.array.shape}, but the model takes {want}: preprocess them "
+                            "as the model was trained (or give PIL images or paths)")
+        return item.array
     try:
         return (preprocess.pixels if pixels else preprocess)(item.open(preprocess.resize_side))
     except DECODE_ERRORS as e:
@@ -216,7 +256,7 @@ def load_tensors(images: ImageSet, preprocess: Preprocess, description: str = "L
                         "check the files are valid images")
     has_labels = all(label is not None for label in labels)
     return LoadedImages(
-        x=Images(np.stack(tensors), preprocess.mean, preprocess.std),
+        x=np.stack(tensors) if images.kind == "array" else Images(np.stack(tensors), preprocess.mean, preprocess.std),
         labels=np.array(labels, np.int64) if has_labels else None,
         keys=keys,
         skipped=skipped,

@@ -21,7 +21,7 @@ from edgesmlp.calibration.preprocess import Preprocess
 from edgesmlp.calibration.sources import open_images
 from edgesmlp.errors import InputError, reason
 from edgesmlp.jobs.evaluate import Evaluation, evaluate_runners, measure_target
-from edgesmlp.jobs.inputs import check_default_fits, check_output, output_candidates, reads
+from edgesmlp.jobs.inputs import check_default_fits, check_output, origin, output_candidates, reads
 from edgesmlp.jobs.report import VERSIONED, Result, build_report, model_info, write_report
 from edgesmlp.jobs.spec import BenchRequest
 from edgesmlp.targets.base import Build, Log, Target
@@ -324,5 +324,5 @@ def _data(val_set, evaluation: Evaluation | None, request: BenchRequest) -> dict
     return {"val": val_set.origin, "val_images": evaluation.images if evaluation else 0,
             "val_skipped": len(evaluation.skipped) if evaluation else 0,
             "labelled": evaluation.labelled if evaluation else None,
-            "calib": str(request.calibration.images or "bundled digits"), "calib_images": request.calibration.size,
+            "calib": origin(request.calibration.images), "calib_images": request.calibration.size,
             "from": str(request.from_dir) if request.from_dir else None}

@@ -16,7 +16,7 @@ from pathlib import Path
 from edgesmlp.artifacts import strict_json
 from edgesmlp.errors import ConfigError, InputError
 from edgesmlp.jobs.report import SCHEMA
-from edgesmlp.quantize.budget import DEFAULT_MAX_DROP
+from edgesmlp.quantization.budget import DEFAULT_MAX_DROP
 
 FLOAT_PRECISIONS = ("fp32", "fp16")
 ROW_KEYS = {"target": str, "precision": str, "status": str}

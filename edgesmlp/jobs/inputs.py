@@ -71,8 +71,14 @@ def output_candidates(explicit: Path | None, default: Path, inside: str | None =
 def reads(spec: JobSpec) -> dict[str, Path | None]:
     """Every path a job reads, by the option that names it: an output may be none of them, nor hold or lie in one."""
     qat = getattr(spec, "qat", None)
-    return {"--weights": spec.weights, "--calib": spec.calibration.images, "--val": spec.val,
-            "--train": qat.train if qat is not None else None, "--search": getattr(spec, "search", None)}
+    given = {"--weights": spec.weights, "--calib": spec.calibration.images, "--val": spec.val,
+             "--train": qat.train if qat is not None else None, "--search": getattr(spec, "search", None)}
+    return {option: path for option, path in given.items() if isinstance(path, (str, Path))}  # not images in memory
+
+
+def origin(spec) -> str:
+    """What a job's images are, for a report: the path given, the images in memory, or the bundled digits."""
+    return getattr(spec, "origin", None) or str(spec or "bundled digits")
 
 
 def check_output(path: Path, explicit: bool, force: bool, reads: Mapping[str, Path | None] | None = None) -> None:

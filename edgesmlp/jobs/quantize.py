@@ -20,7 +20,8 @@ from edgesmlp.artifacts import reserved_dir, sha256_file
 from edgesmlp.errors import ConfigError, DataError, RuntimeFailure
 from edgesmlp.jobs.evaluate import Evaluation, evaluate_runners, measure_target
 from edgesmlp.jobs.inputs import (check_output, check_sources, load_calibration, open_validation,
-                                  output_candidates, reads, resolve_preprocess)
+                                  origin, output_candidates, reads, resolve_preprocess)
+from edgesmlp.jobs.jobfile import entries
 from edgesmlp.jobs.report import VERSIONED, Result, build_report, model_info, write_report
 from edgesmlp.jobs.spec import MANIFEST_VERSION, QuantizeRequest
 from edgesmlp.targets.base import Build, Job, Log
@@ -103,7 +104,7 @@ def search_images(request: QuantizeRequest, num_classes: int, preprocess, calib_
     calibration images themselves used (and ``overlap`` says so, which widens the margin). Refuses, before any
     quantization, a budget the images cannot certify (see ``quantize.budget``)."""
     from edgesmlp.calibration.sources import ImageSet, load_tensors, open_images
-    from edgesmlp.quantize.budget import SearchImages
+    from edgesmlp.quantization.budget import SearchImages
 
     taken = {_identity(item) for item in calib_set.items}
     spec, split = (request.search, "search") if request.search is not None else (request.calibration.images, "calib")
@@ -111,7 +112,7 @@ def search_images(request: QuantizeRequest, num_classes: int, preprocess, calib_
     rest = tuple(item for item in source.items if _identity(item) not in taken)
     if not rest:
         if request.search is not None:
-            raise DataError(f"{request.search}: every one of its {len(source.items)} images is a calibration image; "
+            raise DataError(f"{source.origin}: every one of its {len(source.items)} images is a calibration image; "
                             "give --search images that --calib's sample does not hold")
         # the report says so (jobs.report.budget_lines), beside the verdict
         certify = _certifiable(request.budget, len(calib.x), calib.labels is not None, "--search")
@@ -143,7 +144,7 @@ def _certifiable(budget, images: int, labelled: bool, option: str) -> bool:
     own they cannot is refused (ConfigError), the default one is decided on the estimate, with a note."""
     import math
 
-    from edgesmlp.quantize.budget import CONFIDENCE
+    from edgesmlp.quantization.budget import CONFIDENCE
 
     needed = budget.images_needed(labelled)
     if images >= needed:
@@ -194,13 +195,13 @@ def _why_not_faster(results: list[Result], ckpt) -> list[str]:
 def _rank(request: QuantizeRequest) -> int:
     if request.qat is None:
         return 0
-    from edgesmlp.quantize.qat import distributed
+    from edgesmlp.quantization.qat import distributed
 
     return distributed()[0]
 
 
 def _prepare_qat(request: QuantizeRequest, ckpt, target: str, target_dir: Path, config):
-    from edgesmlp.quantize.qat import model_identity, prepare_qat
+    from edgesmlp.quantization.qat import model_identity, prepare_qat
 
     # The weight width is a constructor argument of the fake quantizers, not a tensor in the checkpoint: without
     # it in the identity, a run resumed with the other --weight-bits would train the other width silently.
@@ -246,7 +247,7 @@ def _report(request: QuantizeRequest, job: Job, build: Build, evaluation: Evalua
 def _write_manifest(folder: Path, request: QuantizeRequest, job: Job, build: Build, calib_set, val_set) -> None:
     options = {
         "target": request.target, "form": request.form.value, "config": job.config.to_dict(),
-        "calibration": {"images": request.calibration.images, "size": request.calibration.size,
+        "calibration": {"images": origin(request.calibration.images), "size": request.calibration.size,
                         "seed": request.calibration.seed},
         "preprocess": asdict(request.preprocess), "run": asdict(request.run),
         "method": "qat" if request.qat is not None else "ptq",
@@ -269,6 +270,8 @@ def _write_manifest(folder: Path, request: QuantizeRequest, job: Job, build: Bui
         "validation": {"origin": val_set.origin, "list_sha256": val_set.fingerprint()},
         "preprocess": job.preprocess.to_dict(),
         "options": json.loads(json.dumps(options, default=str)),
+        # the job file that rebuilds this folder: edgesmlp quantize --config manifest.json -o OUT2
+        "job": entries(request, targets.get(request.target), job.config, None if job.ckpt.bundled else job.ckpt.path),
         **build.manifest,
     }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

@@ -49,7 +49,7 @@ def run_sensitivity(request: SensitivityRequest, log: Log = print) -> tuple[Path
     from edgesmlp.calibration.sources import load_tensors
     from edgesmlp.checkpoint import load_checkpoint
     from edgesmlp.progress import progress_bar
-    from edgesmlp.quantize.sensitivity import per_layer
+    from edgesmlp.quantization.sensitivity import per_layer
 
     name = targets.resolve(request.target)
     if name not in SUPPORTED:
@@ -95,7 +95,7 @@ def _suggest(graph, val, reference, rows, request: SensitivityRequest) -> dict:
     """The fewest top-ranked layers whose staying in float meets the request's budget on the scored images (as
     ``quantize``'s search does, with its confidence bound where the images are enough to certify it)."""
     from edgesmlp.progress import progress_bar
-    from edgesmlp.quantize.budget import Budget, fewest, meets, score
+    from edgesmlp.quantization.budget import Budget, fewest, meets, score
 
     budget = Budget(request.max_drop, request.min_agreement, max_float=request.max_float)
     certify = len(val.x) >= budget.images_needed(val.labels is not None)
@@ -119,17 +119,17 @@ def _measured_graph(name: str, config, ckpt, calibration, folder: Path, threads:
 
     c = ckpt.config
     if name == "openvino":
-        from edgesmlp.quantize.openvino_partial import OpenVINOPartial, block_cosines
-        from edgesmlp.quantize.openvino_ptq import quantize_for_cpu
+        from edgesmlp.quantization.openvino_partial import OpenVINOPartial, block_cosines
+        from edgesmlp.quantization.openvino_ptq import quantize_for_cpu
 
         fp32, int8 = quantize_for_cpu(to_deploy(ckpt.model), calibration, config, c.in_chans, c.image_size, log)
         return OpenVINOPartial(fp32, int8, threads), lambda x: block_cosines(fp32, int8, x, threads)
     import onnx
 
     from edgesmlp.export import export_onnx
-    from edgesmlp.quantize.partial import QDQPartial
-    from edgesmlp.quantize.qdq import quantize_qdq
-    from edgesmlp.quantize.sensitivity import block_cosines
+    from edgesmlp.quantization.partial import QDQPartial
+    from edgesmlp.quantization.qdq import quantize_qdq
+    from edgesmlp.quantization.sensitivity import block_cosines
 
     export_onnx(to_deploy(ckpt.model), folder / "model_fp32.onnx", c.image_size, c.in_chans, dynamic_batch=True,
                 reference=ckpt.model)

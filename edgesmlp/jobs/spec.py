@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgesmlp.errors import ConfigError
-from edgesmlp.quantize.budget import DEFAULT_MAX_DROP
+from edgesmlp.quantization.budget import DEFAULT_MAX_DROP
 from edgesmlp.targets.base import RunSettings, TargetConfig
 
 if TYPE_CHECKING:
-    from edgesmlp.quantize.budget import Budget
-    from edgesmlp.quantize.qat import QATConfig
+    from edgesmlp.quantization.budget import Budget
+    from edgesmlp.quantization.qat import QATConfig
 
 
 MANIFEST_VERSION = 1  # manifest.json's "edgesmlp_manifest": bench --from reads this version and older ones
@@ -105,7 +105,7 @@ class QuantizeRequest(JobSpec):
 
     @property
     def budget(self) -> Budget:
-        from edgesmlp.quantize.budget import Budget
+        from edgesmlp.quantization.budget import Budget
 
         return Budget(self.max_drop, self.min_agreement, self.fallback, self.max_float)
 

@@ -8,6 +8,7 @@ models get the same hint, so only the quantized layers differ from FP32.
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,13 @@ def read_ir(xml: Path):
 
 
 def save_ir(model, path: Path) -> None:
-    """Write model.xml + model.bin; weights stay as they are (no FP16 compression of FP32 weights)."""
+    """Write model.xml + model.bin; weights stay as they are (no FP16 compression of FP32 weights). The names
+    OpenVINO generates (``Constant_18980``: a counter over the whole process) are numbered in graph order, so the
+    same model saves to the same bytes in any process."""
+    for i, op in enumerate(model.get_ordered_ops()):
+        if re.fullmatch(rf"{re.escape(op.get_type_name())}_\d+", op.get_friendly_name()):
+            op.set_friendly_name(f"{op.get_type_name()}_{i}")
+    model.set_friendly_name("Model")
     require_openvino().save_model(model, str(path), compress_to_fp16=False)
 
 

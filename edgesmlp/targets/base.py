@@ -25,8 +25,8 @@ if TYPE_CHECKING:  # heavy types, for annotations only: the device side imports 
 
     from edgesmlp.calibration.preprocess import Images, Preprocess
     from edgesmlp.checkpoint import Checkpoint
-    from edgesmlp.quantize.budget import Budget, SearchImages
-    from edgesmlp.quantize.qat import QATJob
+    from edgesmlp.quantization.budget import Budget, SearchImages
+    from edgesmlp.quantization.qat import QATJob
 
 Log = Callable[[str], None]
 
@@ -58,6 +58,28 @@ class TargetOptions:
 def given(options: TargetOptions, *names: str) -> dict:
     """The options among ``names`` that were given, keyed by name: for ``config_type(**given(...))``."""
     return {name: getattr(options, name) for name in names if getattr(options, name) not in (None, ())}
+
+
+def option_flag(field_name: str) -> str:
+    """The command-line flag of a TargetOptions field (``ignored`` is ``--ignore``)."""
+    return "--ignore" if field_name == "ignored" else "--" + field_name.replace("_", "-")
+
+
+def refuse_foreign(chosen: list[Target], given_fields, every: list[Target]) -> None:
+    """Refuse, in one line, a target option none of the ``chosen`` targets takes (it would be silently ignored)."""
+    for name in given_fields:
+        if not any(name in t.options for t in chosen):
+            takers = [t.name for t in every if name in t.options]
+            which = " and ".join(t.name for t in chosen)
+            hint = f"use -t {takers[0]}" if takers else "it applies to no target"
+            raise ConfigError(f"{option_flag(name)} is an option of {', '.join(takers) or 'no target'}, not of "
+                              f"{which}: drop it, or {hint}")
+
+
+def options_of(target: Target, config: TargetConfig) -> dict:
+    """The options, by TargetOptions field, that rebuild ``config`` (what a job file records; None left out)."""
+    values = config.to_dict()
+    return {name: values[key] for name, key in target.options.items() if values.get(key) not in (None, [], ())}
 
 
 def available_cpus() -> int:
@@ -144,7 +166,7 @@ def searches(job: Job) -> bool:
 def choose_float_layers(job: Job, graph, log: Log, rank=None):
     """The budget search over ``graph`` (a ``PartialINT8``) on the job's search images, with progress bars."""
     from edgesmlp.progress import progress_bar
-    from edgesmlp.quantize.budget import SearchImages, choose
+    from edgesmlp.quantization.budget import SearchImages, choose
 
     search = job.search if job.search is not None else SearchImages(job.calibration, None, "calibration images",
                                                                      overlap=True)
@@ -165,6 +187,9 @@ class Target(ABC):
     config_type: ClassVar[type]  # a frozen dataclass with defaults and to_dict()
     ships: ClassVar[bool] = True  # `quantize --target NAME` writes its artifacts
     reads: ClassVar[tuple[str, ...] | None] = None  # quantize output folders `load` reads; None: any
+    # The TargetOptions fields this target takes, each with its key in ``config.to_dict()``: the CLI refuses the
+    # others, and a build's manifest records these so that it replays (``options_of``).
+    options: ClassVar[dict[str, str]] = {}
 
     def config_from(self, options: TargetOptions) -> TargetConfig:
         """This target's config from the command line's options (defaults for what was not given)."""

@@ -3,7 +3,7 @@
 A TensorRT engine is tied to the GPU and TensorRT version that built it, so the engine for a Jetson
 is built on the Jetson. ``build`` writes what it needs: the TensorRT-rule Q/DQ ONNX (checked by
 ``qdq_lint``), the FP32 ONNX, their FP16-typed twins for strongly typed TensorRT (10.12 and later,
-``quantize/fp16.py``), ``build_engine.sh`` with the trtexec lines for the TensorRT version it finds, and a
+``quantization/fp16.py``), ``build_engine.sh`` with the trtexec lines for the TensorRT version it finds, and a
 README; its rows here are ONNX Runtime executing those graphs on the CPU, labelled "emulated". ``load``,
 where TensorRT and a GPU are (the device), builds or loads the INT8 and FP16 engines from the graphs that
 TensorRT version takes.
@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edgesmlp.errors import ConfigError, ExportError, InputError
-from edgesmlp.quantize.qdq import QDQConfig
+from edgesmlp.quantization.qdq import QDQConfig
 from edgesmlp.targets.base import (Build, Job, Log, RunSettings, Target, TargetOptions, Variant, choose_float_layers,
                                    searches, size_mb)
 
@@ -46,7 +46,7 @@ class JetsonConfig:
 def _quantized_layers(path: Path) -> int:
     import onnx
 
-    from edgesmlp.quantize.partial import quantized_nodes
+    from edgesmlp.quantization.partial import quantized_nodes
 
     return len(quantized_nodes(onnx.load(str(path))))
 
@@ -65,7 +65,7 @@ def _fp16_ort(path: Path, run: RunSettings, quantized: bool):
     tensor rounded to FP16, which ONNX Runtime's CPU provider skips when it runs the graph as written)."""
     import onnx
 
-    from edgesmlp.quantize.fp16 import emulate_fp16
+    from edgesmlp.quantization.fp16 import emulate_fp16
 
     return _ort(emulate_fp16(onnx.load(str(path))).SerializeToString(), run, emulated=quantized)
 
@@ -76,7 +76,7 @@ def _first_order_ranker(job: Job, graph, config: QDQConfig, log: Log):
     below that size, where the exact ranking takes seconds."""
     from edgesmlp.deploy import DeploySMLPNet
     from edgesmlp.model import count_macs
-    from edgesmlp.quantize.budget import FIRST_ORDER_MACS
+    from edgesmlp.quantization.budget import FIRST_ORDER_MACS
 
     c = job.ckpt.config
     if not isinstance(job.model, DeploySMLPNet) or count_macs(job.ckpt.model, c.image_size, c.in_chans) < FIRST_ORDER_MACS:
@@ -84,7 +84,7 @@ def _first_order_ranker(job: Job, graph, config: QDQConfig, log: Log):
 
     def rank(x):
         from edgesmlp.progress import progress_bar
-        from edgesmlp.quantize.first_order import BATCH, first_order_scores, rank_by_first_order
+        from edgesmlp.quantization.first_order import BATCH, first_order_scores, rank_by_first_order
 
         with progress_bar("Ranking layers (first order)", -(-len(x) // BATCH)) as tick:
             scores = first_order_scores(job.model, job.calibration, x, config.method.value, config.percentile,
@@ -101,8 +101,8 @@ def _resolve_ignored(fp32: Path, config: QDQConfig) -> QDQConfig:
     """``config`` with its ``--ignore`` names (node names or module paths, ``quantize.layers``) as node names."""
     import onnx
 
-    from edgesmlp.quantize.layers import onnx_layers, resolve
-    from edgesmlp.quantize.qdq import WEIGHTED
+    from edgesmlp.quantization.layers import onnx_layers, resolve
+    from edgesmlp.quantization.qdq import WEIGHTED
 
     return replace(config, ignored=resolve(config.ignored, onnx_layers(onnx.load(str(fp32)), WEIGHTED)))
 
@@ -112,6 +112,7 @@ class JetsonTarget(Target):
     summary = "NVIDIA Jetson (TensorRT): Q/DQ INT8 ONNX + on-device engine bundle"
     config_type = JetsonConfig
     reads = ("jetson",)
+    options = {"calib_method": "method", "percentile": "percentile", "ignored": "ignored", "dla_core": "dla_core"}
 
     def config_from(self, options: TargetOptions) -> JetsonConfig:
         return JetsonConfig(QDQConfig.chosen(options.calib_method, options.percentile, options.ignored),
@@ -136,7 +137,7 @@ class JetsonTarget(Target):
 
     def build(self, job: Job, folder: Path, log: Log) -> Build:
         from edgesmlp.export import export_onnx
-        from edgesmlp.quantize.qdq import quantize_qdq
+        from edgesmlp.quantization.qdq import quantize_qdq
 
         config, c = job.config.qdq, job.ckpt.config
         log(f"exporting FP32 ONNX ({job.form} form)")
@@ -151,7 +152,7 @@ class JetsonTarget(Target):
             config, summary, compare, extra["fallback"] = self._fit_budget(job, folder, config, summary, log)
         seconds = time.perf_counter() - start
         if job.qat is not None:
-            from edgesmlp.quantize.qdq_qat import quantize_aware_training
+            from edgesmlp.quantization.qdq_qat import quantize_aware_training
 
             start = time.perf_counter()
             extra["qat"] = quantize_aware_training(job.model, job.ckpt.model, job.calibration, config, job.qat,
@@ -206,8 +207,8 @@ class JetsonTarget(Target):
         Q/DQ graph meets the job's budget on the calibration images; the full-INT8 graph becomes a comparison row."""
         import onnx
 
-        from edgesmlp.quantize.partial import QDQPartial
-        from edgesmlp.quantize.qdq import quantize_qdq
+        from edgesmlp.quantization.partial import QDQPartial
+        from edgesmlp.quantization.qdq import quantize_qdq
 
         graph = QDQPartial(onnx.load(str(folder / FP32_ONNX)), onnx.load(str(folder / INT8_ONNX)), job.run.cpu_threads)
         choice = choose_float_layers(job, graph, log, _first_order_ranker(job, graph, config, log))
@@ -225,7 +226,7 @@ class JetsonTarget(Target):
     def load(self, folder: Path, config: JetsonConfig, run: RunSettings, log: Log) -> Build:
         """Engines from a bundle folder: loaded if built already (by build_engine.sh or earlier), else built."""
         from edgesmlp.artifacts import atomic_file
-        from edgesmlp.quantize.qdq_lint import require_qdq
+        from edgesmlp.quantization.qdq_lint import require_qdq
         from edgesmlp.runtimes import cuda
         from edgesmlp.runtimes.tensorrt import EngineConfig, EngineRunner, build_engine, require_tensorrt, strongly_typed
 
@@ -261,7 +262,7 @@ TARGET = JetsonTarget()
 
 def _lint(path: Path) -> list:
     """``qdq_lint`` findings on ``path``; an ExportError on the first error."""
-    from edgesmlp.quantize.qdq_lint import lint_qdq
+    from edgesmlp.quantization.qdq_lint import lint_qdq
 
     findings = lint_qdq(path)
     errors = [f for f in findings if f.severity == "error"]
@@ -274,7 +275,7 @@ def _write_fp16_graphs(folder: Path, calibration, log: Log) -> dict:
     """The FP16-typed twins of the float and INT8 graphs, for strongly typed TensorRT; what each kept in FP32."""
     import onnx
 
-    from edgesmlp.quantize.fp16 import float_ranges, write_fp16
+    from edgesmlp.quantization.fp16 import float_ranges, write_fp16
 
     log("typing the FP16 graphs for strongly typed TensorRT (FP32 where a tensor passes 512)")
     amax = float_ranges(onnx.load(str(folder / FP32_ONNX)), calibration)  # one pass serves both graphs

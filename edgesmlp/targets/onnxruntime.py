@@ -17,8 +17,8 @@ from pathlib import Path
 
 from edgesmlp.artifacts import atomic_file
 from edgesmlp.errors import InputError
-from edgesmlp.quantize.qdq import QDQConfig
-from edgesmlp.quantize.qdq_lint import require_qdq
+from edgesmlp.quantization.qdq import QDQConfig
+from edgesmlp.quantization.qdq_lint import require_qdq
 from edgesmlp.runtimes.onnxruntime import OnnxRuntimeRunner, emulation_runner, wants_unsigned_activations
 from edgesmlp.timing import weight_bits_for_this_cpu, x86_without_vnni
 from edgesmlp.targets.base import Build, Job, Log, RunSettings, Target, TargetOptions, Variant, size_mb
@@ -62,7 +62,7 @@ SATURATION_NOTE = ("this CPU has no VNNI, and {file} has 8-bit weights: ONNX Run
 def _weight_bits(path: Path) -> int:
     import onnx
 
-    from edgesmlp.quantize.qdq import weight_bits_of
+    from edgesmlp.quantization.qdq import weight_bits_of
 
     return weight_bits_of(onnx.load(str(path)))
 
@@ -77,6 +77,7 @@ class OnnxRuntimeTarget(Target):
     summary = "ONNX Runtime on any CPU (x86, ARM): FP32 ONNX and Q/DQ INT8 ONNX"
     config_type = OnnxRuntimeConfig
     reads = ("onnxruntime", "jetson")
+    options = {"calib_method": "method", "percentile": "percentile", "weight_bits": "weight_bits"}
 
     def config_from(self, options: TargetOptions) -> OnnxRuntimeConfig:
         return OnnxRuntimeConfig(_for_this_cpu(QDQConfig.chosen(options.calib_method, options.percentile),
@@ -91,7 +92,7 @@ class OnnxRuntimeTarget(Target):
         import onnx
 
         from edgesmlp.export import export_onnx
-        from edgesmlp.quantize.qdq import quantize_qdq, to_unsigned_activations
+        from edgesmlp.quantization.qdq import quantize_qdq, to_unsigned_activations
 
         c = job.ckpt.config
         export_onnx(job.model, folder / FP32_ONNX, c.image_size, c.in_chans, dynamic_batch=True,

@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from edgesmlp.errors import ConfigError, InputError
-from edgesmlp.quantize.openvino_ptq import Fuse, OpenVINOPTQConfig
+from edgesmlp.quantization.openvino_ptq import Fuse, OpenVINOPTQConfig
 from edgesmlp.runtimes.openvino import OpenVINORunner, ir_size_mb, read_ir, require_openvino, save_ir, with_batch
 from edgesmlp.targets.base import (Build, Job, Log, RunSettings, Target, TargetOptions, Variant, choose_float_layers,
                                    given, searches)
@@ -51,13 +51,15 @@ class OpenVINOTarget(Target):
     summary = "Intel/x86 CPUs: NNCF INT8 OpenVINO IR (model.xml/.bin)"
     config_type = OpenVINOPTQConfig
     reads = ("openvino",)
+    options = {name: name for name in ("preset", "bias_correction", "smooth_quant", "ignored", "activation_range",
+                                       "calib_batch", "weight_bits", "fuse")}
 
     def config_from(self, options: TargetOptions) -> OpenVINOPTQConfig:
         return OpenVINOPTQConfig(**given(options, "preset", "bias_correction", "smooth_quant", "ignored",
                                          "activation_range", "calib_batch", "weight_bits", "fuse"))
 
     def check(self, config: OpenVINOPTQConfig, form: str, qat: bool = False) -> None:
-        from edgesmlp.quantize.openvino_ptq import check_request
+        from edgesmlp.quantization.openvino_ptq import check_request
 
         require_openvino()
         check_request(config, deploy_form=form == "deploy")
@@ -76,8 +78,8 @@ class OpenVINOTarget(Target):
     def build(self, job: Job, folder: Path, log: Log) -> Build:
         """NNCF INT8 of the job's model; writes model.xml/.bin (INT8) and model_fp32.xml/.bin."""
         from edgesmlp.export import to_openvino
-        from edgesmlp.quantize.openvino_partial import quantized_layers
-        from edgesmlp.quantize.openvino_ptq import quantize_for_cpu, resolve_ignored
+        from edgesmlp.quantization.openvino_partial import quantized_layers
+        from edgesmlp.quantization.openvino_ptq import quantize_for_cpu, resolve_ignored
 
         config, c = job.config, job.ckpt.config
         # NNCF calibrates the dynamic-batch graph (a static one took 0.11 GB more memory in PTQ on sMLPNet-T);
@@ -97,7 +99,7 @@ class OpenVINOTarget(Target):
         variants, notes = _float_variants(fp32, ir_size_mb(folder / ARTIFACTS["fp32"]), job.run)
         variants += compare
         if job.qat is not None:
-            from edgesmlp.quantize.openvino_qat import quantize_aware_training
+            from edgesmlp.quantization.openvino_qat import quantize_aware_training
 
             save_ir(int8, folder / ".ptq.xml")
             variants.append(Variant("int8-ptq", RUNTIME, _runner(int8, job.run, None), ir_size_mb(folder / ".ptq.xml"),
@@ -117,8 +119,8 @@ class OpenVINOTarget(Target):
     def _fit_budget(self, job: Job, folder: Path, fp32, int8, config: OpenVINOPTQConfig, log: Log):
         """Keep the fewest, most sensitive layers in float (NNCF's ignored scope: the CPU's float precision) until
         the INT8 IR meets the job's budget on the calibration images; the full-INT8 IR becomes a comparison row."""
-        from edgesmlp.quantize.openvino_partial import OpenVINOPartial
-        from edgesmlp.quantize.openvino_ptq import quantize_openvino
+        from edgesmlp.quantization.openvino_partial import OpenVINOPartial
+        from edgesmlp.quantization.openvino_ptq import quantize_openvino
 
         graph = OpenVINOPartial(fp32, int8, job.run.cpu_threads)
         choice = choose_float_layers(job, graph, log)

@@ -39,8 +39,8 @@ from enum import Enum
 import numpy as np
 
 from edgesmlp.errors import BudgetError, ConfigError
-from edgesmlp.quantize.partial import PartialINT8
-from edgesmlp.quantize.sensitivity import divergence, per_layer
+from edgesmlp.quantization.partial import PartialINT8
+from edgesmlp.quantization.sensitivity import divergence, per_layer
 
 CONFIDENCE = 0.95  # one-sided: the budget holds with this probability on images like the search images
 Z = 1.6448536269514722  # the standard normal quantile of CONFIDENCE

@@ -17,10 +17,10 @@ import torch
 
 from edgesmlp.deploy import set_channels_last
 from edgesmlp.export import to_openvino
-from edgesmlp.quantize.calibrate import CalibMethod
-from edgesmlp.quantize.fakequant import QATDeploySMLPNet
-from edgesmlp.quantize.openvino_ptq import requantize_transposed_concats
-from edgesmlp.quantize.qat import QATJob, fine_tune
+from edgesmlp.quantization.calibrate import CalibMethod
+from edgesmlp.quantization.fakequant import QATDeploySMLPNet
+from edgesmlp.quantization.openvino_ptq import requantize_transposed_concats
+from edgesmlp.quantization.qat import QATJob, fine_tune
 from edgesmlp.runtimes.openvino import compile_error, with_batch
 
 INIT_METHOD, INIT_PERCENTILE = CalibMethod.percentile, 99.99  # where the trained ranges start

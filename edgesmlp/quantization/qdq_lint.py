@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edgesmlp.errors import InputError
-from edgesmlp.quantize.qdq import WEIGHTED, tensor_types, weight_axis
+from edgesmlp.quantization.qdq import WEIGHTED, tensor_types, weight_axis
 
 # Ops that can consume a dequantized tensor and still run in INT8 (or move data without arithmetic).
 INT8_CONSUMERS = {

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgesmlp.errors import RuntimeFailure
-from edgesmlp.quantize.partial import Layer, run_batched
+from edgesmlp.quantization.partial import Layer, run_batched
 
 SHORT_OPS = {"Convolution": "Conv", "GroupConvolution": "DWConv", "Multiply": "Mul"}  # as tables show them
 BATCH = 16  # images per inference while measuring
@@ -160,7 +160,7 @@ class OpenVINOPartial:
 def block_cosines(fp32, int8, x: np.ndarray, threads: int = 0) -> list[tuple[str, float]]:
     """Cosine between FP32 (f32) and INT8 (as shipped) at each residual sum, in graph order: the OpenVINO
     counterpart of ``sensitivity.block_cosines``."""
-    from edgesmlp.quantize.sensitivity import cosine
+    from edgesmlp.quantization.sensitivity import cosine
     from edgesmlp.runtimes.openvino import OpenVINORunner
 
     def residual_sums(model) -> dict:

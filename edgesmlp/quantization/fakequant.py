@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from edgesmlp.deploy import AxialMix, DeploySMLPNet
-from edgesmlp.quantize.calibrate import QMAX, CalibMethod, amax_from_histogram, weight_qmax
+from edgesmlp.quantization.calibrate import QMAX, CalibMethod, amax_from_histogram, weight_qmax
 
 
 class ActQuant(nn.Module):

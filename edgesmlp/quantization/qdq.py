@@ -26,8 +26,8 @@ import numpy as np
 
 from edgesmlp.artifacts import atomic_file
 from edgesmlp.errors import ConfigError
-from edgesmlp.quantize.calibrate import QMAX, CalibMethod, amax_from_histogram, collect_histograms, weight_qmax
-from edgesmlp.quantize.layers import onnx_layers, resolve
+from edgesmlp.quantization.calibrate import QMAX, CalibMethod, amax_from_histogram, collect_histograms, weight_qmax
+from edgesmlp.quantization.layers import onnx_layers, resolve
 
 WEIGHTED = ("Conv", "MatMul", "Gemm")
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgesmlp.quantize.qdq import drop_unused_initializers, tensor_types, toposort
+from edgesmlp.quantization.qdq import drop_unused_initializers, tensor_types, toposort
 
 DATA_MAX = 512.0  # AutoCast's data_max: a tensor past this on calibration images keeps its node in FP32
 FP16_MAX = 65504.0  # FP16's largest finite value (AutoCast's init_max)
@@ -57,7 +57,7 @@ def float_ranges(model, calibration: np.ndarray) -> dict[str, float]:
     tensor is read out of ONNX Runtime for each image: at sMLPNet-T's size, about a second an image on 2 cores)."""
     from onnx import TensorProto
 
-    from edgesmlp.quantize.calibrate import collect_histograms
+    from edgesmlp.quantization.calibrate import collect_histograms
 
     types = tensor_types(model)
     computed = [o for n in model.graph.node for o in n.output if o and types.get(o) == TensorProto.FLOAT]

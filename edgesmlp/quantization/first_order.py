@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgesmlp.deploy import AxialMix, DeploySMLPNet
-from edgesmlp.quantize.calibrate import weight_qmax
-from edgesmlp.quantize.fakequant import ActQuant, QATDeploySMLPNet, quant_weight
+from edgesmlp.quantization.calibrate import weight_qmax
+from edgesmlp.quantization.fakequant import ActQuant, QATDeploySMLPNet, quant_weight
 
 SAMPLES = 1  # classes drawn per image for the Fisher expectation (averaged over the images)
 BATCH = 8  # images per forward and backward

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgesmlp.quantize.openvino_partial import _is_weight_chain, _source
+from edgesmlp.quantization.openvino_partial import _is_weight_chain, _source
 
 WEIGHTED = ("Convolution", "GroupConvolution", "MatMul")
 

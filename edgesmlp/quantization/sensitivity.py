@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from edgesmlp.quantize.partial import PartialINT8, copy_model
+from edgesmlp.quantization.partial import PartialINT8, copy_model
 
 
 @dataclass(frozen=True)

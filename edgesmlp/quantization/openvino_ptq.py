@@ -23,7 +23,7 @@ from enum import Enum
 import numpy as np
 
 from edgesmlp.errors import ConfigError, MissingDependencyError
-from edgesmlp.quantize.calibrate import weight_qmax
+from edgesmlp.quantization.calibrate import weight_qmax
 
 
 class Preset(str, Enum):
@@ -181,8 +181,8 @@ LAYER_OPS = ("Convolution", "GroupConvolution", "MatMul")
 def resolve_ignored(model, config: OpenVINOPTQConfig) -> OpenVINOPTQConfig:
     """``config`` with its ``--ignore`` names (node names or module paths, ``quantize.layers``) as ``model``'s node
     names; ConfigError for a name of neither kind."""
-    from edgesmlp.quantize.layers import Layer, resolve
-    from edgesmlp.quantize.openvino_partial import module_of
+    from edgesmlp.quantization.layers import Layer, resolve
+    from edgesmlp.quantization.openvino_partial import module_of
 
     layers = [Layer(op.get_friendly_name(), module_of(op.get_friendly_name()), op.get_type_name())
               for op in model.get_ordered_ops() if op.get_type_name() in LAYER_OPS]
@@ -230,7 +230,7 @@ def quantize_openvino(model, calibration: np.ndarray, config: OpenVINOPTQConfig,
     finally:
         nncf_log.setLevel(level)
     if ours:
-        from edgesmlp.quantize.openvino_bias import correct_biases
+        from edgesmlp.quantization.openvino_bias import correct_biases
 
         int8, _ = correct_biases(int8, model, calibration)
     requantize_transposed_concats(int8)
@@ -249,7 +249,7 @@ def requantize_transposed_concats(int8) -> int:
     inputs do not all share one per-tensor FakeQuantize range are left as they are."""
     import openvino.opset13 as ops
 
-    from edgesmlp.quantize.openvino_partial import behind_shape_ops
+    from edgesmlp.quantization.openvino_partial import behind_shape_ops
 
     count = 0
     for conv in int8.get_ordered_ops():

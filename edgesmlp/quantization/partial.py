@@ -1,10 +1,10 @@
 """An INT8 graph with chosen layers left in float, for the Q/DQ ONNX of the Jetson and ONNX Runtime targets.
 
-Sensitivity and the budget search (``quantize/budget.py``) ask one question many times: what are the
+Sensitivity and the budget search (``quantization/budget.py``) ask one question many times: what are the
 logits when these layers read float inputs and everything else stays INT8? ``PartialINT8`` is that
 question; ``QDQPartial`` answers it by rewiring a copy of the Q/DQ graph (each activation taken before its
 QuantizeLinear, each weight from the FP32 model) and running it in ONNX Runtime. The OpenVINO answer is
-``quantize/openvino_partial.py``. What ships is rebuilt with the chosen layers ignored by the quantizer
+``quantization/openvino_partial.py``. What ships is rebuilt with the chosen layers ignored by the quantizer
 itself, so these rewired copies are only ever measured, never written.
 """
 
@@ -14,8 +14,8 @@ from typing import Protocol
 
 import numpy as np
 
-from edgesmlp.quantize.layers import Layer, module_path
-from edgesmlp.quantize.qdq import WEIGHTED
+from edgesmlp.quantization.layers import Layer, module_path
+from edgesmlp.quantization.qdq import WEIGHTED
 
 
 class PartialINT8(Protocol):

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from edgesmlp.export import export_onnx
-from edgesmlp.quantize.fakequant import QATDeploySMLPNet
-from edgesmlp.quantize.qat import QATJob, fine_tune
-from edgesmlp.quantize.qdq import QDQConfig, quantize_qdq
+from edgesmlp.quantization.fakequant import QATDeploySMLPNet
+from edgesmlp.quantization.qat import QATJob, fine_tune
+from edgesmlp.quantization.qdq import QDQConfig, quantize_qdq
 
 
 def quantize_aware_training(model: torch.nn.Module, teacher: torch.nn.Module, calibration: np.ndarray,
