@@ -2,7 +2,7 @@
 
     import edgesmlp
 
-    result = edgesmlp.quantization("smlp_t.pth", target="openvino", calib="train/", val="val/")
+    result = edgesmlp.quantize("smlp_t.pth", target="openvino", calib="train/", val="val/")
     gate = edgesmlp.check(edgesmlp.bench(source=result.folder.parent))
 
 The Python API (``load``, ``quantize``, ``bench``, ``check``, ``sensitivity``, documented in ``edgesmlp.api``)

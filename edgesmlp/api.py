@@ -2,7 +2,7 @@
 
     import edgesmlp
 
-    result = edgesmlp.quantization("smlp_t.pth", target="openvino", calib="imagenet/train", val="imagenet/val")
+    result = edgesmlp.quantize("smlp_t.pth", target="openvino", calib="imagenet/train", val="imagenet/val")
     print(result.gate.ok, [(r.precision, r.top1, r.latency_ms_p50) for r in result.rows])
     report = edgesmlp.bench(source=result.folder.parent)
     assert edgesmlp.check(report).ok
@@ -22,6 +22,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgesmlp import targets as registry
 from edgesmlp.errors import ConfigError
 from edgesmlp.jobs.report import Result
 from edgesmlp.quantization.budget import DEFAULT_MAX_DROP
@@ -113,7 +114,7 @@ def load(weights: str | Path | None = None, *, variant: str | None = None, ema: 
     return load_checkpoint(weights, variant=variant, ema=ema)
 
 
-def quantize(weights=None, target: str = "openvino", *, calib: Any = None, val: Any = None, search: Any = None,
+def quantize(weights=None, target: str = registry.DEFAULT, *, calib: Any = None, val: Any = None, search: Any = None,
              output: str | Path | None = None, force: bool = False, max_drop: float = DEFAULT_MAX_DROP,
              min_agreement: float | None = None, fallback: str = "auto", max_float: float = 0.2,
              calib_size: int = 300, seed: int = 0, search_size: int = 1000, form: str = "deploy",
@@ -125,16 +126,15 @@ def quantize(weights=None, target: str = "openvino", *, calib: Any = None, val: 
     ``output/<target>`` (default ``edgesmlp-out``), FP32 against INT8 on ``val``. ``target_options`` are the
     target's own (``preset``, ``fuse``, ``ignore`` for openvino; ``calib_method``, ``percentile``, ``ignore``,
     ``dla_core`` for jetson): one the target does not take is refused."""
-    from edgesmlp import targets
     from edgesmlp.jobs.quantize import run_quantize
     from edgesmlp.jobs.spec import QuantizeRequest
 
-    name = targets.resolve(target)
+    name = registry.resolve(target)
     request = QuantizeRequest(
         **_spec(weights, variant, ema, val, calib, calib_size, seed, threads, form,
                 (image_size, crop_pct, interpolation, mean, std), latency_seconds=latency_seconds),
         max_drop=max_drop, min_agreement=min_agreement, target=name,
-        config=targets.get(name).config_from(_target_options([name], target_options)), qat=qat,
+        config=registry.get(name).config_from(_target_options([name], target_options)), qat=qat,
         output=_path(output), force=force, fallback=fallback, max_float=max_float,
         search=_images(search, "search"), search_size=search_size)
     outcome = _run(run_quantize, request, progress, log)
@@ -154,7 +154,6 @@ def bench(weights=None, *, targets: str | list[str] | None = None, calib: Any = 
     """Every target (or ``targets``) and precision on the same images, as ``edgesmlp bench``; with ``source``
     (a quantize output folder, as ``--from``) what was built there. A target that crashes is a failed row
     (``Report.failed``), not an exception."""
-    from edgesmlp import targets as registry
     from edgesmlp.jobs.bench import resolve_targets, run_bench
     from edgesmlp.jobs.spec import BenchRequest
 
@@ -190,7 +189,7 @@ def check(report: str | Path | Report, baseline: str | Path | Report | None = No
     return Gate(outcome.passed, tuple(outcome.violations), tuple(outcome.passes), tuple(outcome.notes))
 
 
-def sensitivity(weights=None, target: str = "jetson", *, calib: Any = None, val: Any = None, images: int = 500,
+def sensitivity(weights=None, target: str = registry.DEFAULT_SENSITIVITY, *, calib: Any = None, val: Any = None, images: int = 500,
                 calib_size: int = 300, output: str | Path | None = None, force: bool = False,
                 max_drop: float = DEFAULT_MAX_DROP, min_agreement: float | None = None, max_float: float = 0.2,
                 image_size: int | None = None, crop_pct: float | None = None, interpolation: str | None = None,
@@ -199,14 +198,13 @@ def sensitivity(weights=None, target: str = "jetson", *, calib: Any = None, val:
                 **target_options) -> Sensitivity:
     """Which layers INT8 hurts on ``target``, as ``edgesmlp sensitivity``: ranked, with the ``--ignore``
     set that meets the budget on the scored images."""
-    from edgesmlp import targets
     from edgesmlp.jobs.sensitivity import SensitivityRequest, run_sensitivity
 
-    name = targets.resolve(target)
+    name = registry.resolve(target)
     request = SensitivityRequest(
         **_spec(weights, variant, ema, val, calib, calib_size, 0, threads, None,
                 (image_size, crop_pct, interpolation, mean, std)),
-        target=name, config=targets.get(name).config_from(_target_options([name], target_options)), images=images,
+        target=name, config=registry.get(name).config_from(_target_options([name], target_options)), images=images,
         output=_path(output), force=force, max_drop=max_drop, min_agreement=min_agreement, max_float=max_float)
     directory, result = _run(run_sensitivity, request, progress, log)
     return Sensitivity(directory, tuple(result["layers"]), result["ignore"], result)
@@ -256,7 +254,6 @@ def _spec(weights, variant, ema, val, calib, calib_size, seed, threads, form, pr
 
 def _target_options(chosen: list[str], given: dict):
     """The target options as a TargetOptions; a name no target takes, or none of ``chosen`` takes, is refused."""
-    from edgesmlp import targets
     from edgesmlp.targets.base import TargetOptions, option_flag, refuse_foreign
 
     known = {f.name for f in fields(TargetOptions)}
@@ -267,6 +264,6 @@ def _target_options(chosen: list[str], given: dict):
             raise ConfigError(f"{key!r} is not an option of edgesmlp: target options are "
                               f"{', '.join(sorted(option_flag(k)[2:].replace('-', '_') for k in known))}")
         values[key] = tuple([value] if isinstance(value, str) else value) if key == "ignored" else value
-    every = [targets.get(n) for n in targets.names()]
-    refuse_foreign([targets.get(n) for n in chosen], list(values), every)
+    every = [registry.get(n) for n in registry.names()]
+    refuse_foreign([registry.get(n) for n in chosen], list(values), every)
     return TargetOptions(**values)

@@ -54,6 +54,8 @@ FuseOpt = Annotated[Optional[str], typer.Option(metavar="[matmul|conv]", rich_he
                                            "conv on x86 CPUs without VNNI, else matmul: on sMLPNet-T each was 1.1x "
                                            "faster than the other where it is the default. Set it for the CPU you "
                                            "deploy to.")]
+ForceOpt = Annotated[bool, typer.Option("--force", rich_help_panel="Output", help="Replace OUTPUT if it exists (only "
+                                        "what edgesmlp wrote).")]
 WideOpt = Annotated[bool, typer.Option("--wide", rich_help_panel="Output", help="Print every column (the default table fits 80 columns).")]
 
 
@@ -376,6 +378,7 @@ def export(
     )
 
 
+MIXED = [n for n in targets.names() if targets.get(n).mixed_precision()]  # targets that can keep layers in float
 SHIPPING_HELP = "; ".join(f"{t.name}: {t.summary}" for t in map(targets.get, targets.names()) if t.ships)
 
 
@@ -435,7 +438,7 @@ def quantize(
     ctx: typer.Context,
     target: Annotated[str, typer.Option("--target", "-t", metavar="[" + "|".join(
         n for n in targets.names() if targets.get(n).ships) + "]", rich_help_panel="Input", help="Where the INT8 model will run. "
-                                        + SHIPPING_HELP + ".")] = "openvino",
+                                        + SHIPPING_HELP + ".")] = targets.DEFAULT,
     weights: WeightsOpt = None,
     calib: Annotated[Optional[Path], typer.Option(rich_help_panel="Input", help="Calibration images: a folder, an ImageFolder tree, or a "
                                                   "list file of 'path[,label]'. Default: the bundled digits calib split.")] = None,
@@ -508,10 +511,10 @@ def quantize(
     batch_size: Annotated[int, typer.Option(rich_help_panel="QAT", help="qat: images per step (per process under torchrun).")] = 32,
     resume: Annotated[bool, typer.Option("--resume", rich_help_panel="QAT", help="qat: continue from OUT/<target>.qat-checkpoint.pt, written after "
                                          "every epoch.")] = False,
+    job_file: JobFileOpt = None,
     variant: VariantOpt = None,
     ema: EmaOpt = False,
     quiet: QuietOpt = False,
-    job_file: JobFileOpt = None,
 ) -> None:
     """INT8 quantization (PTQ or QAT) for a target, with an FP32 vs INT8 accuracy/latency report.
 
@@ -623,7 +626,7 @@ def bench(
                                                    "(default: edgesmlp-bench or the next free edgesmlp-bench-N).")] = None,
     from_dir: Annotated[Optional[Path], typer.Option("--from", "--bundle", rich_help_panel="Input", help="Bench an existing quantize output "
                                                      "(OUT, OUT/openvino or a Jetson bundle) instead of quantizing.")] = None,
-    force: Annotated[bool, typer.Option("--force", rich_help_panel="Output", help="Replace OUTPUT if it exists.")] = False,
+    force: ForceOpt = False,
     calib_size: Annotated[int, typer.Option(rich_help_panel="Input", help="Calibration images sampled.")] = 300,
     threads: Annotated[int, typer.Option(rich_help_panel="Timing", help="CPU threads for every runtime, PyTorch included (0: one per core).")] = 0,
     latency_seconds: LatencySecondsOpt = 1.0,
@@ -740,9 +743,8 @@ def check(
 def sensitivity(
     ctx: typer.Context,
     weights: WeightsOpt = None,
-    target: Annotated[str, typer.Option("--target", "-t", metavar="[jetson|openvino]", help="The INT8 graph to "
-                                        "measure: jetson (the TensorRT-rule Q/DQ ONNX) or openvino (NNCF's INT8 "
-                                        "IR), calibrated as quantize does.")] = "jetson",
+    target: Annotated[str, typer.Option("--target", "-t", metavar="[" + "|".join(MIXED) + "]", help="The INT8 "
+                                        "graph to measure, calibrated as quantize does.")] = targets.DEFAULT_SENSITIVITY,
     calib: Annotated[Optional[Path], typer.Option(help="Calibration images (default: the bundled digits calib "
                                                   "split).")] = None,
     val: Annotated[Optional[Path], typer.Option(help="Held-out images to score on, never used to calibrate "
@@ -756,7 +758,7 @@ def sensitivity(
                       ] = "performance",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Folder for sensitivity.json and the "
                                                    "graphs (default: edgesmlp-sensitivity or the next free -N).")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace OUTPUT if it exists.")] = False,
+    force: ForceOpt = False,
     threads: Annotated[int, typer.Option(help="CPU threads (0: one per core).")] = 0,
     top: Annotated[int, typer.Option(metavar="N", help="Rows of the ranked table to print.")] = 15,
     max_drop: MaxDropOpt = DEFAULT_MAX_DROP,
@@ -808,7 +810,7 @@ app.add_typer(data_app, name="data")
 @friendly_errors
 def data_digits(
     output: Annotated[Path, typer.Argument(help="Folder to create, with train/, calib/ and val/ ImageFolder trees.")],
-    force: Annotated[bool, typer.Option("--force", help="Replace OUTPUT if it exists.")] = False,
+    force: ForceOpt = False,
     job_file: JobFileOpt = None,
 ) -> None:
     """Write the bundled digits splits as PNG ImageFolder trees (OUTPUT/<split>/<class>/<n>.png).

@@ -59,7 +59,8 @@ HEADLINE = ("smlpnet_t_star", "smlpnet_t", "smlpnet_s", "smlpnet_b")
 ARCH_FIELDS = ("dim", "depths", "alpha", "fusion", "smlp_stages", "dwconv", "branches", "identity")
 
 
-def _enum(kind: type[Enum], value, name: str):
+def choice(kind: type[Enum], value, name: str):
+    """``value`` as a member of ``kind``, or a ConfigError naming the option ``name`` and the choices."""
     try:
         return kind(value)
     except ValueError:
@@ -85,8 +86,8 @@ class ModelConfig:
         # A stage with no blocks has no sMLP to speak of: only stages with blocks are listed.
         object.__setattr__(self, "smlp_stages", tuple(sorted(
             {int(s) for s in self.smlp_stages if not 1 <= int(s) <= len(self.depths) or self.depths[int(s) - 1]})))
-        object.__setattr__(self, "fusion", _enum(Fusion, self.fusion, "fusion"))
-        object.__setattr__(self, "branches", _enum(Branches, self.branches, "branches"))
+        object.__setattr__(self, "fusion", choice(Fusion, self.fusion, "fusion"))
+        object.__setattr__(self, "branches", choice(Branches, self.branches, "branches"))
         if self.image_size <= 0 or self.image_size % SIZE_MULTIPLE:
             raise ConfigError(
                 f"image size {self.image_size} is not a positive multiple of {SIZE_MULTIPLE}: "

@@ -24,6 +24,7 @@ from edgesmlp.jobs.evaluate import Evaluation, evaluate_runners, measure_target
 from edgesmlp.jobs.inputs import check_default_fits, check_output, origin, output_candidates, reads
 from edgesmlp.jobs.report import VERSIONED, Result, build_report, model_info, write_report
 from edgesmlp.jobs.spec import BenchRequest
+from edgesmlp.precision import accuracy_reference
 from edgesmlp.targets.base import Build, Log, Target
 from edgesmlp.timing import library_versions, machine_info
 
@@ -92,17 +93,13 @@ def _failed_row(name: str, e: Exception, log: Log) -> Result:
 
 def _build_all(names, request: BenchRequest, folder: Path, log: Log):
     """Quantize for every available target, then load each target's artifacts back, as they ship."""
-    from edgesmlp.checkpoint import load_checkpoint
     from edgesmlp.deploy import to_deploy
-    from edgesmlp.jobs.inputs import check_sources, load_calibration, open_validation, resolve_preprocess
+    from edgesmlp.jobs.inputs import open_inputs
     from edgesmlp.jobs.quantize import checkpoint_info
     from edgesmlp.targets.base import Job
 
-    ckpt = load_checkpoint(request.weights, variant=request.variant, ema=request.ema)
-    preprocess = resolve_preprocess(ckpt, request.preprocess)
-    check_sources(ckpt, request.calibration, request.val)
-    val_set = open_validation(ckpt, request.val)
-    _, calib = load_calibration(ckpt, preprocess, request.calibration)
+    inputs = open_inputs(request, log)
+    ckpt, preprocess, val_set, calib = inputs.ckpt, inputs.preprocess, inputs.val_set, inputs.calib
     model = to_deploy(ckpt.model) if request.form.value == "deploy" else ckpt.model
     builds, rows = {}, []
     for name in names:
@@ -313,10 +310,10 @@ def _profiles(builds: dict[str, Build], x, log: Log) -> list[dict]:
 
 def _fill_drops(results: list[Result]) -> None:
     ok = [r for r in results if r.status == "ok" and r.top1 is not None]
-    reference = ok[0] if ok else None
+    reference = accuracy_reference(ok)
     for r in ok:
-        base = next((b for b in ok if b.target == r.target and b.precision in ("fp32", "fp16")), reference)
-        r.drop_top1 = base.top1 - r.top1
+        base = reference(r.target)
+        r.drop_top1 = None if base is None else base.top1 - r.top1
 
 
 def _data(val_set, evaluation: Evaluation | None, request: BenchRequest) -> dict:

@@ -16,9 +16,9 @@ from pathlib import Path
 from edgesmlp.artifacts import strict_json
 from edgesmlp.errors import ConfigError, InputError
 from edgesmlp.jobs.report import SCHEMA
+from edgesmlp.precision import FLOAT, Precision, accuracy_reference
 from edgesmlp.quantization.budget import DEFAULT_MAX_DROP
 
-FLOAT_PRECISIONS = ("fp32", "fp16")
 ROW_KEYS = {"target": str, "precision": str, "status": str}
 STATUSES = ("ok", "failed", "skipped")
 # Every number the gate reads, and the range a measurement can have: a report outside it was not written by a
@@ -133,16 +133,6 @@ def _key(row: dict) -> str:
     return f"{row['target']}/{row['precision']}"
 
 
-def _float_rows(rows: list[dict]):
-    """What an INT8 row is compared with, as bench does: its own target's float row, else the first float row. One
-    pass over the rows, so a report of a million rows is judged in seconds."""
-    floats = [r for r in rows if r["precision"] in FLOAT_PRECISIONS and r["status"] == "ok"]
-    own: dict[str, dict] = {}
-    for r in floats:
-        own.setdefault(r["target"], r)
-    return lambda target: own.get(target, floats[0] if floats else None)
-
-
 def check_report(report: dict, baseline: dict | None = None, max_drop: float = DEFAULT_MAX_DROP,
                  max_latency_regression: float | None = None, allow_empty: bool = False,
                  latency: str = "speedup", min_agreement: float | None = None,
@@ -158,8 +148,8 @@ def check_report(report: dict, baseline: dict | None = None, max_drop: float = D
             out.violations.append(f"{_key(row)} failed: {_printable(row.get('note')) or 'no reason given'}")
         elif row["status"] == "skipped":
             out.notes.append(f"{row['target']} skipped: {_printable(row.get('note'))}")
-    float_row = _float_rows(rows)
-    for row in (r for r in rows if r["status"] == "ok" and r["precision"].startswith("int8")
+    float_row = accuracy_reference(rows)
+    for row in (r for r in rows if r["status"] == "ok" and r["precision"].startswith(Precision.int8.value)
                 and not r.get("compare_only")):
         _check_int8(out, row, float_row(row["target"]), max_drop)
         if min_agreement is not None:
@@ -238,7 +228,7 @@ def _against_baseline(out: GateOutcome, rows, base_rows, max_drop: float, max_re
 
 
 def _speedup(out: GateOutcome, key: str, now: dict, was: dict, max_loss: float) -> None:
-    if now.get("precision") in FLOAT_PRECISIONS or not now.get("speedup") or not was.get("speedup"):
+    if now.get("precision") in FLOAT or not now.get("speedup") or not was.get("speedup"):
         return
     loss = 1 - now["speedup"] / was["speedup"]
     # A speedup is a ratio of timings: what both runs measured as this row's spread (IQR over p50) can move it

@@ -11,6 +11,7 @@ import numpy as np
 
 from edgesmlp.errors import reason
 from edgesmlp.jobs.report import Result
+from edgesmlp.precision import is_float
 from edgesmlp.progress import progress_bar
 from edgesmlp.runtimes.base import Runner
 from edgesmlp.targets.base import RunSettings, Variant
@@ -149,7 +150,6 @@ def evaluate_runners(runners: dict[str, Runner], images, preprocess, batch: int)
 
 
 ROUNDS = 5  # interleaved rounds per target: rows of one target are timed turn by turn, so drift hits all alike
-FLOAT_PRECISIONS = ("fp32", "fp16")
 
 
 def measure_target(target: str, variants: list[Variant], accuracy: dict, sample: np.ndarray, run: RunSettings,
@@ -189,7 +189,7 @@ def measure_target(target: str, variants: list[Variant], accuracy: dict, sample:
         rounds.append(medians)
     references = [v.precision for v in variants if v.speed_reference and v.precision not in failures]
     float_key = references[0] if references else next(
-        (k for k in samples if k in FLOAT_PRECISIONS and k not in failures), None)
+        (k for k in samples if is_float(k) and k not in failures), None)
     results = []
     for v in variants:
         if v.precision in failures:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,6 +55,34 @@ def open_validation(ckpt: Checkpoint, val: Path | None) -> ImageSet:
     """The validation set, streamed at evaluation time (it may hold tens of thousands of images)."""
     check_default_fits(ckpt.bundled, val, "--val", ckpt.path.name)
     return open_images(val, "val", ckpt.config.num_classes)
+
+
+@dataclass
+class Inputs:
+    """A job's prelude: the loaded checkpoint, its preprocessing, the validation set (streamed later) and the
+    calibration sample (in memory)."""
+
+    ckpt: Checkpoint
+    preprocess: Preprocess
+    val_set: ImageSet
+    calib_set: ImageSet
+    calib: LoadedImages
+
+
+def open_inputs(spec: JobSpec, log: Callable[[str], None]) -> Inputs:
+    """Load the weights, resolve their preprocessing, refuse images they do not fit, open the validation set and
+    load the calibration sample: what quantize, bench and sensitivity all start with."""
+    from edgesmlp.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(spec.weights, variant=spec.variant, ema=spec.ema)
+    preprocess = resolve_preprocess(ckpt, spec.preprocess)
+    check_sources(ckpt, spec.calibration, spec.val)
+    val_set = open_validation(ckpt, spec.val)
+    calib_set, calib = load_calibration(ckpt, preprocess, spec.calibration)
+    if calib.skipped:
+        key, reason = calib.skipped[0]
+        log(f"warning: skipped {len(calib.skipped)} unreadable calibration image(s), e.g. {key}: {reason}")
+    return Inputs(ckpt, preprocess, val_set, calib_set, calib)
 
 
 def output_candidates(explicit: Path | None, default: Path, inside: str | None = None) -> Callable[[int], Path]:

@@ -19,11 +19,11 @@ from edgesmlp import targets
 from edgesmlp.artifacts import reserved_dir, sha256_file
 from edgesmlp.errors import ConfigError, DataError, RuntimeFailure
 from edgesmlp.jobs.evaluate import Evaluation, evaluate_runners, measure_target
-from edgesmlp.jobs.inputs import (check_output, check_sources, load_calibration, open_validation,
-                                  origin, output_candidates, reads, resolve_preprocess)
+from edgesmlp.jobs.inputs import check_output, open_inputs, origin, output_candidates, reads
 from edgesmlp.jobs.jobfile import entries
 from edgesmlp.jobs.report import VERSIONED, Result, build_report, model_info, write_report
 from edgesmlp.jobs.spec import MANIFEST_VERSION, QuantizeRequest
+from edgesmlp.precision import Precision, accuracy_reference
 from edgesmlp.targets.base import Build, Job, Log
 from edgesmlp.timing import library_versions, machine_info
 
@@ -37,7 +37,6 @@ class QuantizeOutcome:
 
 
 def run_quantize(request: QuantizeRequest, log: Log = print) -> QuantizeOutcome:
-    from edgesmlp.checkpoint import load_checkpoint
     from edgesmlp.deploy import to_deploy
 
     target = targets.get(request.target)
@@ -53,14 +52,9 @@ def run_quantize(request: QuantizeRequest, log: Log = print) -> QuantizeOutcome:
     candidates = output_candidates(request.output, DEFAULT_OUTPUT, target.name)
     if rank == 0:
         check_output(candidates(0), request.output is not None, request.force, reads(request))
-    ckpt = load_checkpoint(request.weights, variant=request.variant, ema=request.ema)
-    preprocess = resolve_preprocess(ckpt, request.preprocess)
-    check_sources(ckpt, request.calibration, request.val)
-    val_set = open_validation(ckpt, request.val)
-    calib_set, calib = load_calibration(ckpt, preprocess, request.calibration)
-    if calib.skipped:
-        key, reason = calib.skipped[0]
-        log(f"warning: skipped {len(calib.skipped)} unreadable calibration image(s), e.g. {key}: {reason}")
+    inputs = open_inputs(request, log)
+    ckpt, preprocess, val_set, calib_set, calib = (inputs.ckpt, inputs.preprocess, inputs.val_set, inputs.calib_set,
+                                                   inputs.calib)
     search = (search_images(request, ckpt.config.num_classes, preprocess, calib_set, calib, val_set, log)
               if request.budget.searches and request.qat is None else None)
     output = (reserved_dir(candidates, request.force, explicit=request.output is not None, log=log) if rank == 0
@@ -83,9 +77,10 @@ def run_quantize(request: QuantizeRequest, log: Log = print) -> QuantizeOutcome:
         if failures:
             precision, reason = next(iter(failures.items()))
             raise RuntimeFailure(f"{target.name} {precision} failed while timed: {reason}")
-        if results and results[0].top1 is not None:
-            for r in results:
-                r.drop_top1 = results[0].top1 - r.top1
+        base = accuracy_reference(results)(target.name)
+        for r in results:
+            if base is not None and base.top1 is not None and r.top1 is not None:
+                r.drop_top1 = base.top1 - r.top1
         build.notes.extend(_why_not_faster(results, ckpt))
         for path in build.scratch:
             path.unlink(missing_ok=True)
@@ -178,7 +173,7 @@ def _why_not_faster(results: list[Result], ckpt) -> list[str]:
     from edgesmlp.model import count_macs
 
     by_precision = {r.precision: r for r in results}
-    int8, fp32 = by_precision.get("int8"), by_precision.get("fp32")
+    int8, fp32 = by_precision.get(Precision.int8), by_precision.get(Precision.fp32)
     if int8 is None or fp32 is None or int8.latency_ms_p50 < fp32.latency_ms_p50:
         return []
     macs = count_macs(ckpt.model, ckpt.config.image_size, ckpt.config.in_chans)
@@ -215,7 +210,7 @@ def _budget_section(request: QuantizeRequest, build: Build, results: list[Result
     """What was asked, what the search chose on the calibration images, what the validation images say, and
     what keeping layers in float cost in latency against full INT8."""
     rows = {r.precision: r for r in results}
-    shipped, full = rows.get("int8"), rows.get("int8-all")
+    shipped, full = rows.get(Precision.int8), rows.get(Precision.int8_all)
     section = {**request.budget.to_dict(), "search": build.manifest.get("fallback")}
     if shipped is not None:
         section["validation"] = {"agreement": shipped.agreement, "drop": shipped.drop_top1,

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from edgesmlp.precision import Precision
+
 SCHEMA = "edgesmlp.report/1"
 VERSIONED = ("edgesmlp", "torch", "numpy", "onnx", "onnxruntime", "openvino", "nncf", "tensorrt")
 
@@ -223,7 +225,7 @@ def budget_lines(report: dict) -> list[str]:
     shipped = budget.get("validation") or {}
     rows = {r["precision"]: r for r in report["results"]}
     if shipped.get("agreement") is not None:
-        full = rows.get("int8-all")
+        full = rows.get(Precision.int8_all)
         text = f"On the {report['data'].get('val_images')} validation images INT8 agrees with FP32 on " \
                f"{shipped['agreement']:.2f}%" + (f" (full INT8: {full['agreement']:.2f}%)" if full else "")
         if shipped.get("drop") is not None:

@@ -14,8 +14,9 @@ import io
 from pathlib import Path
 
 from edgesmlp.jobs.report import COLUMNS, budget_lines, cell, profile_summary
+from edgesmlp.precision import Precision, accuracy_reference
 
-MARKERS = {"int8": "o", "int8-ptq": "v", "fp16": "^", "fp32": "s"}
+MARKERS = {Precision.int8: "o", Precision.int8_ptq: "v", Precision.fp16: "^", Precision.fp32: "s"}
 TABLE_COLUMNS = [c for c in COLUMNS if c.key not in ("status",)]
 
 
@@ -60,7 +61,8 @@ def plot_accuracy_latency(rows: list[dict], max_drop: float | None) -> str:
     for r in rows:
         ax.scatter(r["latency_ms_p50"], r[key], marker=MARKERS.get(r["precision"], "D"), s=70, alpha=0.85,
                    color=colours[r["target"]], label=_label(r))
-    reference = next((r[key] for r in rows if r["precision"] in ("fp32", "fp16")), rows[0][key])
+    float_row = accuracy_reference(rows)(rows[0]["target"])
+    reference = (float_row or rows[0])[key]
     budget = max_drop if max_drop is not None else 1.0
     if max_drop is not None:
         ax.axhspan(reference - max_drop, reference, color="green", alpha=0.08,

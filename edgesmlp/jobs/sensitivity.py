@@ -18,21 +18,19 @@ from pathlib import Path
 from edgesmlp import targets
 from edgesmlp.artifacts import reserved_dir
 from edgesmlp.errors import ConfigError
-from edgesmlp.jobs.inputs import (check_output, check_sources, load_calibration, open_validation, output_candidates,
-                                  reads, resolve_preprocess)
+from edgesmlp.jobs.inputs import check_output, open_inputs, output_candidates, reads
 from edgesmlp.jobs.report import VERSIONED, model_info
 from edgesmlp.jobs.report_html import render_sensitivity_html
 from edgesmlp.jobs.spec import JobSpec
-from edgesmlp.targets.base import Log, TargetConfig
+from edgesmlp.targets.base import Job, Log, TargetConfig
 from edgesmlp.timing import library_versions, machine_info
 
 DEFAULT_OUTPUT = Path("edgesmlp-sensitivity")
-SUPPORTED = ("jetson", "openvino")
 
 
 @dataclass(frozen=True)
 class SensitivityRequest(JobSpec):
-    target: str = "jetson"
+    target: str = targets.DEFAULT_SENSITIVITY
     config: TargetConfig | None = None
     images: int = 500  # validation images scored per layer
     max_float: float = 0.2  # the suggested --ignore set holds at most this share of the layers
@@ -47,27 +45,27 @@ class SensitivityRequest(JobSpec):
 
 def run_sensitivity(request: SensitivityRequest, log: Log = print) -> tuple[Path, dict]:
     from edgesmlp.calibration.sources import load_tensors
-    from edgesmlp.checkpoint import load_checkpoint
+    from edgesmlp.deploy import to_deploy
     from edgesmlp.progress import progress_bar
     from edgesmlp.quantization.sensitivity import per_layer
 
     name = targets.resolve(request.target)
-    if name not in SUPPORTED:
-        raise ConfigError(f"sensitivity measures the INT8 graphs of {' and '.join(SUPPORTED)}; for {name}, the "
-                          "jetson ranking shows the same layers under the same Q/DQ placement")
     target = targets.get(name)
+    if not target.mixed_precision():
+        able = [n for n in targets.names() if targets.get(n).mixed_precision()]
+        raise ConfigError(f"sensitivity measures INT8 graphs that can keep layers in float: those of "
+                          f"{' and '.join(able)}, not {name}; choose -t {able[0]}")
     config = request.config if request.config is not None else target.config_type()
     target.check(config, "deploy")
     candidates = output_candidates(request.output, DEFAULT_OUTPUT)
     check_output(candidates(0), request.output is not None, request.force, reads(request))
-    ckpt = load_checkpoint(request.weights, variant=request.variant, ema=request.ema)
-    preprocess = resolve_preprocess(ckpt, request.preprocess)
-    check_sources(ckpt, request.calibration, request.val)
-    calib_set, calib = load_calibration(ckpt, preprocess, request.calibration)
-    val = load_tensors(open_validation(ckpt, request.val).sample(request.images, request.calibration.seed),
-                       preprocess, "Loading validation images")
+    inputs = open_inputs(request, log)
+    ckpt, preprocess, calib_set, calib = inputs.ckpt, inputs.preprocess, inputs.calib_set, inputs.calib
+    val = load_tensors(inputs.val_set.sample(request.images, request.calibration.seed), preprocess,
+                       "Loading validation images")
     with reserved_dir(candidates, request.force, explicit=request.output is not None, log=log) as (directory, tmp):
-        graph, blocks = _measured_graph(name, config, ckpt, calib.x, tmp, request.run.threads, log)
+        job = Job(ckpt, to_deploy(ckpt.model), "deploy", preprocess, calib.x, config, request.run)
+        graph, blocks = target.partial_int8(job, tmp, log)
         log(f"scoring each of {len(graph.layers)} quantized layers in float on {len(val.x)} validation images")
         reference = graph.reference(val.x)
         with progress_bar("Layers in float", total=len(graph.layers)) as advance:
@@ -111,31 +109,6 @@ def _suggest(graph, val, reference, rows, request: SensitivityRequest) -> dict:
     return {"asked": budget.describe(), "certified": certify, "met": k is not None, "layers": modules,
             "nodes": order[:k or 0], "reached": points[k if k is not None else max(points)].line(),
             "line": " ".join(f"--ignore {m}" for m in modules), "max_float": budget.max_float}
-
-
-def _measured_graph(name: str, config, ckpt, calibration, folder: Path, threads: int, log: Log = print):
-    """The target's INT8 graph as a ``PartialINT8``, and a function of images giving its block cosines."""
-    from edgesmlp.deploy import to_deploy
-
-    c = ckpt.config
-    if name == "openvino":
-        from edgesmlp.quantization.openvino_partial import OpenVINOPartial, block_cosines
-        from edgesmlp.quantization.openvino_ptq import quantize_for_cpu
-
-        fp32, int8 = quantize_for_cpu(to_deploy(ckpt.model), calibration, config, c.in_chans, c.image_size, log)
-        return OpenVINOPartial(fp32, int8, threads), lambda x: block_cosines(fp32, int8, x, threads)
-    import onnx
-
-    from edgesmlp.export import export_onnx
-    from edgesmlp.quantization.partial import QDQPartial
-    from edgesmlp.quantization.qdq import quantize_qdq
-    from edgesmlp.quantization.sensitivity import block_cosines
-
-    export_onnx(to_deploy(ckpt.model), folder / "model_fp32.onnx", c.image_size, c.in_chans, dynamic_batch=True,
-                reference=ckpt.model)
-    quantize_qdq(folder / "model_fp32.onnx", folder / "model_int8_qdq.onnx", calibration, config.qdq)
-    fp32, qdq = onnx.load(str(folder / "model_fp32.onnx")), onnx.load(str(folder / "model_int8_qdq.onnx"))
-    return QDQPartial(fp32, qdq, threads), lambda x: block_cosines(fp32, qdq, x, threads)
 
 
 def render(result: dict, limit: int = 15) -> str:

@@ -8,6 +8,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edgesmlp import targets
 from edgesmlp.errors import ConfigError
 from edgesmlp.quantization.budget import DEFAULT_MAX_DROP
 from edgesmlp.targets.base import RunSettings, TargetConfig
@@ -85,7 +86,7 @@ class JobSpec:
 
 @dataclass(frozen=True)
 class QuantizeRequest(JobSpec):
-    target: str = "openvino"
+    target: str = targets.DEFAULT
     config: TargetConfig | None = None  # the target's config (None: its defaults)
     qat: QATConfig | None = None  # a QATConfig for quantization-aware training; None: post-training only
     output: Path | None = None  # None: edgesmlp-out, or the next free edgesmlp-out-N

@@ -22,6 +22,7 @@ from enum import Enum
 
 import numpy as np
 
+from edgesmlp.config import choice
 from edgesmlp.errors import ConfigError, MissingDependencyError
 from edgesmlp.quantization.calibrate import weight_qmax
 
@@ -48,13 +49,6 @@ class BiasCorrection(str, Enum):
     off = "off"
     fast = "fast"
     full = "full"
-
-
-def _choice(kind: type[Enum], value, option: str):
-    try:
-        return kind(value)
-    except ValueError:
-        raise ConfigError(f"{option} {value!r} unknown: use {', '.join(m.value for m in kind)}") from None
 
 
 @dataclass(frozen=True)
@@ -85,11 +79,11 @@ class OpenVINOPTQConfig:
             object.__setattr__(self, "weight_bits", weight_bits_for_this_cpu())
         if self.fuse is None:
             object.__setattr__(self, "fuse", Fuse.conv if x86_without_vnni() else Fuse.matmul)
-        object.__setattr__(self, "fuse", _choice(Fuse, self.fuse, "--fuse"))
+        object.__setattr__(self, "fuse", choice(Fuse, self.fuse, "--fuse"))
         weight_qmax(self.weight_bits)  # refuses anything but 7 or 8
-        object.__setattr__(self, "preset", _choice(Preset, self.preset, "--preset"))
-        object.__setattr__(self, "bias_correction", _choice(BiasCorrection, self.bias_correction, "--bias-correction"))
-        object.__setattr__(self, "activation_range", _choice(ActivationRange, self.activation_range,
+        object.__setattr__(self, "preset", choice(Preset, self.preset, "--preset"))
+        object.__setattr__(self, "bias_correction", choice(BiasCorrection, self.bias_correction, "--bias-correction"))
+        object.__setattr__(self, "activation_range", choice(ActivationRange, self.activation_range,
                                                              "--activation-range"))
         object.__setattr__(self, "ignored", tuple(self.ignored))
         if isinstance(self.calib_batch, bool) or not isinstance(self.calib_batch, int) or self.calib_batch < 1:

@@ -20,6 +20,8 @@ REGISTRY: dict[str, str] = {
     "openvino": "edgesmlp.targets.openvino",
     "jetson": "edgesmlp.targets.jetson",
 }
+DEFAULT = "openvino"  # what quantize builds when no --target is given
+DEFAULT_SENSITIVITY = "jetson"  # what sensitivity measures when no --target is given
 ALIASES = {"tensorrt": "jetson", "pytorch": "torch", "ort": "onnxruntime"}
 
 

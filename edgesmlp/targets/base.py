@@ -210,6 +210,17 @@ class Target(ABC):
     def load(self, folder: Path, config: TargetConfig, run: RunSettings, log: Log) -> Build:
         """Variants from a folder ``build`` wrote, run where this target's runtime is."""
 
+    def partial_int8(self, job: Job, folder: Path, log: Log):
+        """This target's INT8 graph of ``job.model`` as a ``PartialINT8`` (``quantization/partial.py``), and a
+        function of images giving FP32-vs-INT8 cosines at the end of every block: what ``sensitivity`` scores.
+        Targets that cannot keep layers in float leave this out."""
+        raise NotImplementedError
+
+    @classmethod
+    def mixed_precision(cls) -> bool:
+        """Whether this target provides ``partial_int8`` (and so ``sensitivity``)."""
+        return cls.partial_int8 is not Target.partial_int8
+
 
 def size_mb(*paths: Path) -> float:
     return sum(p.stat().st_size for p in paths if p.exists()) / 1e6

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edgesmlp.errors import ConfigError, ExportError, InputError
+from edgesmlp.precision import Precision
 from edgesmlp.quantization.qdq import QDQConfig
 from edgesmlp.targets.base import (Build, Job, Log, RunSettings, Target, TargetOptions, Variant, choose_float_layers,
                                    searches, size_mb)
@@ -118,6 +119,21 @@ class JetsonTarget(Target):
         return JetsonConfig(QDQConfig.chosen(options.calib_method, options.percentile, options.ignored),
                             dla_core=options.dla_core)
 
+    def partial_int8(self, job: Job, folder: Path, log: Log):
+        import onnx
+
+        from edgesmlp.export import export_onnx
+        from edgesmlp.quantization.partial import QDQPartial
+        from edgesmlp.quantization.qdq import quantize_qdq
+        from edgesmlp.quantization.sensitivity import block_cosines
+
+        c, threads = job.ckpt.config, job.run.threads
+        export_onnx(job.model, folder / "model_fp32.onnx", c.image_size, c.in_chans, dynamic_batch=True,
+                    reference=job.ckpt.model)
+        quantize_qdq(folder / "model_fp32.onnx", folder / "model_int8_qdq.onnx", job.calibration, job.config.qdq)
+        fp32, qdq = onnx.load(str(folder / "model_fp32.onnx")), onnx.load(str(folder / "model_int8_qdq.onnx"))
+        return QDQPartial(fp32, qdq, threads), lambda x: block_cosines(fp32, qdq, x, threads)
+
     def check(self, config: JetsonConfig, form: str, qat: bool = False) -> None:
         if qat and config.qdq.ignored:
             raise ConfigError("--ignore keeps layers out of post-training Q/DQ; --method qat trains every quantizer: "
@@ -163,19 +179,19 @@ class JetsonTarget(Target):
         _lint(folder / INT8_FP16_ONNX)
         write_build_script(folder, c.in_chans, c.image_size)
         write_device_readme(folder, c)
-        variants = [Variant("fp32", "ONNX Runtime CPU", _ort(folder / FP32_ONNX, job.run), size_mb(folder / FP32_ONNX)),
-                    Variant("fp16", EMULATED, _fp16_ort(folder / FP16_ONNX, job.run, False), size_mb(folder / FP16_ONNX),
+        variants = [Variant(Precision.fp32, "ONNX Runtime CPU", _ort(folder / FP32_ONNX, job.run), size_mb(folder / FP32_ONNX)),
+                    Variant(Precision.fp16, EMULATED, _fp16_ort(folder / FP16_ONNX, job.run, False), size_mb(folder / FP16_ONNX),
                             note=f"FP16-typed graph ({FP16_ONNX}) executed by ONNX Runtime on the CPU, every FP16 "
                             "tensor rounded to FP16: accuracy proxy for the strongly typed FP16 engine")]
         if job.qat is not None:
-            variants.append(Variant("int8-ptq", EMULATED, _ort(ptq_path, job.run, emulated=True), size_mb(ptq_path),
+            variants.append(Variant(Precision.int8_ptq, EMULATED, _ort(ptq_path, job.run, emulated=True), size_mb(ptq_path),
                                     note="PTQ, for comparison"))
         variants += compare
-        variants += [Variant("int8", EMULATED, _ort(folder / INT8_ONNX, job.run, emulated=True), size_mb(folder / INT8_ONNX), seconds,
+        variants += [Variant(Precision.int8, EMULATED, _ort(folder / INT8_ONNX, job.run, emulated=True), size_mb(folder / INT8_ONNX), seconds,
                              note=("QAT; " if job.qat else "") + "Q/DQ graph executed by ONNX Runtime on the CPU: "
                              "accuracy proxy for the TensorRT INT8 engine", kept_float=config.ignored,
                              quantized_layers=_quantized_layers(folder / INT8_ONNX)),
-                     Variant("int8-fp16", EMULATED, _fp16_ort(folder / INT8_FP16_ONNX, job.run, True),
+                     Variant(Precision.int8_fp16, EMULATED, _fp16_ort(folder / INT8_FP16_ONNX, job.run, True),
                              size_mb(folder / INT8_FP16_ONNX),
                              note=f"the same INT8 graph typed FP16 between its INT8 layers ({INT8_FP16_ONNX}), what "
                              "strongly typed TensorRT (10.12 and later) builds; executed by ONNX Runtime on the CPU, "
@@ -215,7 +231,7 @@ class JetsonTarget(Target):
         compare = []
         if choice.kept_float:
             (folder / INT8_ONNX).replace(folder / ALL_INT8_ONNX)
-            compare.append(Variant("int8-all", EMULATED, _ort(folder / ALL_INT8_ONNX, job.run, emulated=True),
+            compare.append(Variant(Precision.int8_all, EMULATED, _ort(folder / ALL_INT8_ONNX, job.run, emulated=True),
                                    size_mb(folder / ALL_INT8_ONNX), kept_float=config.ignored,
                                    quantized_layers=len(graph.layers), compare_only=True,
                                    note="every layer INT8 (but --ignore), for comparison; not shipped"))
@@ -239,7 +255,7 @@ class JetsonTarget(Target):
         for precision, source in engine_sources(folder, strongly_typed(trt)):
             engine_path = folder / f"model_{precision}.engine"
             seconds = None
-            if precision == "int8":
+            if precision == Precision.int8:
                 require_qdq(folder / source)
             if engine_path.is_file():
                 engine = engine_path.read_bytes()
@@ -279,8 +295,8 @@ def _write_fp16_graphs(folder: Path, calibration, log: Log) -> dict:
 
     log("typing the FP16 graphs for strongly typed TensorRT (FP32 where a tensor passes 512)")
     amax = float_ranges(onnx.load(str(folder / FP32_ONNX)), calibration)  # one pass serves both graphs
-    return {"fp16": write_fp16(folder / FP32_ONNX, folder / FP16_ONNX, calibration, amax=amax).to_dict(),
-            "int8": write_fp16(folder / INT8_ONNX, folder / INT8_FP16_ONNX, calibration, amax=amax).to_dict()}
+    return {Precision.fp16.value: write_fp16(folder / FP32_ONNX, folder / FP16_ONNX, calibration, amax=amax).to_dict(),
+            Precision.int8.value: write_fp16(folder / INT8_ONNX, folder / INT8_FP16_ONNX, calibration, amax=amax).to_dict()}
 
 
 def engine_sources(folder: Path, typed: bool) -> list[tuple[str, str]]:
@@ -288,9 +304,9 @@ def engine_sources(folder: Path, typed: bool) -> list[tuple[str, str]]:
     would build FP32 engines), older TensorRT the FP32-typed ones with its --int8/--fp16 flags. A bundle written
     before the FP16-typed graphs existed gets an FP32 float engine on strongly typed TensorRT."""
     if not typed:
-        return [("int8", INT8_ONNX), ("fp16", FP32_ONNX)]
+        return [(Precision.int8, INT8_ONNX), (Precision.fp16, FP32_ONNX)]
     int8 = INT8_FP16_ONNX if (folder / INT8_FP16_ONNX).is_file() else INT8_ONNX
-    return [("int8", int8), ("fp16", FP16_ONNX) if (folder / FP16_ONNX).is_file() else ("fp32", FP32_ONNX)]
+    return [(Precision.int8, int8), (Precision.fp16, FP16_ONNX) if (folder / FP16_ONNX).is_file() else (Precision.fp32, FP32_ONNX)]
 
 
 def _engine_input_shape(folder: Path) -> tuple[int, int, int]:

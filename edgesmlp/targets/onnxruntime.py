@@ -17,6 +17,7 @@ from pathlib import Path
 
 from edgesmlp.artifacts import atomic_file
 from edgesmlp.errors import InputError
+from edgesmlp.precision import Precision
 from edgesmlp.quantization.qdq import QDQConfig
 from edgesmlp.quantization.qdq_lint import require_qdq
 from edgesmlp.runtimes.onnxruntime import OnnxRuntimeRunner, emulation_runner, wants_unsigned_activations
@@ -125,8 +126,8 @@ class OnnxRuntimeTarget(Target):
             int8, runtime, note = folder / BUNDLE_INT8_ONNX, EMULATED, "the Jetson bundle's Q/DQ graph (s8 activations)"
         require_qdq(int8)
         return Build([
-            Variant("fp32", RUNTIME, _runner(folder / FP32_ONNX, run), size_mb(folder / FP32_ONNX)),
-            Variant("int8", runtime, _runner(int8, run, emulated=runtime == EMULATED), size_mb(int8), note=note),
+            Variant(Precision.fp32, RUNTIME, _runner(folder / FP32_ONNX, run), size_mb(folder / FP32_ONNX)),
+            Variant(Precision.int8, runtime, _runner(int8, run, emulated=runtime == EMULATED), size_mb(int8), note=note),
         ], notes)
 
 

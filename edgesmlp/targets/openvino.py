@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from edgesmlp.errors import ConfigError, InputError
+from edgesmlp.precision import Precision
 from edgesmlp.quantization.openvino_ptq import Fuse, OpenVINOPTQConfig
 from edgesmlp.runtimes.openvino import OpenVINORunner, ir_size_mb, read_ir, require_openvino, save_ir, with_batch
 from edgesmlp.targets.base import (Build, Job, Log, RunSettings, Target, TargetOptions, Variant, choose_float_layers,
@@ -14,7 +15,7 @@ from edgesmlp.targets.base import (Build, Job, Log, RunSettings, Target, TargetO
 
 RUNTIME = "OpenVINO CPU"
 DEFAULT_RUNTIME = "OpenVINO CPU, default precision"
-ARTIFACTS = {"int8": "model.xml", "fp32": "model_fp32.xml"}
+ARTIFACTS = {Precision.int8: "model.xml", Precision.fp32: "model_fp32.xml"}
 PRECISION_NOTE = ("The fp32 row is model_fp32.xml compiled with INFERENCE_PRECISION_HINT=f32; the {default} row is the "
                   "same file with no hint, what a user gets without edgesmlp on this CPU, and every speedup is over "
                   "it. INT8 is compiled as shipped, with no hint: the layers NNCF left in float run at the CPU's "
@@ -37,7 +38,7 @@ def _float_variants(fp32, size: float, run: RunSettings) -> tuple[list[Variant],
     from edgesmlp.runtimes.openvino import resolved_default_precision
 
     default = resolved_default_precision()
-    variants = [Variant("fp32", RUNTIME, _runner(fp32, run), size, speed_reference=default == "f32")]
+    variants = [Variant(Precision.fp32, RUNTIME, _runner(fp32, run), size, speed_reference=default == "f32")]
     if default != "f32":
         variants.append(Variant(default, DEFAULT_RUNTIME, _runner(fp32, run, None), size, speed_reference=True,
                                 note="model_fp32.xml, no precision hint"))
@@ -57,6 +58,14 @@ class OpenVINOTarget(Target):
     def config_from(self, options: TargetOptions) -> OpenVINOPTQConfig:
         return OpenVINOPTQConfig(**given(options, "preset", "bias_correction", "smooth_quant", "ignored",
                                          "activation_range", "calib_batch", "weight_bits", "fuse"))
+
+    def partial_int8(self, job: Job, folder: Path, log: Log):
+        from edgesmlp.quantization.openvino_partial import OpenVINOPartial, block_cosines
+        from edgesmlp.quantization.openvino_ptq import quantize_for_cpu
+
+        c, threads = job.ckpt.config, job.run.threads
+        fp32, int8 = quantize_for_cpu(job.model, job.calibration, job.config, c.in_chans, c.image_size, log)
+        return OpenVINOPartial(fp32, int8, threads), lambda x: block_cosines(fp32, int8, x, threads)
 
     def check(self, config: OpenVINOPTQConfig, form: str, qat: bool = False) -> None:
         from edgesmlp.quantization.openvino_ptq import check_request
@@ -95,22 +104,22 @@ class OpenVINOTarget(Target):
         seconds = time.perf_counter() - start
         fp32 = to_openvino(job.model, c.in_chans, c.image_size) if job.form == "deploy" else with_batch(graph, 1)
         del graph
-        save_ir(fp32, folder / ARTIFACTS["fp32"])
-        variants, notes = _float_variants(fp32, ir_size_mb(folder / ARTIFACTS["fp32"]), job.run)
+        save_ir(fp32, folder / ARTIFACTS[Precision.fp32])
+        variants, notes = _float_variants(fp32, ir_size_mb(folder / ARTIFACTS[Precision.fp32]), job.run)
         variants += compare
         if job.qat is not None:
             from edgesmlp.quantization.openvino_qat import quantize_aware_training
 
             save_ir(int8, folder / ".ptq.xml")
-            variants.append(Variant("int8-ptq", RUNTIME, _runner(int8, job.run, None), ir_size_mb(folder / ".ptq.xml"),
+            variants.append(Variant(Precision.int8_ptq, RUNTIME, _runner(int8, job.run, None), ir_size_mb(folder / ".ptq.xml"),
                                     seconds, note="PTQ, for comparison"))
             start = time.perf_counter()
             int8, manifest["qat"] = quantize_aware_training(job.model, job.ckpt.model, job.calibration, job.qat,
                                                             job.preprocess, log, config.weight_bits,
                                                             config.fuse is Fuse.conv)
             seconds = time.perf_counter() - start
-        save_ir(int8, folder / ARTIFACTS["int8"])
-        variants.append(Variant("int8", RUNTIME, _runner(int8, job.run, None), ir_size_mb(folder / ARTIFACTS["int8"]),
+        save_ir(int8, folder / ARTIFACTS[Precision.int8])
+        variants.append(Variant(Precision.int8, RUNTIME, _runner(int8, job.run, None), ir_size_mb(folder / ARTIFACTS[Precision.int8]),
                                 seconds, note="QAT" if "qat" in manifest else "", kept_float=config.ignored,
                                 quantized_layers=len(quantized_layers(int8))))
         return Build(variants, notes, {"ptq": config.to_dict(), "artifacts": ARTIFACTS, **manifest},
@@ -128,7 +137,7 @@ class OpenVINOTarget(Target):
         if choice.kept_float:
             full = with_batch(int8, 1)
             save_ir(full, folder / ".all_int8.xml")
-            compare.append(Variant("int8-all", RUNTIME, _runner(full, job.run, None), ir_size_mb(folder / ".all_int8.xml"),
+            compare.append(Variant(Precision.int8_all, RUNTIME, _runner(full, job.run, None), ir_size_mb(folder / ".all_int8.xml"),
                                    kept_float=config.ignored, quantized_layers=len(graph.layers), compare_only=True,
                                    note="every layer INT8 (but --ignore), for comparison; not shipped"))
             config = replace(config, ignored=config.ignored + choice.kept_float)
@@ -141,12 +150,12 @@ class OpenVINOTarget(Target):
         for xml in (folder / name for name in ARTIFACTS.values()):
             if not xml.is_file():
                 raise InputError(f"{folder} has no {xml.name}: point --from at a `quantize --target openvino` output")
-        fp32, int8 = folder / ARTIFACTS["fp32"], folder / ARTIFACTS["int8"]
+        fp32, int8 = folder / ARTIFACTS[Precision.fp32], folder / ARTIFACTS[Precision.int8]
         if b"FakeQuantize" not in int8.read_bytes():
             raise InputError(f"{int8} holds no FakeQuantize, so it is no INT8 model: re-run `edgesmlp quantize`, or "
                              "restore the file")
         variants, notes = _float_variants(read_ir(fp32), ir_size_mb(fp32), run)
-        variants.append(Variant("int8", RUNTIME, _runner(read_ir(int8), run, None), ir_size_mb(int8)))
+        variants.append(Variant(Precision.int8, RUNTIME, _runner(read_ir(int8), run, None), ir_size_mb(int8)))
         return Build(variants, notes)
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgesmlp.errors import InputError
+from edgesmlp.precision import Precision
 from edgesmlp.runtimes.base import FunctionRunner
 from edgesmlp.targets.base import Build, Job, Log, RunSettings, Target, Variant
 
@@ -73,7 +74,7 @@ class TorchTarget(Target):
             return model(torch.from_numpy(x)).numpy()
 
         size = sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6
-        return Build([Variant("fp32", "PyTorch eager CPU", lambda batch: FunctionRunner(run_eager), size)],
+        return Build([Variant(Precision.fp32, "PyTorch eager CPU", lambda batch: FunctionRunner(run_eager), size)],
                      [f"PyTorch eager runs the official graph with {run.cpu_threads} threads."])
 
 
