@@ -163,6 +163,9 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--calib", type=int, default=300)
+    parser.add_argument("--min-fraction", type=float, default=None, metavar="F",
+                        help="exit 1 when the shipped INT8 graph runs below this fraction of the INT8 GEMM peak "
+                        "measured in the same run (a regression check, e.g. 0.8)")
     parser.add_argument("--name", default="openvino_int8",
                         help="record as benchmarks/results/NAME.md (one record per kind of CPU)")
     args = parser.parse_args()
@@ -230,7 +233,14 @@ def main() -> None:
 
     args.gop, args.peaks = 2 * count_macs(model, SIZE) / 1e9, gemm_peak(args.threads)
     print("GEMM peak GOP/s:", {k: round(v) for k, v in args.peaks.items()}, flush=True)
+    shipped = next(p50 for n, p50, _, _ in rows if n == SHIPPED)
+    fraction = 1000 * args.gop / args.peaks["int8"] / shipped
+    print(f"the shipped INT8 graph ({shipped:.2f} ms) runs at {fraction:.0%} of this CPU's INT8 GEMM peak "
+          f"({1000 * args.gop / args.peaks['int8']:.1f} ms for sMLPNet-T's {args.gop:.2f} GOP)", flush=True)
     write(rows, ptq, args, profiles, batched)
+    if args.min_fraction is not None and fraction < args.min_fraction:
+        print(f"REGRESSION: {fraction:.0%} of the INT8 peak is below --min-fraction {args.min_fraction:.0%}")
+        raise SystemExit(1)
 
 
 def gemm_peak(threads: int, channels: int = 1024, grid: int = 56) -> dict[str, float]:

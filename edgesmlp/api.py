@@ -120,8 +120,9 @@ def quantize(weights=None, target: str = registry.DEFAULT, *, calib: Any = None,
              calib_size: int = 300, seed: int = 0, search_size: int = 1000, form: str = "deploy",
              image_size: int | None = None, crop_pct: float | None = None, interpolation: str | None = None,
              mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None, threads: int = 0,
-             latency_seconds: float = 1.0, qat: QATConfig | None = None, variant: str | None = None,
-             ema: bool = False, progress: bool = False, log: Log | None = None, **target_options) -> QuantizeResult:
+             latency_seconds: float = 1.0, model_cache: bool = True, qat: QATConfig | None = None,
+             variant: str | None = None, ema: bool = False, progress: bool = False, log: Log | None = None,
+             **target_options) -> QuantizeResult:
     """INT8 (PTQ, or QAT with ``qat=QATConfig(...)``) for ``target``, as ``edgesmlp quantize``: artifacts in
     ``output/<target>`` (default ``edgesmlp-out``), FP32 against INT8 on ``val``. ``target_options`` are the
     target's own (``preset``, ``fuse``, ``ignore`` for openvino; ``calib_method``, ``percentile``, ``ignore``,
@@ -132,7 +133,8 @@ def quantize(weights=None, target: str = registry.DEFAULT, *, calib: Any = None,
     name = registry.resolve(target)
     request = QuantizeRequest(
         **_spec(weights, variant, ema, val, calib, calib_size, seed, threads, form,
-                (image_size, crop_pct, interpolation, mean, std), latency_seconds=latency_seconds),
+                (image_size, crop_pct, interpolation, mean, std), latency_seconds=latency_seconds,
+                model_cache=model_cache),
         max_drop=max_drop, min_agreement=min_agreement, target=name,
         config=registry.get(name).config_from(_target_options([name], target_options)), qat=qat,
         output=_path(output), force=force, fallback=fallback, max_float=max_float,
@@ -149,8 +151,8 @@ def bench(weights=None, *, targets: str | list[str] | None = None, calib: Any = 
           source: str | Path | None = None, output: str | Path | None = None, force: bool = False,
           max_drop: float = DEFAULT_MAX_DROP, min_agreement: float | None = None, calib_size: int = 300,
           threads: int = 0, batch: int = 8, latency_seconds: float = 1.0, latency_iters: int = 20,
-          profile: bool = False, variant: str | None = None, ema: bool = False, progress: bool = False,
-          log: Log | None = None, **target_options) -> Report:
+          profile: bool = False, model_cache: bool = True, variant: str | None = None, ema: bool = False,
+          progress: bool = False, log: Log | None = None, **target_options) -> Report:
     """Every target (or ``targets``) and precision on the same images, as ``edgesmlp bench``; with ``source``
     (a quantize output folder, as ``--from``) what was built there. A target that crashes is a failed row
     (``Report.failed``), not an exception."""
@@ -165,10 +167,12 @@ def bench(weights=None, *, targets: str | list[str] | None = None, calib: Any = 
     options = _target_options(list(names), target_options)
     request = BenchRequest(
         **_spec(weights, variant, ema, val, calib, calib_size, 0, threads, None, None, throughput_batch=batch,
-                latency_iters=latency_iters, latency_seconds=latency_seconds),
+                latency_iters=latency_iters, latency_seconds=latency_seconds, model_cache=model_cache),
         targets=names, configs=tuple(registry.get(n).config_from(options) for n in names), output=_path(output),
         force=force, from_dir=_path(source), max_drop=max_drop, min_agreement=min_agreement, profile=profile)
     outcome = _run(run_bench, request, progress, log)
+    if not outcome.report:  # a rank of torchrun other than 0: rank 0 writes and reports
+        return Report(outcome.directory / "report.json", (), {})
     return Report.of(outcome.directory / "report.json", outcome.report)
 
 
@@ -216,6 +220,37 @@ def __getattr__(name: str):
 
         return QATConfig
     raise AttributeError(f"module 'edgesmlp.api' has no attribute {name!r}")
+
+
+def export(output: str | Path, weights=None, *, image_size: int | None = None, batch: int = 1,
+           dynamic_batch: bool = False, form: str = "deploy", variant: str | None = None, ema: bool = False,
+           force: bool = False):
+    """FP32 ONNX, as ``edgesmlp export``: ``.path``, ``.opset``, ``.batch``, ``.max_abs_diff`` (ONNX Runtime
+    against the official PyTorch graph)."""
+    from edgesmlp.jobs import tools
+
+    return tools.export(Path(output), weights, image_size, batch, dynamic_batch, form, variant, ema, force)
+
+
+def inspect(weights=None, *, arch: str | None = None, variant: str | None = None, ema: bool = False):
+    """What a checkpoint holds, as ``edgesmlp inspect --json`` prints it; ``arch``: a variant without weights."""
+    from edgesmlp.jobs import tools
+
+    return tools.inspect(weights, arch, variant, ema)
+
+
+def lint_qdq(model: str | Path):
+    """TensorRT's INT8 rules on a Q/DQ ONNX, as ``edgesmlp lint-qdq``: ``.findings``, ``.errors``."""
+    from edgesmlp.jobs import tools
+
+    return tools.lint_qdq(Path(model))
+
+
+def write_digits(output: str | Path, force: bool = False) -> dict[str, int]:
+    """The bundled digits splits as ImageFolder trees, as ``edgesmlp data digits``."""
+    from edgesmlp.jobs import tools
+
+    return tools.digits(Path(output), force)
 
 
 def _run(job, request, progress: bool, log: Log | None):

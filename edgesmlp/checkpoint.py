@@ -264,11 +264,11 @@ def infer_config(state: dict, path: Path | str = "weights", variant: str | None 
         raise CheckpointError(f"{path}: '{EMBED_KEY}' has shape {list(embed.shape)}, not an sMLPNet 4x4 patch embedding")
     dim, in_chans = int(embed.shape[0]), int(embed.shape[1])
     stages = sum(f"to_patch_embedding.{i}.0.weight" in state for i in range(8))
-    blocks = sorted(int(m.group(1)) for k in state if (m := re.fullmatch(r"channel_mix\.(\d+)\.2\.net\.0\.weight", k)))
+    blocks = [k for k in range(len(state)) if f"{block_layers(k)['fc1']}.weight" in state]
     depths = [0] * max(stages, 1)
     found = _BlockSurvey()
     for k in blocks:
-        fc1 = state[f"channel_mix.{k}.2.net.0.weight"]
+        fc1 = state[f"{block_layers(k)['fc1']}.weight"]
         channels = int(fc1.shape[1])
         stage = (channels // dim).bit_length() - 1
         if channels != dim * 2**stage or stage >= len(depths):

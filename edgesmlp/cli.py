@@ -117,6 +117,11 @@ def _stderr(line: str) -> None:
     typer.echo(line, err=True)
 
 
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", rich_help_panel="Output", help="Print the notes that "
+                                          "explain the numbers (they are in report.md and report.html too).")]
+ModelCacheOpt = Annotated[bool, typer.Option("--model-cache/--no-model-cache", rich_help_panel="Timing", help="Keep "
+                                             "OpenVINO's compiled models in ~/.cache/edgesmlp/openvino, so a row "
+                                             "compiles once and a later run not at all.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", rich_help_panel="Output", help="No progress bars or "
                                         "progress lines.")]
 
@@ -284,14 +289,6 @@ def main_options(
     """Ship an sMLPNet image classifier to edge hardware at INT8. With no --weights, every command uses the
     bundled digits model and its data, so you can try the whole pipeline first."""
 
-def _load(weights: Path | None, variant: str | None, ema: bool, image_size: int | None = None):
-    from edgesmlp.checkpoint import check_image_size, load_checkpoint
-
-    ckpt = load_checkpoint(weights, variant=variant, ema=ema)
-    check_image_size(ckpt, image_size)
-    return ckpt
-
-
 @app.command()
 @friendly_errors
 def inspect(
@@ -314,20 +311,12 @@ def inspect(
       edgesmlp inspect --arch list
       edgesmlp inspect --arch smlpnet_s_sum --json
     """
+    from edgesmlp import api
     from edgesmlp.jobs import describe as d
 
-    if arch is not None:
-        if weights is not None:
-            raise ConfigError("--arch describes a variant without weights: drop either WEIGHTS or --arch")
-        if arch == "list":
-            rows = d.list_arches()
-            typer.echo(json.dumps(rows, indent=2) if as_json else d.render_arch_list(rows))
-        else:
-            info = d.describe_arch(arch)
-            typer.echo(json.dumps(info, indent=2) if as_json else d.render_arch(info))
-        return
-    info = d.describe(_load(weights, variant, ema))
-    typer.echo(json.dumps(info, indent=2) if as_json else d.render(info))
+    info = api.inspect(weights, arch=arch, variant=variant, ema=ema)
+    render = d.render if arch is None else d.render_arch_list if arch == "list" else d.render_arch
+    typer.echo(json.dumps(info, indent=2) if as_json else render(info))
 
 
 @app.command()
@@ -353,25 +342,10 @@ def export(
       edgesmlp export -o digits.onnx
       edgesmlp export -w smlp_t.pth -o smlp_t.onnx --dynamic-batch
     """
-    from edgesmlp.artifacts import check_apart
-    from edgesmlp.errors import InputError, OutputExistsError
-    from edgesmlp.export import export_onnx
+    from edgesmlp import api
 
-    if output.exists() and not output.is_file():
-        raise InputError(f"cannot write {output}: it is not a regular file; give -o an .onnx file name")
-    if output.exists() and not force:
-        raise OutputExistsError(f"{output} exists: pass --force to overwrite it")
-    ckpt = _load(weights, variant, ema, image_size)
-    check_apart(output, {"--weights": weights})
-    model = ckpt.model
-    if form is Form.deploy:
-        from edgesmlp.deploy import to_deploy
-
-        model = to_deploy(ckpt.model)
-    result = export_onnx(
-        model, output, ckpt.config.image_size, ckpt.config.in_chans, batch=batch, dynamic_batch=dynamic_batch,
-        reference=ckpt.model,
-    )
+    result = api.export(output, weights, image_size=image_size, batch=batch, dynamic_batch=dynamic_batch,
+                        form=form.value, variant=variant, ema=ema, force=force)
     typer.echo(
         f"wrote {result.path} ({form.value} form, opset {result.opset}, batch {result.batch}, "
         f"{result.path.stat().st_size / 1e6:.2f} MB); ONNX Runtime vs PyTorch max |diff| {result.max_abs_diff:.2e}"
@@ -405,23 +379,40 @@ def _first_line(text: str) -> None:
         typer.echo(text, err=True)
 
 
-def _finish(report: dict, gate, wrote: str, wide: bool, as_json: bool = False) -> None:
-    """The table, what was written, the notes, then the verdict on the accuracy budget (``gate``, ``api.check``'s):
-    exit 1 with FAIL lines below it. With ``as_json``, one JSON object on stdout (``verdict_json``), the rest on
-    stderr."""
-    from edgesmlp.jobs.report import budget_lines, profile_summary, render_terminal
+def _finish(report: dict, gate, wrote: str, next_step: str, wide: bool, as_json: bool = False,
+            verbose: bool = False) -> None:
+    """The table, a legend for any mark it uses, then three lines: what was written, the verdict against the
+    budget (``gate``, ``api.check``'s) with its margin, and the next command; exit 1 on FAIL. The reasons behind
+    the numbers go to ``--verbose`` (and to report.md/html). With ``as_json``, one JSON object on stdout
+    (``verdict_json``) and the rest on stderr."""
+    from edgesmlp.jobs.report import budget_lines, profile_summary, render_terminal, terminal_legend
+
+    def say(text: str, indent: str = "  ") -> None:
+        typer.echo(textwrap.fill(text, 80, subsequent_indent=indent, break_on_hyphens=False,
+                                 break_long_words=False), err=as_json)
 
     if not as_json:
         typer.echo(render_terminal(report["results"], wide))
-    typer.echo(textwrap.fill(wrote, 80, subsequent_indent="  ", break_on_hyphens=False, break_long_words=False),
-               err=as_json)
-    for note in [*budget_lines(report), *map(profile_summary, report.get("profiles") or []), *report["notes"]]:
-        typer.echo(textwrap.fill(f"note: {note}", 80, subsequent_indent="  ", break_on_hyphens=False), err=as_json)
+        for line in terminal_legend(report["results"]):
+            say(line)
+    explain = budget_lines(report) if verbose or not gate.ok else []  # on FAIL, what the budget search found
+    if verbose:
+        explain += [*map(profile_summary, report.get("profiles") or []), *report["notes"]]
+    for note in explain:
+        say(f"note: {note}")
+        phases = {k: v for k, v in (report.get("seconds") or {}).items() if isinstance(v, (int, float))}
+        if phases:
+            say("seconds: " + ", ".join(f"{name} {value:.1f}" for name, value in phases.items()))
+    say(wrote)
     if as_json:
         typer.echo(verdict_json(gate, report["results"]))
+    elif gate.ok:
+        say(f"PASS: {'; '.join(gate.passes) or 'nothing to compare'}" + ("" if verbose else
+            " (--verbose for why)"))
     else:
         for violation in gate.violations:
-            typer.echo(f"FAIL: {violation}")
+            say(f"FAIL: {violation}")
+    say(f"next: {next_step}", "      ")
     if not gate.ok:
         raise typer.Exit(1)
 
@@ -514,6 +505,8 @@ def quantize(
     job_file: JobFileOpt = None,
     variant: VariantOpt = None,
     ema: EmaOpt = False,
+    verbose: VerboseOpt = False,
+    model_cache: ModelCacheOpt = True,
     quiet: QuietOpt = False,
 ) -> None:
     """INT8 quantization (PTQ or QAT) for a target, with an FP32 vs INT8 accuracy/latency report.
@@ -562,12 +555,15 @@ def quantize(
         min_agreement=min_agreement, fallback=fallback, max_float=max_float, calib_size=calib_size, seed=seed,
         search_size=search_size, form=form.value, image_size=image_size, crop_pct=crop_pct,
         interpolation=interpolation, mean=_floats(mean, "--mean"), std=_floats(std, "--std"), threads=threads,
-        latency_seconds=latency_seconds, qat=qat, variant=variant, ema=ema, progress=not quiet, log=_stderr,
+        latency_seconds=latency_seconds, model_cache=model_cache, qat=qat, variant=variant, ema=ema,
+        progress=not quiet, log=_stderr,
         **options)
     if not result.report.data:  # a non-zero torchrun rank: rank 0 reports
         return
     files = sorted(p.name for p in result.folder.iterdir() if not p.name.startswith("."))
-    _finish(result.report.data, result.gate, f"wrote {result.folder}/: {', '.join(files)}", wide, as_json)
+    _finish(result.report.data, result.gate, f"wrote {result.folder}/: {', '.join(files)}",
+            targets.get(name).next_step.format(folder=result.folder, root=result.folder.parent), wide, as_json,
+            verbose)
 
 
 @app.command("lint-qdq")
@@ -592,11 +588,10 @@ def lint_qdq(
       edgesmlp lint-qdq out/jetson/model_int8_qdq.onnx
       edgesmlp lint-qdq model.onnx --json
     """
-    from edgesmlp.quantization.qdq_lint import float_types, lint_model, load_onnx
+    from edgesmlp import api
 
-    graph = load_onnx(model)
-    findings = lint_model(graph)
-    errors = sum(f.severity == "error" for f in findings)
+    lint = api.lint_qdq(model)
+    findings, errors = lint.findings, lint.errors
     if as_json:
         typer.echo(json.dumps([f.to_dict() for f in findings], indent=2))
     else:
@@ -604,7 +599,7 @@ def lint_qdq(
             typer.echo(str(f))
         for rule in dict.fromkeys(f.rule for f in findings):
             typer.echo(f"  {rule}: {next(f.reference for f in findings if f.rule == rule)}")
-        types = ", ".join(f"{n} {t}" for t, n in sorted(float_types(graph).items()))
+        types = ", ".join(f"{n} {t}" for t, n in sorted(lint.float_types.items()))
         typer.echo(f"float tensors: {types or 'none'} (strongly typed TensorRT runs each in its type)")
         typer.echo(f"{model}: {errors} errors, {len(findings) - errors} warnings")
     raise typer.Exit(1 if errors else 0)
@@ -645,6 +640,8 @@ def bench(
                                           "engine inspector on the device).")] = False,
     variant: VariantOpt = None,
     ema: EmaOpt = False,
+    verbose: VerboseOpt = False,
+    model_cache: ModelCacheOpt = True,
     quiet: QuietOpt = False,
     job_file: JobFileOpt = None,
 ) -> None:
@@ -669,8 +666,11 @@ def bench(
     report = api.bench(weights, targets=_target_names(target_list), calib=calib, val=val, source=from_dir,
                        output=output, force=force, max_drop=max_drop, min_agreement=min_agreement,
                        calib_size=calib_size, threads=threads, batch=batch, latency_seconds=latency_seconds,
-                       latency_iters=latency_iters, profile=profile, variant=variant, ema=ema, progress=not quiet,
+                       latency_iters=latency_iters, profile=profile, model_cache=model_cache, variant=variant,
+                       ema=ema, progress=not quiet,
                        log=_stderr, **_target_options(ctx, dla_core=dla_core, weight_bits=weight_bits, fuse=fuse))
+    if not report.data:  # a rank of torchrun other than 0: rank 0 reports
+        return
     wrote = f"wrote {report.path.parent}/report.json, report.md, report.html"
     if report.failed:
         rows = report.data["results"]
@@ -682,7 +682,9 @@ def bench(
         typer.echo(wrote, err=as_json)
         raise typer.Exit(3)
     gate = api.check(report, max_drop=max_drop, min_agreement=min_agreement, allow_empty=True)
-    _finish(report.data, gate, wrote, wide, as_json)
+    folder = report.path.parent
+    _finish(report.data, gate, wrote, f"edgesmlp check {folder} --baseline OLD/report.json (or open "
+            f"{folder}/report.html)", wide, as_json, verbose)
 
 
 @app.command(cls=PanelCommand)
@@ -788,7 +790,6 @@ def sensitivity(
       edgesmlp sensitivity -w smlp_t.pth --calib imagenet/train --val imagenet/val --images 2000
     """
     _first_line(f"edgesmlp sensitivity: {weights or 'the bundled digits model'}")
-    from edgesmlp.jobs.check import check_threshold
     from edgesmlp import api
     from edgesmlp.jobs.sensitivity import render
 
@@ -819,9 +820,9 @@ def data_digits(
     Examples:
       edgesmlp data digits digits
     """
-    from edgesmlp.calibration.digits import write_imagefolders
+    from edgesmlp import api
 
-    counts = write_imagefolders(output, force=force)
+    counts = api.write_digits(output, force=force)
     typer.echo(f"wrote {output}/: " + ", ".join(f"{split} {n} images" for split, n in counts.items()))
 
 

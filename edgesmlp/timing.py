@@ -13,6 +13,7 @@ import random
 import statistics
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 
@@ -138,3 +139,23 @@ def library_versions(*names: str) -> dict[str, str]:
         except PackageNotFoundError:
             out[name] = "not installed"
     return out
+
+
+class Phases:
+    """Seconds per phase of a job (``with phases("evaluate"): ...``), for report.json's ``seconds``."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.started = time.perf_counter()
+
+    @contextmanager
+    def __call__(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+    def to_dict(self, **extra: dict) -> dict:
+        return {**{k: round(v, 3) for k, v in self.seconds.items()}, **extra,
+                "total": round(time.perf_counter() - self.started, 3)}

@@ -181,3 +181,26 @@ def test_the_gate_holds_min_agreement_and_skips_comparison_rows():
     assert not failed.passed and failed.violations == [
         "openvino/int8 agrees with FP32 on 99.80% of images (asked 99.9%)"]
     assert np.isclose(len(failed.passes), 1)  # the drop check passed; the comparison row was never gated
+
+
+def test_met_on_search_images_missed_on_validation_exits_1_with_the_trade_off(tmp_path):
+    """Search images unlike --val: the budget is met with confidence on the first, missed on the second, and the
+    run says so, with the trade-off the search found and what to do."""
+    import numpy as np
+    from PIL import Image
+
+    from edgesmlp import api
+
+    api.write_digits(tmp_path / "d")
+    (tmp_path / "noise").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(200):  # images no digit model was trained on: INT8 and FP32 part ways more often
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "noise" / f"{i}.png")
+    result = CliRunner().invoke(app, ["quantize", "-o", str(tmp_path / "o"), "--search", str(tmp_path / "d" / "train"),
+                                 "--val", str(tmp_path / "noise"), "--min-agreement", "99", "--latency-seconds", "0"])
+    assert result.exit_code == 1, result.output
+    assert "FAIL: openvino/int8 agrees with FP32 on" in result.stdout
+    assert "The validation images missed the budget the search images met" in result.stdout
+    assert "Give --search images drawn like --val" in result.stdout.replace("\n  ", " ")
+    budget = json.loads((tmp_path / "o" / "openvino" / "report.json").read_text())["budget"]
+    assert budget["search"]["certified"] and budget["search"]["images"] == 997

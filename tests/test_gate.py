@@ -161,3 +161,25 @@ def test_help_groups_options_in_panels_common_first():
     assert panels[:3] == ["Input", "Accuracy budget", "Preprocessing"] and "QAT" in panels
     budget = text[text.index("Accuracy budget:"):text.index("Preprocessing:")]
     assert "--search" in budget and "--min-agreement" in budget and "--preset" not in budget
+
+
+def test_only_the_targets_a_run_was_asked_for_are_gated():
+    data = report(row("openvino", "fp32", 99.0), row("openvino", "int8", 98.8),
+                  row("onnxruntime", "fp32", 99.0), row("onnxruntime", "int8", 90.0))
+    assert not check_report(data).passed  # an older report, without "targets": every row is judged
+    data["targets"] = ["openvino"]
+    outcome = check_report(data)
+    assert outcome.passed and outcome.checked == 1
+    assert any("onnxruntime: not asked for" in note for note in outcome.notes)
+
+
+def test_a_busy_machine_is_named_in_the_report():
+    from edgesmlp.jobs.report import Result, build_report
+
+    quiet = Result("openvino", "fp32", latency_ms_p50=10.0, throughput_ips=110.0)
+    spread = Result("openvino", "int8", latency_ms_p50=5.0, latency_unstable=True, throughput_ips=210.0)
+    starved = Result("torch", "fp32", latency_ms_p50=10.0, throughput_ips=30.0)  # under half its batch-1 rate
+    notes = build_report([quiet, spread, starved], {}, {}, {}, {}, ["other"])["notes"]
+    assert notes[0].startswith("The machine was busy") and "openvino/int8, torch/fp32" in notes[0]
+    assert "openvino/fp32" not in notes[0] and notes[1] == "other"
+    assert build_report([quiet], {}, {}, {}, {}, [])["notes"] == []

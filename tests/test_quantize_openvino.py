@@ -483,13 +483,26 @@ def test_weight_bits_follow_the_cpu_and_halve_the_weight_range(monkeypatch):
     assert halved[7] > 0.8 and halved[8] < 0.2, halved
 
 
-def test_the_manifest_replays_the_build(default_run, tmp_path):
-    """manifest.json is a job file: the same PTQ on the same images gives byte-identical INT8 artifacts."""
+def test_the_manifest_replays_the_build(default_run, tmp_path, monkeypatch):
+    """manifest.json is a job file: the same PTQ on the same images gives byte-identical INT8 artifacts. The run
+    keeps OpenVINO's compiled models in the user's cache and records where its time went."""
     from edgesmlp.artifacts import sha256_file
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
     manifest = default_run.directory / "manifest.json"
     assert json.loads(manifest.read_text())["job"]["target"] == "openvino"
     result = runner.invoke(app, ["quantize", "--config", str(manifest), "-o", str(tmp_path / "again")])
     assert result.exit_code == 0, result.output
+    # the terminal: the table, a legend only for marks it uses, then what was written, the verdict and what next
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:2] == ["target", "prec"] and not any(line.startswith("note:") for line in lines)
+    assert any(line.startswith("PASS: openvino/int8 drop") for line in lines), result.stdout
+    assert lines[-1].startswith("next: edgesmlp bench --from") and len(lines) <= 12, result.stdout
     for name in ("model.xml", "model.bin"):
         assert sha256_file(tmp_path / "again" / "openvino" / name) == sha256_file(default_run.directory / name)
+    assert list((tmp_path / "cache" / "edgesmlp" / "openvino").glob("*.blob"))
+    seconds = json.loads((tmp_path / "again" / "openvino" / "report.json").read_text())["seconds"]
+    assert {"load", "build", "compile", "evaluate", "timing", "total"} <= set(seconds)
+    assert set(seconds["evaluate_by_row"]) == {"images", "fp32", "int8"}
+    assert sum(v for k, v in seconds.items() if k not in ("total", "evaluate_by_row")) <= seconds["total"]

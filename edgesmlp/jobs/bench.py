@@ -22,11 +22,12 @@ from edgesmlp.calibration.sources import open_images
 from edgesmlp.errors import InputError, reason
 from edgesmlp.jobs.evaluate import Evaluation, evaluate_runners, measure_target
 from edgesmlp.jobs.inputs import check_default_fits, check_output, origin, output_candidates, reads
+from edgesmlp.jobs.ranks import scratch, world
 from edgesmlp.jobs.report import VERSIONED, Result, build_report, model_info, write_report
 from edgesmlp.jobs.spec import BenchRequest
 from edgesmlp.precision import accuracy_reference
 from edgesmlp.targets.base import Build, Log, Target
-from edgesmlp.timing import library_versions, machine_info
+from edgesmlp.timing import Phases, library_versions, machine_info
 
 DEFAULT_OUTPUT = Path("edgesmlp-bench")
 
@@ -38,7 +39,7 @@ class BenchOutcome:
 
     @property
     def failed(self) -> bool:
-        return any(r["status"] == "failed" for r in self.report["results"])
+        return any(r["status"] == "failed" for r in self.report.get("results", []))
 
 
 def resolve_targets(names: tuple[str, ...] | None) -> tuple[str, ...]:
@@ -56,15 +57,24 @@ def _config(request: BenchRequest, target: Target):
 
 def run_bench(request: BenchRequest, log: Log = print) -> BenchOutcome:
     names = resolve_targets(request.targets)
+    rank, size = world()
     candidates = output_candidates(request.output, DEFAULT_OUTPUT)
-    check_output(candidates(0), request.output is not None, request.force, {**reads(request), "--from": request.from_dir})
+    if rank == 0:
+        check_output(candidates(0), request.output is not None, request.force,
+                     {**reads(request), "--from": request.from_dir})
     outputs = _quantize_outputs(request.from_dir) if request.from_dir is not None else None  # checked before work
-    with reserved_dir(candidates, request.force, explicit=request.output is not None, log=log) as (directory, tmp):
-        if outputs is None:
-            builds, rows, model, preprocess, val_set = _build_all(names, request, tmp / "artifacts", log)
-        else:
-            builds, rows, model, preprocess, val_set = _load_all(names, request, *outputs, log)
-        measured, evaluation = _measure(builds, val_set, preprocess, request, log)
+    phases = Phases()
+    output = (reserved_dir(candidates, request.force, explicit=request.output is not None, log=log) if rank == 0
+              else scratch("bench"))
+    with output as (directory, tmp):
+        with phases("load and build" if outputs is None else "load"):
+            if outputs is None:
+                builds, rows, model, preprocess, val_set = _build_all(names, request, tmp / "artifacts", log)
+            else:
+                builds, rows, model, preprocess, val_set = _load_all(names, request, *outputs, log)
+        measured, evaluation = _measure(builds, val_set, preprocess, request, log, phases, timed=rank == 0)
+        if rank > 0:  # under torchrun every rank evaluated its share; rank 0 alone times the rows and reports
+            return BenchOutcome(directory, {})
         results = rows + measured
         order = {name: i for i, name in enumerate(names)}
         results.sort(key=lambda r: order.get(r.target, len(order)))
@@ -73,6 +83,9 @@ def run_bench(request: BenchRequest, log: Log = print) -> BenchOutcome:
                               {**machine_info(), "threads": request.run.cpu_threads}, library_versions(*VERSIONED),
                               [n for b in builds.values() for n in b.notes])
         report["kind"] = "bench"
+        report["targets"] = list(names)  # what was asked: check gates these rows only
+        report["ranks"] = size  # processes the validation images were shared over (latency: rank 0 alone)
+        report["seconds"] = phases.to_dict(evaluate_by_row=evaluation.seconds if evaluation else {})
         report["budget"] = {"max_drop": request.max_drop, "min_agreement": request.min_agreement}
         report["reference"] = next(iter(builds), None)
         if outputs is None:  # with --from, each target folder's manifest.json holds the config it was built with
@@ -153,13 +166,16 @@ def _load_all(names, request: BenchRequest, folders: dict[str, Path], manifest: 
         target = targets.get(name)
         folder = next((folders[n] for n in (target.reads or folders) if n in folders), None)
         reason = target.available() if folder is not None else f"{request.from_dir} has no output for it"
-        if reason:
+        stand_in = target.emulate(folder, _config(request, target), request.run, log) if folder and reason else None
+        if reason and stand_in is None:
             rows.append(Result(target=name, precision="-", status="skipped", note=reason))
             continue
+        if stand_in is not None:
+            log(f"{name}: {reason}; its artifacts run emulated here")
         try:
             if target.reads is not None:  # it loads this folder's artifacts (torch, reads=None, loads the weights)
                 _check_files(folder)
-            builds[name] = target.load(folder, _config(request, target), request.run, log)
+            builds[name] = stand_in or target.load(folder, _config(request, target), request.run, log)
         except Exception as e:  # noqa: BLE001
             rows.append(_failed_row(name, e, log))
     return builds, rows, model, preprocess, val_set
@@ -264,20 +280,25 @@ def _read_manifest(folder: Path) -> dict:
 
 
 def _measure(builds: dict[str, Build], val_set, preprocess: Preprocess, request: BenchRequest,
-             log: Log) -> tuple[list[Result], Evaluation | None]:
+             log: Log, phases: Phases, timed: bool = True) -> tuple[list[Result], Evaluation | None]:
     runners, variants = {}, {}
-    for target, build in builds.items():
-        for v in build.variants:
-            key = f"{target}/{v.precision}"
-            runners[key], variants[key] = v.make_runner(request.run.eval_batch), (target, v)
+    with phases("compile"):
+        for target, build in builds.items():
+            for v in build.variants:
+                key = f"{target}/{v.precision}"
+                runners[key], variants[key] = v.make_runner(request.run.eval_batch), (target, v)
     if not runners:
         return [], None
-    evaluation = evaluate_runners(runners, val_set, preprocess, request.run.eval_batch)
+    with phases("evaluate"):
+        evaluation = evaluate_runners(runners, val_set, preprocess, request.run.eval_batch)
+    if not timed:
+        return [], evaluation
     results = []
     for target, build in builds.items():
         ok = [v for v in build.variants if f"{target}/{v.precision}" not in evaluation.failures]
         accuracy = {v.precision: evaluation.accuracy[f"{target}/{v.precision}"] for v in ok}
-        rows, failures = measure_target(target, ok, accuracy, evaluation.sample, request.run, log)
+        with phases("timing"):
+            rows, failures = measure_target(target, ok, accuracy, evaluation.sample, request.run, log)
         failures.update({v.precision: evaluation.failures[f"{target}/{v.precision}"] for v in build.variants
                          if v not in ok})
         results += rows

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import statistics
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-
-import statistics
 
 import numpy as np
 
 from edgesmlp.errors import reason
+from edgesmlp.jobs.ranks import shard
 from edgesmlp.jobs.report import Result
 from edgesmlp.precision import is_float
 from edgesmlp.progress import progress_bar
@@ -108,6 +109,7 @@ class Evaluation:
     skipped: list = field(default_factory=list)
     sample: np.ndarray | None = None  # the first batch, for latency runs
     failures: dict = field(default_factory=dict)  # runner name -> why it stopped
+    seconds: dict = field(default_factory=dict)  # runner name -> seconds inside it; "images": decoding them
 
 
 def evaluate_runners(runners: dict[str, Runner], images, preprocess, batch: int) -> Evaluation:
@@ -115,14 +117,23 @@ def evaluate_runners(runners: dict[str, Runner], images, preprocess, batch: int)
 
     Memory stays at one batch, so a 50,000-image validation set costs what a 16-image one does.
     """
+    from edgesmlp.calibration.sources import ImageSet
     from edgesmlp.errors import DataError
+    from edgesmlp.jobs.ranks import world
 
+    rank, size = world()
+    everything = images
+    if size > 1:  # under torchrun: this rank's share; the tallies are summed below
+        images = ImageSet(shard(images.items, rank, size), images.origin, images.kind, images.classes)
     tallies = {name: _Tally() for name in runners}
+    seconds = dict.fromkeys(["images", *runners], 0.0)
     failures: dict[str, str] = {}
     skipped: list = []
     labelled, sample, reference_name = True, None, next(iter(runners))
     with progress_bar(f"Evaluating {', '.join(runners)}", total=len(images.items)) as advance:
-        for x, y in stream_batches(images, preprocess, batch, skipped):
+        batches, started = stream_batches(images, preprocess, batch, skipped), time.perf_counter()
+        for x, y in batches:
+            seconds["images"] += time.perf_counter() - started
             sample = x if sample is None else sample
             labelled = labelled and y is not None
             n, padded = len(x), _padded(x, batch)
@@ -131,7 +142,9 @@ def evaluate_runners(runners: dict[str, Runner], images, preprocess, batch: int)
                 if name in failures:
                     continue
                 try:
+                    start = time.perf_counter()
                     outputs[name] = np.asarray(run(padded))[:n]
+                    seconds[name] += time.perf_counter() - start
                 except Exception as e:  # noqa: BLE001 - one runtime crashing must not stop the others
                     if name == reference_name:
                         raise
@@ -141,12 +154,31 @@ def evaluate_runners(runners: dict[str, Runner], images, preprocess, batch: int)
                 tallies[name].add(logits, ref, y)
             for _ in range(n):
                 advance()
+            started = time.perf_counter()
+    if size > 1:
+        labelled, failures, skipped = _combine(tallies, labelled, failures, skipped)
     count = tallies[reference_name].n
     if count == 0:
         example = f" (e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
-        raise DataError(f"{images.origin}: none of its {len(images.items)} images could be read{example}")
+        raise DataError(f"{everything.origin}: none of its {len(everything.items)} images could be read{example}")
     accuracy = {name: None if name in failures else t.accuracy(labelled) for name, t in tallies.items()}
-    return Evaluation(accuracy, labelled, count, skipped, sample, failures)
+    return Evaluation(accuracy, labelled, count, skipped, sample, failures,
+                      {name: round(value, 3) for name, value in seconds.items()})
+
+
+def _combine(tallies: dict[str, _Tally], labelled: bool, failures: dict, skipped: list):
+    """Every rank's tallies summed into ``tallies`` (in place), and the ranks' failures and skipped images joined."""
+    from edgesmlp.jobs.ranks import gather, sum_over_ranks
+
+    fields = ("n", "correct1", "correct5", "agree", "cosine")
+    summed = sum_over_ranks([float(getattr(t, f)) for t in tallies.values() for f in fields] + [float(not labelled)])
+    for i, tally in enumerate(tallies.values()):
+        for j, name in enumerate(fields):
+            value = summed[i * len(fields) + j]
+            setattr(tally, name, value if name == "cosine" else int(round(value)))
+    everyone = gather((failures, skipped))
+    return (summed[-1] == 0, {k: v for fails, _ in everyone for k, v in fails.items()},
+            [s for _, skips in everyone for s in skips])
 
 
 ROUNDS = 5  # interleaved rounds per target: rows of one target are timed turn by turn, so drift hits all alike

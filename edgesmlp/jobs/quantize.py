@@ -7,11 +7,7 @@ when the whole job, evaluation and report included, has succeeded.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,11 +17,12 @@ from edgesmlp.errors import ConfigError, DataError, RuntimeFailure
 from edgesmlp.jobs.evaluate import Evaluation, evaluate_runners, measure_target
 from edgesmlp.jobs.inputs import check_output, open_inputs, origin, output_candidates, reads
 from edgesmlp.jobs.jobfile import entries
+from edgesmlp.jobs.ranks import scratch, world
 from edgesmlp.jobs.report import VERSIONED, Result, build_report, model_info, write_report
 from edgesmlp.jobs.spec import MANIFEST_VERSION, QuantizeRequest
 from edgesmlp.precision import Precision, accuracy_reference
 from edgesmlp.targets.base import Build, Job, Log
-from edgesmlp.timing import library_versions, machine_info
+from edgesmlp.timing import Phases, library_versions, machine_info
 
 DEFAULT_OUTPUT = Path("edgesmlp-out")
 
@@ -48,32 +45,39 @@ def run_quantize(request: QuantizeRequest, log: Log = print) -> QuantizeOutcome:
         raise ConfigError(f"the {target.name} target takes a {target.config_type.__name__}, "
                           f"not a {type(config).__name__}")
     target.check(config, request.form.value, qat=request.qat is not None)
-    rank = _rank(request)
+    rank, size = world()
     candidates = output_candidates(request.output, DEFAULT_OUTPUT, target.name)
     if rank == 0:
         check_output(candidates(0), request.output is not None, request.force, reads(request))
-    inputs = open_inputs(request, log)
+    phases = Phases()
+    with phases("load"):
+        inputs = open_inputs(request, log)
     ckpt, preprocess, val_set, calib_set, calib = (inputs.ckpt, inputs.preprocess, inputs.val_set, inputs.calib_set,
                                                    inputs.calib)
-    search = (search_images(request, ckpt.config.num_classes, preprocess, calib_set, calib, val_set, log)
-              if request.budget.searches and request.qat is None else None)
+    with phases("load"):
+        search = (search_images(request, ckpt.config.num_classes, preprocess, calib_set, calib, val_set, log)
+                  if request.budget.searches and request.qat is None else None)
     output = (reserved_dir(candidates, request.force, explicit=request.output is not None, log=log) if rank == 0
-              else _scratch(target.name))
+              else scratch(target.name))
     with output as (target_dir, tmp):
         qat = _prepare_qat(request, ckpt, target.name, target_dir, config) if request.qat is not None else None
         model = to_deploy(ckpt.model) if request.form.value == "deploy" else ckpt.model
         job = Job(ckpt, model, request.form.value, preprocess, calib.x, config, request.run, qat, request.budget,
                   search)
-        build = target.build(job, tmp, log)
-        if rank > 0:  # under torchrun only rank 0 evaluates and ships
+        with phases("build"):  # export, calibration, the budget search, INT8 (report.json's budget has the search's)
+            build = target.build(job, tmp, log)
+        with phases("compile"):
+            runners = {v.precision: v.make_runner(request.run.eval_batch) for v in build.variants}
+        with phases("evaluate"):  # under torchrun every rank evaluates its share of the images
+            evaluation = evaluate_runners(runners, val_set, preprocess, request.run.eval_batch)
+        if rank > 0:  # and rank 0 alone times the rows and ships
             return QuantizeOutcome(target_dir, {})
-        evaluation = evaluate_runners({v.precision: v.make_runner(request.run.eval_batch) for v in build.variants},
-                                      val_set, preprocess, request.run.eval_batch)
         if evaluation.skipped:
             key, reason = evaluation.skipped[0]
             log(f"warning: skipped {len(evaluation.skipped)} unreadable validation image(s), e.g. {key}: {reason}")
-        results, failures = measure_target(target.name, build.variants, evaluation.accuracy, evaluation.sample,
-                                           request.run, log)
+        with phases("timing"):
+            results, failures = measure_target(target.name, build.variants, evaluation.accuracy, evaluation.sample,
+                                               request.run, log)
         if failures:
             precision, reason = next(iter(failures.items()))
             raise RuntimeFailure(f"{target.name} {precision} failed while timed: {reason}")
@@ -86,6 +90,9 @@ def run_quantize(request: QuantizeRequest, log: Log = print) -> QuantizeOutcome:
             path.unlink(missing_ok=True)
         report = _report(request, job, build, evaluation, results, calib_set, val_set)
         report["budget"] = _budget_section(request, build, results)
+        report["targets"] = [target.name]
+        report["ranks"] = size
+        report["seconds"] = phases.to_dict(evaluate_by_row=evaluation.seconds)
         write_report(tmp, report)
         _write_manifest(tmp, request, job, build, calib_set, val_set)
     if qat is not None:
@@ -154,17 +161,6 @@ def _certifiable(budget, images: int, labelled: bool, option: str) -> bool:
                       f"search images: it needs {many}; {fix}")
 
 
-@contextmanager
-def _scratch(name: str) -> Iterator[tuple[Path, Path]]:
-    """A throwaway output for torchrun ranks other than 0 (rank 0 ships)."""
-    root = Path(tempfile.mkdtemp())
-    try:
-        (root / name).mkdir()
-        yield root / name, root / name
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-
-
 TINY_MACS = 100_000_000  # below this, per-operation overhead, not arithmetic, sets a CPU's latency
 
 
@@ -179,20 +175,12 @@ def _why_not_faster(results: list[Result], ckpt) -> list[str]:
     macs = count_macs(ckpt.model, ckpt.config.image_size, ckpt.config.in_chans)
     if macs >= TINY_MACS:
         return [f"INT8 was not faster than FP32 here ({int8.latency_ms_p50:.2f} vs {fp32.latency_ms_p50:.2f} ms): "
-                "see `edgesmlp bench` and benchmarks/openvino_int8.py for where the time goes."]
+                "`edgesmlp bench --profile` shows where the time goes, layer by layer."]
     return [f"INT8 is not faster here because this model is tiny ({macs / 1e6:.1f} M MACs per image): per-operation "
-            "overhead, not arithmetic, sets its latency. On sMLPNet-T at 224 (5 G MACs) edgesmlp's OpenVINO INT8 "
-            "measured 1.7-2.1x faster than the official graph at OpenVINO's default precision (bf16) and 2.6-4.3x faster than "
-            "f32 on 2-core AVX-512 VNNI and AMX CPUs, and 1.55x faster than f32 on one with AVX2 only, which has no "
-            "INT8 dot-product instructions (README); benchmarks/openvino_int8.py measures it on yours."]
+            "overhead, not arithmetic, sets its latency. At sMLPNet-T's size (5 G MACs) INT8 pays off: edgesmlp's "
+            "docs/measurements.md has the numbers per kind of CPU, and `edgesmlp bench` on your model measures yours."]
 
 
-def _rank(request: QuantizeRequest) -> int:
-    if request.qat is None:
-        return 0
-    from edgesmlp.quantization.qat import distributed
-
-    return distributed()[0]
 
 
 def _prepare_qat(request: QuantizeRequest, ckpt, target: str, target_dir: Path, config):

@@ -52,8 +52,26 @@ def model_info(path: str, bundled: bool, sha256: str, weights: str, config: dict
             "config": config, "image_size": config["image_size"], "num_classes": config["num_classes"]}
 
 
+def busy(results: list[Result]) -> list[str]:
+    """The rows whose measurements say other work competed for the CPU: a batch-1 spread (IQR) over a quarter of
+    the p50 (``latency_unstable``), or a throughput under half the row's own batch-1 rate."""
+    rows = []
+    for r in results:
+        if r.status != "ok" or not r.latency_ms_p50:
+            continue
+        slow = r.throughput_ips is not None and r.throughput_ips < 0.5 * 1000.0 / r.latency_ms_p50
+        if r.latency_unstable or slow:
+            rows.append(f"{r.target}/{r.precision}")
+    return rows
+
+
 def build_report(results: list[Result], model: dict, data: dict, machine: dict, versions: dict,
                  notes: list[str]) -> dict:
+    competed = busy(results)
+    if competed:
+        notes = [f"The machine was busy while this ran: {', '.join(competed)} measured a batch-1 spread over a "
+                 "quarter of its median or a throughput under half its batch-1 rate, so other work competed for the "
+                 "CPU. Compare these latencies with care, or run again on a quiet machine.", *notes]
     return {
         "schema": SCHEMA,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -137,6 +155,14 @@ def render_terminal(results: list[dict], wide: bool = False) -> str:
             lines.append(textwrap.fill(f"{r['target']}: {r['status']}{precision} - {r['note']}", 80,
                                        subsequent_indent="  ", break_on_hyphens=False))
     return "\n".join(lines)
+
+
+def terminal_legend(results: list[dict]) -> list[str]:
+    """A line for each mark the terminal table uses."""
+    if any(r.get("latency_unstable") for r in results if r["status"] == "ok"):
+        return ["~ after a latency: its spread (IQR) is over a quarter of its p50: the machine was busy (other work "
+                "competed for the CPU), so compare it with care"]
+    return []
 
 
 def render_table(results: list[dict]) -> str:
@@ -265,7 +291,8 @@ def render_markdown(report: dict) -> str:
     failed = [r for r in report["results"] if r["status"] != "ok"]
     lines += [f"- {r['target']}{'' if r['precision'] == '-' else ' ' + r['precision']}: {r['status']} - {r['note']}"
               for r in failed]
-    lines += [f"- {note}" for note in report.get("notes", [])]
+    if report.get("notes"):
+        lines += ["", "## Why these numbers", "", *(f"- {note}" for note in report["notes"])]
     if report.get("profiles"):
         lines += ["", "## Where the time goes", "", "Each runtime's own profiler; precision is what it executed in.", ""]
         for entry in report["profiles"]:

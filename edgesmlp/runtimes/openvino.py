@@ -31,6 +31,13 @@ def read_ir(xml: Path):
     return require_openvino().Core().read_model(str(xml))
 
 
+def model_cache_dir() -> Path:
+    """Where compiled OpenVINO models are cached between runs: the user's cache folder (XDG_CACHE_HOME)."""
+    import os
+
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgesmlp" / "openvino"
+
+
 def save_ir(model, path: Path) -> None:
     """Write model.xml + model.bin; weights stay as they are (no FP16 compression of FP32 weights). The names
     OpenVINO generates (``Constant_18980``: a counter over the whole process) are numbered in graph order, so the
@@ -100,27 +107,34 @@ class OpenVINORunner(Runner):
     hint would, each a single-stream model compiled on its own, which computes exactly these logits.
     """
 
-    def __init__(self, model, batch: int, threads: int = 0, precision: str | None = "f32"):
-        ov = require_openvino()
+    def __init__(self, model, batch: int, threads: int = 0, precision: str | None = "f32",
+                 cache_dir: Path | None = None):
         model = with_batch(model, batch)
         config = {"PERFORMANCE_HINT": "LATENCY"}
         if precision is not None:
             config["INFERENCE_PRECISION_HINT"] = precision
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
-        self.batch, self.model, self.config = batch, model, config
-        compiled = ov.Core().compile_model(model, "CPU", config)
+        self.batch, self.model, self.config, self.cache_dir = batch, model, config, cache_dir
+        compiled = self._core().compile_model(model, "CPU", config)
         self.inference_precision = default_precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
         self.request = compiled.create_infer_request()
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.request.infer({0: x})[0].copy()
 
+    def _core(self):
+        """A Core that reads and writes compiled blobs in ``cache_dir`` (OpenVINO's model cache), if one is given."""
+        core = require_openvino().Core()
+        if self.cache_dir is not None:
+            core.set_property({"CACHE_DIR": str(self.cache_dir)})
+        return core
+
     @functools.cached_property
     def throughput_streams(self) -> int:
         """How many streams OpenVINO's THROUGHPUT hint picks for this model, threads and CPU (one compilation)."""
         config = {k: v for k, v in self.config.items() if k != "PERFORMANCE_HINT"}
-        compiled = require_openvino().Core().compile_model(self.model, "CPU", {**config, "PERFORMANCE_HINT": "THROUGHPUT"})
+        compiled = self._core().compile_model(self.model, "CPU", {**config, "PERFORMANCE_HINT": "THROUGHPUT"})
         return int(compiled.get_property("NUM_STREAMS"))
 
     @functools.cached_property
@@ -134,11 +148,10 @@ class OpenVINORunner(Runner):
         wrong INT8 logits on sMLPNet (see the class docstring; each of these computes what this runner does)."""
         import os
 
-        ov = require_openvino()
         threads = self.config.get("INFERENCE_NUM_THREADS") or os.cpu_count() or 1
         config = {**self.config, "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": max(1, threads // streams),
                   "ENABLE_CPU_PINNING": False}
-        return [ov.Core().compile_model(self.model, "CPU", config).create_infer_request() for _ in range(streams)]
+        return [self._core().compile_model(self.model, "CPU", config).create_infer_request() for _ in range(streams)]
 
     def images_per_second(self, x: np.ndarray, seconds: float) -> float:
         """Throughput as OpenVINO's THROUGHPUT hint would give it: one batch in flight per stream it picks, on
@@ -162,7 +175,7 @@ class OpenVINORunner(Runner):
     def profile(self, x: np.ndarray, runs: int = 20) -> Profile:
         """OpenVINO's performance counters (PERF_COUNT) on the same model and settings, compiled once more: each
         executed node, its exec type (``brgconv_avx512_1x1_I8``: an INT8 1x1 conv) and its mean time."""
-        compiled = require_openvino().Core().compile_model(self.model, "CPU", {**self.config, "PERF_COUNT": True})
+        compiled = self._core().compile_model(self.model, "CPU", {**self.config, "PERF_COUNT": True})
         request = compiled.create_infer_request()
         request.infer({0: x})  # warm-up
         totals: dict[tuple[str, str, str], float] = {}

@@ -99,6 +99,7 @@ class RunSettings:
     throughput_batch: int = 8
     latency_seconds: float = 1.0  # batch-1 timing budget per row, as benchmark_app -t
     latency_iters: int = 20  # at least this many batch-1 samples per row, whatever the budget
+    model_cache: bool = True  # OpenVINO keeps compiled models in the user's cache folder between runs
 
     def __post_init__(self) -> None:
         if self.threads < 0:
@@ -114,7 +115,8 @@ class RunSettings:
 
     @property
     def cpu_threads(self) -> int:
-        return self.threads or os.cpu_count() or 1
+        """The threads given, else one per core, shared among the processes torchrun started on this machine."""
+        return self.threads or max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 @dataclass(frozen=True)
@@ -190,6 +192,8 @@ class Target(ABC):
     # The TargetOptions fields this target takes, each with its key in ``config.to_dict()``: the CLI refuses the
     # others, and a build's manifest records these so that it replays (``options_of``).
     options: ClassVar[dict[str, str]] = {}
+    # the command to run after `quantize`, shown last ({folder}: OUT/<target>, {root}: OUT)
+    next_step: ClassVar[str] = "edgesmlp bench --from {root} (every target's rows, report.html)"
 
     def config_from(self, options: TargetOptions) -> TargetConfig:
         """This target's config from the command line's options (defaults for what was not given)."""
@@ -209,6 +213,11 @@ class Target(ABC):
     @abstractmethod
     def load(self, folder: Path, config: TargetConfig, run: RunSettings, log: Log) -> Build:
         """Variants from a folder ``build`` wrote, run where this target's runtime is."""
+
+    def emulate(self, folder: Path, config: TargetConfig, run: RunSettings, log: Log) -> Build | None:
+        """Where ``available`` says the runtime is missing: variants that execute the artifacts' own math here,
+        labelled emulated, for ``bench --from`` (None: nothing can stand in, and the row is skipped)."""
+        return None
 
     def partial_int8(self, job: Job, folder: Path, log: Log):
         """This target's INT8 graph of ``job.model`` as a ``PartialINT8`` (``quantization/partial.py``), and a

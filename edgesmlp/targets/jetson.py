@@ -113,6 +113,8 @@ class JetsonTarget(Target):
     summary = "NVIDIA Jetson (TensorRT): Q/DQ INT8 ONNX + on-device engine bundle"
     config_type = JetsonConfig
     reads = ("jetson",)
+    next_step = ("copy {folder} to the Jetson; there, pip install edgesmlp, ./build_engine.sh and edgesmlp bench "
+                 "--target jetson --from . (see {folder}/README.md)")
     options = {"calib_method": "method", "percentile": "percentile", "ignored": "ignored", "dla_core": "dla_core"}
 
     def config_from(self, options: TargetOptions) -> JetsonConfig:
@@ -179,29 +181,13 @@ class JetsonTarget(Target):
         _lint(folder / INT8_FP16_ONNX)
         write_build_script(folder, c.in_chans, c.image_size)
         write_device_readme(folder, c)
-        variants = [Variant(Precision.fp32, "ONNX Runtime CPU", _ort(folder / FP32_ONNX, job.run), size_mb(folder / FP32_ONNX)),
-                    Variant(Precision.fp16, EMULATED, _fp16_ort(folder / FP16_ONNX, job.run, False), size_mb(folder / FP16_ONNX),
-                            note=f"FP16-typed graph ({FP16_ONNX}) executed by ONNX Runtime on the CPU, every FP16 "
-                            "tensor rounded to FP16: accuracy proxy for the strongly typed FP16 engine")]
+        floats, int8s = _emulated(folder, job.run, config.ignored, seconds, "QAT; " if job.qat else "")
+        variants = floats
         if job.qat is not None:
             variants.append(Variant(Precision.int8_ptq, EMULATED, _ort(ptq_path, job.run, emulated=True), size_mb(ptq_path),
                                     note="PTQ, for comparison"))
-        variants += compare
-        variants += [Variant(Precision.int8, EMULATED, _ort(folder / INT8_ONNX, job.run, emulated=True), size_mb(folder / INT8_ONNX), seconds,
-                             note=("QAT; " if job.qat else "") + "Q/DQ graph executed by ONNX Runtime on the CPU: "
-                             "accuracy proxy for the TensorRT INT8 engine", kept_float=config.ignored,
-                             quantized_layers=_quantized_layers(folder / INT8_ONNX)),
-                     Variant(Precision.int8_fp16, EMULATED, _fp16_ort(folder / INT8_FP16_ONNX, job.run, True),
-                             size_mb(folder / INT8_FP16_ONNX),
-                             note=f"the same INT8 graph typed FP16 between its INT8 layers ({INT8_FP16_ONNX}), what "
-                             "strongly typed TensorRT (10.12 and later) builds; executed by ONNX Runtime on the CPU, "
-                             "every FP16 tensor rounded to FP16",
-                             kept_float=config.ignored, quantized_layers=_quantized_layers(folder / INT8_FP16_ONNX))]
-        notes = [
-            "INT8 accuracy is emulated: ONNX Runtime executes the TensorRT-rule Q/DQ graph on this CPU. Its latency is "
-            "this CPU's, not the Jetson's.",
-            "TensorRT engine results (FP16, INT8 on the GPU) come from running `edgesmlp bench --target jetson` on the "
-            "device itself, where TensorRT is installed; see README.md in this folder.",
+        variants += compare + int8s
+        notes = [*EMULATION_NOTES,
             f"int8-fp16 and fp16 are the FP16-typed graphs strongly typed TensorRT (10.12 and later) builds; "
             f"{len(typing['int8']['fp32_nodes'])} INT8-graph and {len(typing['fp16']['fp32_nodes'])} float-graph "
             "nodes stay FP32 (manifest.json says which and why).",
@@ -238,6 +224,17 @@ class JetsonTarget(Target):
             config = replace(config, ignored=config.ignored + choice.kept_float)
             summary = quantize_qdq(folder / FP32_ONNX, folder / INT8_ONNX, job.calibration, config)
         return config, summary, compare, choice.to_dict()
+
+    def emulate(self, folder: Path, config: JetsonConfig, run: RunSettings, log: Log) -> Build | None:
+        """Without TensorRT: the bundle's graphs executed by ONNX Runtime, as quantize reported them, under this
+        target's name and labelled emulated (None where ONNX Runtime is missing too, as on a lean device install)."""
+        import importlib.util
+
+        if importlib.util.find_spec("onnxruntime") is None:
+            return None
+        recorded = json.loads((folder / "manifest.json").read_text()).get("qdq") or {}
+        floats, int8s = _emulated(folder, run, tuple(recorded.get("ignored") or ()))
+        return Build(floats + int8s, list(EMULATION_NOTES))
 
     def load(self, folder: Path, config: JetsonConfig, run: RunSettings, log: Log) -> Build:
         """Engines from a bundle folder: loaded if built already (by build_engine.sh or earlier), else built."""
@@ -363,6 +360,35 @@ else
 fi
 echo "built: $(ls *.engine | tr '\n' ' ')"
 """
+
+
+EMULATION_NOTES = (
+    "INT8 accuracy is emulated: ONNX Runtime executes the TensorRT-rule Q/DQ graph on this CPU. Its latency is this "
+    "CPU's, not the Jetson's.",
+    "TensorRT engine results (FP16, INT8 on the GPU) come from running `edgesmlp bench --target jetson` on the device "
+    "itself, where TensorRT is installed; see README.md in the bundle.")
+
+
+def _emulated(folder: Path, run: RunSettings, ignored: tuple[str, ...], seconds: float | None = None,
+              prefix: str = "") -> tuple[list[Variant], list[Variant]]:
+    """The bundle's float and INT8 graphs executed by ONNX Runtime on this CPU: the accuracy proxy for the engines."""
+    floats = [Variant(Precision.fp32, "ONNX Runtime CPU", _ort(folder / FP32_ONNX, run), size_mb(folder / FP32_ONNX))]
+    if (folder / FP16_ONNX).is_file():
+        floats.append(Variant(Precision.fp16, EMULATED, _fp16_ort(folder / FP16_ONNX, run, False),
+                              size_mb(folder / FP16_ONNX),
+                              note=f"FP16-typed graph ({FP16_ONNX}) executed by ONNX Runtime on the CPU, every FP16 "
+                              "tensor rounded to FP16: accuracy proxy for the strongly typed FP16 engine"))
+    int8s = [Variant(Precision.int8, EMULATED, _ort(folder / INT8_ONNX, run, emulated=True), size_mb(folder / INT8_ONNX),
+                     seconds, note=prefix + "Q/DQ graph executed by ONNX Runtime on the CPU: accuracy proxy for the "
+                     "TensorRT INT8 engine", kept_float=ignored, quantized_layers=_quantized_layers(folder / INT8_ONNX))]
+    if (folder / INT8_FP16_ONNX).is_file():
+        int8s.append(Variant(Precision.int8_fp16, EMULATED, _fp16_ort(folder / INT8_FP16_ONNX, run, True),
+                             size_mb(folder / INT8_FP16_ONNX),
+                             note=f"the same INT8 graph typed FP16 between its INT8 layers ({INT8_FP16_ONNX}), what "
+                             "strongly typed TensorRT (10.12 and later) builds; executed by ONNX Runtime on the CPU, "
+                             "every FP16 tensor rounded to FP16", kept_float=ignored,
+                             quantized_layers=_quantized_layers(folder / INT8_FP16_ONNX)))
+    return floats, int8s
 
 
 def write_device_readme(folder: Path, c) -> None:

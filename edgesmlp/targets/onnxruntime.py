@@ -77,7 +77,7 @@ class OnnxRuntimeTarget(Target):
     name = "onnxruntime"
     summary = "ONNX Runtime on any CPU (x86, ARM): FP32 ONNX and Q/DQ INT8 ONNX"
     config_type = OnnxRuntimeConfig
-    reads = ("onnxruntime", "jetson")
+    reads = ("onnxruntime",)
     options = {"calib_method": "method", "percentile": "percentile", "weight_bits": "weight_bits"}
 
     def config_from(self, options: TargetOptions) -> OnnxRuntimeConfig:

@@ -26,11 +26,14 @@ SHAPE_NOTE = ("model.xml and model_fp32.xml have a static batch of 1, so compile
               "picks, each stream a separately compiled single-stream model: OpenVINO 2026.4's own multi-stream "
               "compilation computes wrong INT8 logits on sMLPNet's NCHW deploy form; the channels-last model.xml "
               "shipped here computed right ones on every 2-stream compilation tried "
-              "(benchmarks/results/openvino_streams_repro.md).")
+              "(edgesmlp's docs/design.md, OpenVINO section).")
 
 
 def _runner(model, run: RunSettings, precision: str | None = "f32"):
-    return lambda batch: OpenVINORunner(model, batch, run.cpu_threads, precision)
+    from edgesmlp.runtimes.openvino import model_cache_dir
+
+    cache = model_cache_dir() if run.model_cache else None
+    return lambda batch: OpenVINORunner(model, batch, run.cpu_threads, precision, cache)
 
 
 def _float_variants(fp32, size: float, run: RunSettings) -> tuple[list[Variant], list[str]]:
