@@ -66,7 +66,7 @@ def test_search_images_that_are_the_calibration_images_are_named_and_widen_the_m
     assert search["overlap"] and search["images"] == 300 and search["certified"] and search["needed"] == 268
     assert "calibration images" in search["origin"] and search["agreement_bound"] >= 99.0
     text = " ".join(result.stderr.split())  # the notes wrap at 80 columns
-    assert "were the calibration images" in text and "half the allowance" in text
+    assert "the search images are the calibration images" in text and "half the allowance" in text
 
 
 def test_search_images_leave_out_the_calibration_sample(fragile_digits, tmp_path):
