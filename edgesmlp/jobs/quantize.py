@@ -116,8 +116,7 @@ def search_images(request: QuantizeRequest, num_classes: int, preprocess, calib_
         if request.search is not None:
             raise DataError(f"{source.origin}: every one of its {len(source.items)} images is a calibration image; "
                             "give --search images that --calib's sample does not hold")
-        log(f"note: the search images are the calibration images ({calib_set.origin} holds no others), so the "
-            "estimate must leave half the allowance unused; --search gives images calibration never used")
+        # said when the search starts (targets.base.choose_float_layers), and in the report beside the verdict
         certify = _certifiable(request.budget, len(calib.x), calib.labels is not None, "--search")
         return SearchImages(calib.x, calib.labels, f"the calibration images ({calib_set.origin})", True, certify)
     if request.search is not None and len(rest) < len(source.items):

@@ -172,6 +172,9 @@ def choose_float_layers(job: Job, graph, log: Log, rank=None):
 
     search = job.search if job.search is not None else SearchImages(job.calibration, None, "calibration images",
                                                                      overlap=True)
+    if search.overlap:
+        log(f"note: the search images are {search.origin}, as the source holds no others, so the estimate must leave "
+            "half the allowance unused; --search gives images calibration never used")
     choice = choose(graph, search.x, search.labels, job.budget, log, progress_bar, search.overlap, search.certify,
                     search.origin, rank)
     if choice.kept_float:
