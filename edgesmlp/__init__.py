@@ -21,14 +21,10 @@ __all__ = sorted({"VARIANTS", "ModelConfig", "EdgesmlpError", "InputError", "QAT
 
 
 def __getattr__(name: str):
-    if name in _API:
+    if name in _API or name == "QATConfig":
         from edgesmlp import api
 
         return getattr(api, name)
-    if name == "QATConfig":
-        from edgesmlp.quantization.qat import QATConfig
-
-        return QATConfig
     if name in _MODEL_API:
         from edgesmlp import model
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgesmlp import targets as registry
 from edgesmlp.errors import ConfigError
+from edgesmlp.jobs.check import GateOutcome as Gate
 from edgesmlp.jobs.report import Result
 from edgesmlp.quantization.budget import DEFAULT_MAX_DROP
 
@@ -62,23 +63,6 @@ class Report:
     def failed(self) -> bool:
         """A target crashed: its row says why (``edgesmlp bench`` exits 3)."""
         return any(row.status == "failed" for row in self.rows)
-
-
-@dataclass(frozen=True)
-class Gate:
-    """The verdict of ``check`` (and of a quantize run on its own budget): ``ok``, or the ``violations``."""
-
-    ok: bool
-    violations: tuple[str, ...] = ()
-    passes: tuple[str, ...] = ()  # each comparison that passed, with its margin
-    notes: tuple[str, ...] = ()
-
-    def __bool__(self) -> bool:
-        return self.ok
-
-    @property
-    def checked(self) -> int:
-        return len(self.passes) + len(self.violations)
 
 
 @dataclass(frozen=True)
@@ -141,7 +125,7 @@ def quantize(weights=None, target: str = registry.DEFAULT, *, calib: Any = None,
         search=_images(search, "search"), search_size=search_size)
     outcome = _run(run_quantize, request, progress, log)
     if not outcome.report:  # a rank of torchrun other than 0: rank 0 writes and reports
-        return QuantizeResult(outcome.directory, Report(outcome.directory / "report.json", (), {}), Gate(True))
+        return QuantizeResult(outcome.directory, Report(outcome.directory / "report.json", (), {}), Gate())
     report = Report.of(outcome.directory / "report.json", outcome.report)
     return QuantizeResult(outcome.directory, report, check(report, max_drop=max_drop, min_agreement=min_agreement,
                                                            allow_empty=True))
@@ -184,13 +168,11 @@ def check(report: str | Path | Report, baseline: str | Path | Report | None = No
     ``baseline`` report's, with the latency rule), recomputed from the rows."""
     from edgesmlp.jobs.check import check_report, check_threshold
 
-    check_threshold(max_drop, "--max-drop")
-    check_threshold(max_latency_regression, "--max-latency-regression")
+    check_threshold(max_latency_regression, "--max-latency-regression")  # check_report checks --max-drop
     current = report if isinstance(report, Report) else Report.read(report)
     base = None if baseline is None else baseline if isinstance(baseline, Report) else Report.read(baseline)
-    outcome = check_report(current.data, base.data if base else None, max_drop, max_latency_regression, allow_empty,
-                           latency, min_agreement, allow_other_baseline)
-    return Gate(outcome.passed, tuple(outcome.violations), tuple(outcome.passes), tuple(outcome.notes))
+    return check_report(current.data, base.data if base else None, max_drop, max_latency_regression, allow_empty,
+                        latency, min_agreement, allow_other_baseline)
 
 
 def sensitivity(weights=None, target: str = registry.DEFAULT_SENSITIVITY, *, calib: Any = None, val: Any = None, images: int = 500,

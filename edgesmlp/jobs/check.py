@@ -29,6 +29,8 @@ NUMBER_KEYS = {"top1": (0.0, 100.0), "agreement": (0.0, 100.0), "latency_ms_p50"
 
 @dataclass
 class GateOutcome:
+    """The gate's verdict (``edgesmlp.Gate`` in the Python API): ``ok``, or the ``violations``."""
+
     violations: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     passes: list[str] = field(default_factory=list)  # each comparison that passed, with its margin
@@ -40,6 +42,11 @@ class GateOutcome:
     @property
     def passed(self) -> bool:
         return not self.violations
+
+    ok = passed
+
+    def __bool__(self) -> bool:
+        return self.passed
 
 
 def check_threshold(value: float, option: str) -> float:

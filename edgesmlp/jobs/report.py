@@ -52,22 +52,18 @@ def model_info(path: str, bundled: bool, sha256: str, weights: str, config: dict
             "config": config, "image_size": config["image_size"], "num_classes": config["num_classes"]}
 
 
-def busy(results: list[Result]) -> list[str]:
-    """The rows whose measurements say other work competed for the CPU: a batch-1 spread (IQR) over a quarter of
-    the p50 (``latency_unstable``), or a throughput under half the row's own batch-1 rate."""
-    rows = []
-    for r in results:
-        if r.status != "ok" or not r.latency_ms_p50:
-            continue
-        slow = r.throughput_ips is not None and r.throughput_ips < 0.5 * 1000.0 / r.latency_ms_p50
-        if r.latency_unstable or slow:
-            rows.append(f"{r.target}/{r.precision}")
-    return rows
+def busy(rows: list[dict]) -> list[str]:
+    """The report rows whose measurements say other work competed for the CPU: a batch-1 spread (IQR) over a
+    quarter of the p50 (``latency_unstable``), or a throughput under half the row's own batch-1 rate."""
+    return [f"{r['target']}/{r['precision']}" for r in rows if r["status"] == "ok" and r.get("latency_ms_p50") and (
+        r.get("latency_unstable") or (r.get("throughput_ips") is not None
+                                      and r["throughput_ips"] < 0.5 * 1000.0 / r["latency_ms_p50"]))]
 
 
 def build_report(results: list[Result], model: dict, data: dict, machine: dict, versions: dict,
                  notes: list[str]) -> dict:
-    competed = busy(results)
+    rows = [asdict(r) for r in results]
+    competed = busy(rows)
     if competed:
         notes = [f"The machine was busy while this ran: {', '.join(competed)} measured a batch-1 spread over a "
                  "quarter of its median or a throughput under half its batch-1 rate, so other work competed for the "
@@ -80,7 +76,7 @@ def build_report(results: list[Result], model: dict, data: dict, machine: dict, 
         "machine": machine,
         "versions": versions,
         "notes": notes,
-        "results": [asdict(r) for r in results],
+        "results": rows,
     }
 
 

@@ -13,7 +13,7 @@ import importlib.util
 import io
 from pathlib import Path
 
-from edgesmlp.jobs.report import COLUMNS, budget_lines, cell, profile_summary
+from edgesmlp.jobs.report import COLUMNS, budget_lines, busy, cell, profile_summary
 from edgesmlp.precision import Precision, accuracy_reference
 
 MARKERS = {Precision.int8: "o", Precision.int8_ptq: "v", Precision.fp16: "^", Precision.fp32: "s"}
@@ -209,9 +209,7 @@ def _verdict(report: dict) -> str:
 
 def _busy(rows: list[dict]) -> str:
     """A visible warning when a row's timing says other work competed for the CPU."""
-    competed = [_label(r) for r in rows if r["status"] == "ok" and r.get("latency_ms_p50") and (
-        r.get("latency_unstable") or (r.get("throughput_ips") is not None
-                                      and r["throughput_ips"] < 0.5 * 1000.0 / r["latency_ms_p50"]))]
+    competed = [key.replace("/", " ") for key in busy(rows)]  # as the charts label rows
     if not competed:
         return ""
     return (f"<div class=warning>The machine was busy while this ran: {html.escape(', '.join(competed))} measured a "
