@@ -22,6 +22,17 @@ def quiet(on: bool = True) -> Iterator[None]:
         _QUIET[0] = before
 
 
+@contextmanager
+def foreign_output() -> Iterator[None]:
+    """Where a library's own progress bars go (NNCF draws rich bars on stdout): stderr, so stdout keeps only
+    results (tables, JSON); nowhere under ``quiet()``."""
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO() if _QUIET[0] else sys.stderr):
+        yield
+
+
 def eta(done: int, total: int, elapsed: float) -> str:
     """``1:05 left`` from the mean time per step so far ('' before the first step)."""
     if done <= 0 or done >= total:

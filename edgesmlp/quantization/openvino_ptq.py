@@ -14,9 +14,7 @@ model trained 4 epochs kept 6.5x the logit KL divergence (benchmarks/results/acc
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import sys
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 
@@ -24,6 +22,7 @@ import numpy as np
 
 from edgesmlp.config import choice
 from edgesmlp.errors import ConfigError, MissingDependencyError
+from edgesmlp.progress import foreign_output
 from edgesmlp.quantization.calibrate import weight_qmax
 
 
@@ -214,12 +213,12 @@ def quantize_openvino(model, calibration: np.ndarray, config: OpenVINOPTQConfig,
     # runs one inference an item; min-max ranges are the same however the images are batched.
     b = config.calib_batch
     samples = nncf.Dataset(range(0, len(calibration), b), lambda i: calibration[i : i + b])
-    # NNCF draws its progress bars on stdout; keep stdout for results (tables, JSON), and its INFO lines quiet.
+    # NNCF's progress bars go where ours go (progress.foreign_output); its INFO lines stay quiet.
     nncf_log = logging.getLogger("nncf")
     level = nncf_log.level
     nncf_log.setLevel(max(level, logging.WARNING))
     try:
-        with contextlib.redirect_stdout(sys.stderr):
+        with foreign_output():
             int8 = _nncf_quantize(nncf, model, samples, config, advanced, kwargs)
     finally:
         nncf_log.setLevel(level)
