@@ -47,7 +47,18 @@ def test_reports_are_written(bench_dir):
     out, _ = bench_dir
     assert "| torch | fp32 |" in (out / "report.md").read_text()
     page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 3 and "<table>" in page and "skipped" in page
+    assert page.count("<figure") == 3 and "<table>" in page and "skipped" in page
+
+
+def test_the_bench_page_in_chromium(bench_dir, tmp_path):
+    from tests import browser
+
+    out, _ = bench_dir
+    seen = browser.look((out / "report.html").read_text(), tmp_path)
+    assert seen["verdict"]["text"].startswith("PASS") and "onnxruntime/int8" in seen["verdict"]["text"]
+    assert seen["verdict"]["box"][3] <= seen["table"]["box"][1]
+    browser.assert_readable(seen)
+    assert "jetson" in seen["text"] and "skipped" in seen["text"]
 
 
 def test_check_passes_on_the_bench_report(bench_dir):

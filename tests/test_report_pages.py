@@ -1,11 +1,13 @@
 """The report pages a person pastes into a PR: the verdict first, a table that fits, charts whose tick labels do
-not collide, one colour per row, a busy machine named, and on the sensitivity page a ready --ignore line."""
+not collide, one colour per row, a busy machine named, and on the sensitivity page a ready --ignore line; checked
+in matplotlib's own layout and in Chromium's (tests/browser.py)."""
 
 import matplotlib
 import pytest
 
 from edgesmlp.jobs import report_html
 from edgesmlp.jobs.report import SCHEMA, COLUMNS
+from tests import browser
 
 
 def row(target, precision, top1, p50, samples, throughput, **extra):
@@ -79,3 +81,33 @@ def test_the_sensitivity_page_gives_the_ignore_line_and_the_sign():
         "layers": [{"module": "token_mix.0.1.proj_h", "layer": "n0", "op": "MatMul", "alone_kl": 1e-5,
                     "kl_gain": -1e-6, "agreement": 99.0}]})
     assert "<code class=line>--ignore token_mix.0.1.proj_h</code>" in page and "A negative" in page
+
+
+# --- in a real browser: Chromium, headless, 1280 px wide (tests/browser.py) -----------------------------------
+
+def test_chromium_shows_the_verdict_first_and_every_chart_readable(tmp_path):
+    seen = browser.look(report_html.render_html(report()), tmp_path)
+    verdict, warning, table = seen["verdict"], seen["warning"], seen["table"]
+    assert verdict["text"].startswith("PASS against the budget (top-1 drop at most 1 points)")
+    assert "openvino/int8 drop 0.50 <= 1 points (margin 0.50)" in verdict["text"]
+    assert verdict["box"][3] <= warning["box"][1] <= warning["box"][3] <= table["box"][1]  # verdict, warning, table
+    assert "busy" in warning["text"] and "torch fp32" in warning["text"]
+    browser.assert_readable(seen)
+    assert [c["name"] for c in seen["charts"]] == ["accuracy versus latency", "throughput and size", "latency spread"]
+    assert seen["charts"][1]["ticks"][1] == ["torch fp32", "openvino fp32", "openvino int8"]
+    left, top, right, bottom = verdict["box"]
+    assert browser.colour_at(seen["screenshot"], right - 20, bottom - 8) == (0xe6, 0xf4, 0xea)  # drawn green
+
+    failing = browser.look(report_html.render_html(report(max_drop=0.25)), tmp_path)
+    assert failing["verdict"]["text"].startswith("FAIL") and "openvino/int8" in failing["verdict"]["text"]
+    left, top, right, bottom = failing["verdict"]["box"]
+    assert browser.colour_at(failing["screenshot"], right - 20, bottom - 8) == (0xfd, 0xe8, 0xe8)  # drawn red
+
+
+def test_chromium_finds_colliding_tick_labels(tmp_path, figures):
+    """The check itself: a chart with crowded labels, as the old sensitivity axis was, is caught."""
+    fig, ax = figures.subplots(figsize=(3, 2))
+    ax.bar([f"token_mix.{i}.proj_h" for i in range(12)], range(12))
+    page = f"<!doctype html><html><body>{report_html._figure('crowded', report_html._svg(figures, fig))}</body></html>"
+    seen = browser.look(page, tmp_path)
+    assert seen["charts"][0]["overlaps"], seen["charts"]

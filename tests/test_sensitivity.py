@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from edgesmlp import bundled
 from edgesmlp.checkpoint import load_checkpoint
 from edgesmlp.cli import app
+from tests import browser
 from edgesmlp.deploy import to_deploy
 from edgesmlp.export import export_onnx
 from edgesmlp.quantization.partial import QDQPartial, quantized_nodes, with_layers_in_float
@@ -94,11 +95,15 @@ def test_sensitivity_command(tmp_path):
     gains = [r["alone_kl"] for r in report["layers"]]
     assert gains == sorted(gains, reverse=True)
     page = (tmp_path / "s" / "sensitivity.html").read_text()
-    assert page.count("data:image/png;base64,") == 2 and report["layers"][0]["module"] in page
+    assert page.count("<figure") == 2 and report["layers"][0]["module"] in page
     table = [line for line in result.stdout.splitlines() if not line.startswith(("wrote ", "--ignore "))]
     assert "rank" in result.stdout and max(map(len, table)) <= 80
     refused = runner.invoke(app, ["sensitivity", "-t", "onnxruntime", "-o", str(tmp_path / "t")])
     assert refused.exit_code == 2 and "jetson" in refused.output and not (tmp_path / "t").exists()
+    seen = browser.look(page, tmp_path)
+    browser.assert_readable(seen)
+    assert seen["charts"][0]["ticks"][1][-1] == report["layers"][0]["module"]  # the most sensitive on top
+    assert "What to keep in float" in seen["text"] and "A negative" in seen["text"]
 
 
 def test_openvino_layers_in_float_are_fp32_and_rank_like_ignored_scope(tmp_path):

@@ -1,13 +1,12 @@
 """A self-contained report.html: the results table with the columns people read, what each column means,
 and three charts (accuracy versus latency with the drop budget, throughput and size, latency spread).
 
-Plots are drawn with matplotlib's Agg backend and embedded as base64 PNGs, so the file can be
-mailed or attached to a CI run as it is. Without matplotlib (the lean device install) the page says so.
+Plots are drawn with matplotlib and embedded as inline SVG whose text stays text, so the file can be mailed or
+attached to a CI run as it is, stays sharp at any zoom, and a browser test can measure the tick labels it draws. Without matplotlib (the lean device install) the page says so.
 """
 
 from __future__ import annotations
 
-import base64
 import html
 import importlib.util
 import io
@@ -53,13 +52,24 @@ def _colours(rows: list[dict]) -> dict[str, str]:
     return {_label(r): f"C{i % 10}" for i, r in enumerate(rows)}
 
 
-def _png(plt, fig) -> str:
-    buffer = io.BytesIO()
+def _svg(plt, fig) -> str:
+    """The figure as an inline ``<svg>`` element: text as text (the page's fonts), ids salted by the title so that
+    two charts on one page never share a clip path, and no XML prologue."""
+    import matplotlib
+
+    buffer = io.StringIO()
+    title = fig.axes[0].get_title() if fig.axes else "figure"
     try:
-        fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+        with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": title}):
+            fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
     finally:
         plt.close(fig)
-    return base64.b64encode(buffer.getvalue()).decode()
+    text = buffer.getvalue()
+    return text[text.index("<svg"):]
+
+
+def _figure(name: str, svg: str) -> str:
+    return f"<figure role=img aria-label='{html.escape(name)}'>{svg}</figure>"
 
 
 def tick_overlaps(fig) -> list[tuple[str, str]]:
@@ -106,7 +116,7 @@ def plot_accuracy_latency(rows: list[dict], max_drop: float | None) -> str:
     ax.set_ylabel("top-1 (%)" if labelled else "top-1 agreement with the first row (%)")
     ax.set_title("Accuracy versus latency")
     ax.grid(alpha=0.3)
-    return _png(plt, fig)
+    return _svg(plt, fig)
 
 
 def plot_throughput_size(rows: list[dict]) -> str:
@@ -127,7 +137,7 @@ def plot_throughput_size(rows: list[dict]) -> str:
     ax.set_xlabel(f"throughput at batch {batch} (images per second); label: artifact size")
     ax.set_title("Throughput and size")
     ax.grid(alpha=0.3, axis="x")
-    return _png(plt, fig)
+    return _svg(plt, fig)
 
 
 def plot_latency_distributions(rows: list[dict]) -> str:
@@ -146,7 +156,7 @@ def plot_latency_distributions(rows: list[dict]) -> str:
     ax.set_xlabel("latency per image, batch 1 (ms, log scale); box: p25 to p75")
     ax.set_title("Latency spread")
     ax.grid(alpha=0.3, axis="x")
-    return _png(plt, fig)
+    return _svg(plt, fig)
 
 
 def _figures(rows: list[dict], max_drop: float | None) -> str:
@@ -158,7 +168,7 @@ def _figures(rows: list[dict], max_drop: float | None) -> str:
     images = [("accuracy versus latency", plot_accuracy_latency(timed, max_drop)),
               ("throughput and size", plot_throughput_size(timed)),
               ("latency spread", plot_latency_distributions(timed))]
-    return "".join(f"<img alt='{alt}' src='data:image/png;base64,{data}'>" for alt, data in images)
+    return "".join(_figure(name, svg) for name, svg in images)
 
 
 def _table(rows: list[dict], columns=SHORT_COLUMNS) -> str:
@@ -181,7 +191,7 @@ STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1280px;col
 .scroll{overflow-x:auto}table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}
 th{background:#f0f0f0;vertical-align:bottom}td:first-child,td:nth-child(2),td:nth-child(3),th:first-child,th:nth-child(2),th:nth-child(3){text-align:left}
 tr.failed td{background:#fdd;text-align:left}tr.skipped td{color:#666;text-align:left}
-img{margin:1em 1em 0 0;max-width:46%;vertical-align:top}dl{font-size:13px;columns:2}dt{font-weight:600}
+figure{display:inline-block;margin:1em 1em 0 0;width:46%;vertical-align:top}figure svg{width:100%;height:auto}dl{font-size:13px;columns:2}dt{font-weight:600}
 dd{margin:0 0 .4em 0;color:#444}.meta{color:#555;font-size:14px}
 .verdict{padding:.6em 1em;border-radius:6px;margin:1em 0;font-size:15px}.verdict b{font-size:20px;margin-right:.4em}
 .verdict.pass{background:#e6f4ea;border:1px solid #8c8}.verdict.fail{background:#fde8e8;border:1px solid #d88}
@@ -279,7 +289,7 @@ def plot_sensitivity(layers: list[dict], limit: int = 20) -> str:
     ax.set_xlabel("KL from FP32 with only this layer INT8 (nats)")
     ax.set_title(f"The {len(top)} most sensitive layers")
     ax.grid(axis="x", alpha=0.3)
-    return _png(plt, fig)
+    return _svg(plt, fig)
 
 
 def plot_block_cosines(blocks: list[dict]) -> str:
@@ -291,7 +301,7 @@ def plot_block_cosines(blocks: list[dict]) -> str:
     ax.set_ylabel("cosine, FP32 vs INT8")
     ax.set_title("Where the INT8 error builds up")
     ax.grid(alpha=0.3)
-    return _png(plt, fig)
+    return _svg(plt, fig)
 
 
 def _ignore(result: dict) -> str:
@@ -310,7 +320,7 @@ def render_sensitivity_html(result: dict) -> str:
     if importlib.util.find_spec("matplotlib") is None:
         figures = "<p>Plots need matplotlib, which is not installed here: pip install 'edgesmlp[workstation]'.</p>"
     else:
-        figures = "".join(f"<img alt='{alt}' src='data:image/png;base64,{data}'>" for alt, data in (
+        figures = "".join(_figure(name, svg) for name, svg in (
             ("layer sensitivity", plot_sensitivity(result["layers"])),
             ("block cosines", plot_block_cosines(result["blocks"]))))
     rows = "".join(f"<tr><td>{i}</td><td>{html.escape(r['module'])}</td><td>{html.escape(r['layer'])}</td>"
