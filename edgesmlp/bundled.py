@@ -93,8 +93,8 @@ def write_augmented_imagefolders(root, copies: dict[str, int], seed: int = 1) ->
     """A harder held-out set from the same real digits: each image of a split shifted, scaled and rotated
     ``copies[split]`` times (as in training), written as ``root/<split>/<class>/<n>.png`` ImageFolder trees.
 
-    On these, a lightly trained model has near-ties that INT8 flips (full INT8 of ``train(epochs=4)`` agrees
-    with FP32 on about 99.2% of 4,000 augmented validation images in OpenVINO), which the 500 plain
+    On these, a lightly trained model has near-ties that INT8 flips (full INT8 of ``train(epochs=4)`` disagrees
+    with FP32 on a few of every thousand augmented validation images: benchmarks/results/accuracy_control.md), which the 500 plain
     validation images are too few and too easy to show; ``benchmarks/accuracy_control.py`` uses them.
     """
     from PIL import Image

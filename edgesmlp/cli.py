@@ -51,9 +51,8 @@ WeightBitsOpt = Annotated[Optional[int], typer.Option(metavar="[7|8]", rich_help
 FuseOpt = Annotated[Optional[str], typer.Option(metavar="[matmul|conv]", rich_help_panel="Target options", help="openvino: what fuses each "
                                            "token-mixing block's Concat: a MatMul (the CPU plugin's INT8 "
                                            "FullyConnected) or the 1x1 convolution (its INT8 Convolution). Default: "
-                                           "conv on x86 CPUs without VNNI, else matmul: on sMLPNet-T each was 1.1x "
-                                           "faster than the other where it is the default. Set it for the CPU you "
-                                           "deploy to.")]
+                                           "conv on x86 CPUs without VNNI, else matmul, whichever was faster there "
+                                           "(docs/measurements.md). Set it for the CPU you deploy to.")]
 ForceOpt = Annotated[bool, typer.Option("--force", rich_help_panel="Output", help="Replace OUTPUT if it exists (only "
                                         "what edgesmlp wrote).")]
 WideOpt = Annotated[bool, typer.Option("--wide", rich_help_panel="Output", help="Print every column (the default table fits 80 columns).")]
@@ -450,13 +449,12 @@ def quantize(
                                                           "measure before shipping.")] = None,
     activation_range: Annotated[str, typer.Option(metavar="[minmax|histogram|nncf]", rich_help_panel="OpenVINO", help="openvino: how activation "
                                                   "ranges are estimated: min and max over the calibration images, "
-                                                  "NNCF's histogram fit (2.3x slower PTQ), or NNCF's own default.")
+                                                  "NNCF's histogram fit (slower PTQ), or NNCF's own default.")
                                 ] = "minmax",
     calib_batch: Annotated[int, typer.Option(metavar="N", rich_help_panel="OpenVINO", help="openvino: calibration images per NNCF inference. "
                                              "The INT8 model is the same for any N (min-max ranges; refused with "
                                              "NNCF's bias correction or SmoothQuant); a larger N is "
-                                             "faster and holds more memory (sMLPNet-T at 224: 2 is about 1.2x faster "
-                                             "and holds 0.12 GB more, 8 about 1.4x and 0.8 GB).")] = 1,
+                                             "faster and holds more memory (benchmarks/results/openvino_ptq_batch.md).")] = 1,
     ignore: Annotated[Optional[list[str]], typer.Option(metavar="NODE", rich_help_panel="Accuracy budget", help="Layer to keep in float, by node name or "
                                                         "module path (repeatable; `edgesmlp sensitivity` lists them): NNCF's ignored scope "
                                                         "(openvino), no Q/DQ (jetson: FP16 on the device). Combines "

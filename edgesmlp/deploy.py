@@ -59,7 +59,7 @@ class AxialMix(nn.Module):
 
     def along_h_nhwc(self, x: torch.Tensor) -> torch.Tensor:
         # The bias is added before the view back to NHWC: OpenVINO then fuses the MatMul's dequantization, the
-        # bias and the next quantizer into one op (2.6% faster on sMLPNet-T INT8 than adding it after the view).
+        # bias and the next quantizer into one op, faster than adding it after the view (openvino_int8_probes*.md).
         n, h, w, c = x.shape
         return (torch.matmul(self.weight_h, x.reshape(n, h, w * c)) + self.bias_h).view(n, h, w, c)
 
@@ -77,8 +77,8 @@ class ChannelLayerNorm(nn.Module):
         if self.channels_last:
             # OpenVINO's CPU MVN kernel normalizes trailing axes only: over axis 1 of NCHW it is decomposed into
             # two ReduceMeans and two elementwise passes, while the (N, H*W, C) view (its permutes no-ops on the
-            # plugin's channels-last memory) runs as one MVN node with the next quantizer fused in: 6% faster
-            # at batch 1 on sMLPNet-T INT8 (benchmarks/results/openvino_int8.md).
+            # plugin's channels-last memory) runs as one MVN node with the next quantizer fused in, which is
+            # faster (benchmarks/results/openvino_int8.md).
             n, c, h, w = x.shape
             return self._normalize(x.permute(0, 2, 3, 1).reshape(n, h * w, c), -1).view(n, h, w, c).permute(0, 3, 1, 2)
         return self._normalize(x, 1)
@@ -156,7 +156,7 @@ class TokenMix(nn.Module):
         cat = torch.cat([x] * self.identity + [self.fuse_in(m) for m in mixed], dim=-1)
         if self.conv_fuse:
             # The plugin's INT8 1x1-convolution kernel in place of its INT8 FullyConnected one: on x86 without VNNI
-            # the latter is oneDNN's jit_gemm_i8 (0.9 ms a block on sMLPNet-T against about 0.4 ms), see
+            # the latter is oneDNN's slower jit_gemm_i8 (benchmarks/results/openvino_int8_probes_avx2.md); see
             # quantize.openvino_ptq.requantize_transposed_concats for the FakeQuantize that keeps it INT8.
             return self.fuse(cat.permute(0, 3, 1, 2))
         return torch.matmul(cat, self.fuse.weight[:, :, 0, 0].t()).permute(0, 3, 1, 2)
@@ -284,7 +284,7 @@ def channels_last_mixing(model: DeploySMLPNet, inputs: torch.Tensor | None = Non
     (:func:`set_channels_last`); raise FoldError unless the logits match.
 
     For OpenVINO INT8 only: there the NCHW mixing costs four layout Reorders a block and leaves ``P @ x`` in float
-    (1.26x slower on sMLPNet-T, benchmarks/results/openvino_int8.md), while in float at bf16 this form is the slower
+    (slower: benchmarks/results/openvino_int8.md), while in float at bf16 this form is the slower
     one, so FP32 artifacts keep the NCHW form. Blocks without an fc fusion are left as they are, and so are blocks
     whose mixing biases are all zero: OpenVINO folds the Add away, and 2026.4 then fails to compile the INT8 left
     MatMul feeding the Concat directly ("any_of(scale.size(), OC, 1U)").

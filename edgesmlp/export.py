@@ -105,7 +105,7 @@ def to_openvino(model: torch.nn.Module, in_chans: int, image_size: int, batch: i
     """Convert a PyTorch module to an ov.Model with input ``input`` and output ``logits``.
 
     The batch is static (1 unless asked; -1 makes it dynamic): a dynamic-batch IR compiled as it is runs
-    batch 1 about 1.2x slower on the CPU than the same IR at a static batch, and benchmark_app refuses it
+    batch 1 slower on the CPU than the same IR at a static batch (docs/design.md), and benchmark_app refuses it
     without -shape. A static IR is what ``compile_model("model.xml")`` runs at the speed edgesmlp reports.
     """
     from edgesmlp.runtimes.openvino import require_openvino

@@ -116,9 +116,9 @@ def x86_without_vnni() -> bool:
 
 def weight_bits_for_this_cpu() -> int:
     """The signed weight width both CPU runtimes' integer kernels compute exactly here: 7 on x86 without VNNI
-    (2 x 255 x 63 cannot saturate), else 8. On an AVX2 EPYC, 8-bit weights cost the bundled model's ONNX Runtime
-    INT8 FP32's class on 3.2% of its images (benchmarks/results/onnxruntime_int8_avx2.md) and OpenVINO's INT8 of
-    random sMLPNets a logit cosine of 0.93-0.97; 7-bit ones run as fast and keep it (100.0%, 0.999)."""
+    (2 x 255 x 63 cannot saturate), else 8. On x86 without VNNI, 8-bit weights cost the bundled model's ONNX Runtime
+    INT8 FP32's class on some images and OpenVINO's INT8 much of its logit cosine; 7-bit ones run as fast and keep
+    both (benchmarks/results/onnxruntime_int8_avx2.md, openvino_int8_weight_bits_avx2.md)."""
     return 7 if x86_without_vnni() else 8
 
 

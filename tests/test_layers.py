@@ -75,3 +75,13 @@ def test_exceptions_live_in_errors_py():
 def test_no_module_shadows_the_standard_library():
     names = {p.stem for p in PACKAGE.rglob("*.py")} | {p.name for p in PACKAGE.rglob("*") if p.is_dir()}
     assert not names & set(sys.stdlib_module_names) - {"__init__", "__main__"}
+
+
+def test_measured_speedups_live_in_results_files_not_in_code():
+    """Comments, docstrings and --help keep the reason and cite benchmarks/results/; numbers go stale there."""
+    import re
+
+    quoted = re.compile(r"\d(\.\d+)?(x|%) (faster|slower)|\d(\.\d+)? ?(ms|GB) (a block|more|against)")
+    found = [f"{path.relative_to(PACKAGE)}:{n}" for path in PACKAGE.rglob("*.py")
+             for n, line in enumerate(path.read_text().splitlines(), 1) if quoted.search(line)]
+    assert found == []

@@ -4,12 +4,12 @@ Defaults were chosen by measuring the trained bundled model (benchmarks/results/
 NNCF's default (performance) preset on the deploy form with bias correction off. NNCF 3.4's bias
 correction crashes on the deploy form's left-operand MatMul (``P @ x``), so ``--bias-correction fast`` on
 the deploy form is edgesmlp's own (``openvino_bias``, the same per-layer mean shift in closed form); it
-changed the logit KL of the digits model trained 4 epochs by under 3% either way
-(benchmarks/results/accuracy_control.md), so it stays off by default. ``ModelType.TRANSFORMER`` (which SmoothQuant needs) collapsed a trained sMLPNet's
+barely changed the logit KL of a trained digits model (benchmarks/results/accuracy_control.md), so it stays off by
+default. ``ModelType.TRANSFORMER`` (which SmoothQuant needs) collapsed a trained sMLPNet's
 top-1 in our measurements, so SmoothQuant is off unless asked for. Elementwise Adds are left out of
 the quantization (``quantize_sums``, see ``_ignored_scope``). Activation ranges are the min and max over
-the calibration images (``activation_range``): with NNCF's default statistic and quantized Adds, the digits
-model trained 4 epochs kept 6.5x the logit KL divergence (benchmarks/results/accuracy_control.md).
+the calibration images (``activation_range``): with NNCF's default statistic and quantized Adds, a trained
+digits model kept several times the logit KL divergence (benchmarks/results/accuracy_control.md).
 """
 
 from __future__ import annotations
@@ -59,16 +59,15 @@ class OpenVINOPTQConfig:
     quantize_sums: bool = False  # let NNCF quantize the inputs of elementwise Adds (residual sums, folded shifts)
     activation_range: ActivationRange = ActivationRange.minmax  # how activation ranges are estimated
     # Calibration images per NNCF inference. With min-max ranges the INT8 graph is the same for any value; more is
-    # faster and holds more memory (sMLPNet-T, 300 images: 2 is 1.24x faster, +0.12 GB; benchmarks/results/
-    # openvino_ptq_batch.md).
+    # faster and holds more memory (benchmarks/results/openvino_ptq_batch.md).
     calib_batch: int = 1
     # 7: NNCF's overflow fix on every layer (weights in half the INT8 range), for x86 CPUs without VNNI, whose
-    # u8 x s8 kernels saturate on 8-bit weights (random dim-8 networks: logit cosine 0.93 -> 0.999 on an AVX2 EPYC);
+    # u8 x s8 kernels saturate on 8-bit weights (benchmarks/results/openvino_int8_weight_bits_avx2.md);
     # 8: NNCF's default (the fix on the first layer only). None: 7 on such a CPU, else 8.
     weight_bits: int | None = None
-    # conv on x86 without VNNI, whose INT8 FullyConnected is oneDNN's jit_gemm_i8: sMLPNet-T 1.12-1.14x faster at
-    # batch 1 and 8 on an AVX2 EPYC; matmul with VNNI: 1.12-1.13x faster than conv on an AVX-512 VNNI EPYC
-    # (benchmarks/results/openvino_int8_probes_{avx2,epyc}.md, probe other_fuse). None: conv there, else matmul.
+    # conv on x86 without VNNI, whose INT8 FullyConnected is oneDNN's slower jit_gemm_i8; matmul with VNNI, where it
+    # is the faster (benchmarks/results/openvino_int8_probes_{avx2,epyc}.md, probe other_fuse). None: conv there,
+    # else matmul.
     fuse: Fuse | None = None
 
     def __post_init__(self) -> None:
@@ -279,9 +278,8 @@ def _fq_range(fq) -> tuple:
 
 def _ignored_scope(nncf, config: OpenVINOPTQConfig):
     """The user's (and the budget search's) layers, and unless ``quantize_sums`` every Add: NNCF's FakeQuantize
-    pairs on the residual sums and folded shifts carried 36-45% of INT8's logit KL on a trained sMLPNet (digits,
-    trained 4 epochs, 8,000 augmented held-out images: 1.93e-3 -> 1.05e-3 with NNCF's ranges, 4.65e-4 -> 2.97e-4
-    with min-max ones) and saved no time on sMLPNet-T (15.3 ms either way, 2 threads)."""
+    pairs on the residual sums and folded shifts carried a large share of INT8's logit KL on a trained sMLPNet and
+    saved no time on sMLPNet-T (benchmarks/results/accuracy_control.md, openvino_residual_fusion.md)."""
     types = [] if config.quantize_sums else ["Add"]
     if not config.ignored and not types:
         return None

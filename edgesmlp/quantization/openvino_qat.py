@@ -5,7 +5,7 @@ channel, activations per tensor at the Q/DQ placement, ranges calibrated on the 
 and then trained with the weights (``learn_ranges``). Its fake-quantize ops convert to OpenVINO
 FakeQuantize nodes, which OpenVINO's CPU plugin executes in INT8, and ``save_model`` stores the
 quantized weights as INT8. The trained student is exported with its token mixing channels-last, as
-PTQ's graph is (``deploy.set_channels_last``: 1.33x faster INT8 on sMLPNet-T, no Reorders), unless
+PTQ's graph is (``deploy.set_channels_last``: faster INT8, no Reorders; benchmarks/results/openvino_int8.md), unless
 OpenVINO cannot compile it. (NNCF's PyTorch QAT compiles a C++ extension on first use, which can time
 out on a loaded machine and then stays locked; this path needs none.)
 """

@@ -57,9 +57,8 @@ def expected_agreement(reference: np.ndarray, logits: np.ndarray) -> float:
     On a few hundred images an INT8 model that flips 0.5% of a large set may flip none, so counting flips
     says nothing about budgets near 99.5%. Every image, flipped or not, shows how much INT8 moves its FP32
     top-2 margin; with that change's spread ``s`` over the images, an image of margin ``m`` flips with
-    probability Phi(-m / s), and the mean over images predicts the disagreement. (On the digits model
-    trained 4 epochs, calibration images predicted 0.36% for OpenVINO INT8 and 0.13% for the Q/DQ graph
-    where they flipped none; held-out images flipped 0.6% and 0.2%.)
+    probability Phi(-m / s), and the mean over images predicts the disagreement, even on calibration images
+    that flip none (benchmarks/results/accuracy_control.md).
     """
     rows = np.arange(len(reference))
     top = reference.argmax(1)

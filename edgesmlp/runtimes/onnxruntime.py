@@ -83,7 +83,7 @@ class OnnxRuntimeRunner(Runner):
 
 def wants_unsigned_activations() -> bool:
     """On x86 ONNX Runtime's integer kernels are u8 activations x s8 weights (VPMADDUBSW, VNNI's VPDPBUSD):
-    s8 activations ran 1.5x slower than u8 even on a VNNI CPU (benchmarks/results/onnxruntime_int8.md).
+    s8 activations ran slower than u8 even on a VNNI CPU (benchmarks/results/onnxruntime_int8.md).
     On ARM the signed graph (ONNX Runtime's default S8S8, SDOT) stays."""
     from edgesmlp.timing import is_x86
 
@@ -93,8 +93,8 @@ def wants_unsigned_activations() -> bool:
 def emulation_session(model: str | Path | bytes, threads: int = 0):
     """A session that computes what a TensorRT-rule Q/DQ graph means, as the accuracy proxy for TensorRT's INT8.
     Where this CPU's integer kernels saturate (``timing.x86_without_vnni``) its Q/DQ pairs run unfused, in float:
-    fused there, a random sMLPNet's logits moved by up to 32% of their range against QAT's fake quantization of the
-    same graph; unfused, they match it to float rounding."""
+    fused there, a random sMLPNet's logits moved far from QAT's fake quantization of the same graph; unfused, they
+    match it to float rounding (tests/test_qdq.py)."""
     from edgesmlp.timing import x86_without_vnni
 
     return cpu_session(model, threads, unfused=x86_without_vnni())

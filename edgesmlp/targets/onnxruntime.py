@@ -2,7 +2,8 @@
 
 The INT8 graph has ONNX Runtime's own placement, not TensorRT's: a Q/DQ after each quantized Conv /
 MatMul / Gemm too, so ONNX Runtime fuses each into QLinearConv / QLinearMatMul (with TensorRT's
-placement it ran every Conv in float between a DQ and a float consumer: 0.7-0.8x of FP32), and no
+placement it ran every Conv in float between a DQ and a float consumer, slower than FP32:
+benchmarks/results/onnxruntime_int8.md), and no
 Q/DQ on the residual Adds (ONNX Runtime fuses no Add into a Conv; they only cost a requantize). On x86
 its activations (and the left weight of ``P @ x``) are u8 (exact: zero point 128), the only kind
 ONNX Runtime's x86 integer kernels take fast; on x86 CPUs without VNNI, whose u8 x s8 kernels saturate, the

@@ -94,7 +94,7 @@ class OpenVINOTarget(Target):
         from edgesmlp.quantization.openvino_ptq import quantize_for_cpu, resolve_ignored
 
         config, c = job.config, job.ckpt.config
-        # NNCF calibrates the dynamic-batch graph (a static one took 0.11 GB more memory in PTQ on sMLPNet-T);
+        # NNCF calibrates the dynamic-batch graph (a static one took more memory in PTQ: openvino_ptq_batch.md);
         # what ships, and is timed, is reshaped to a static batch of 1. The deploy form's INT8 source mixes
         # tokens channels-last, which is slower in float: model_fp32.xml is exported from the NCHW form below.
         start = time.perf_counter()
