@@ -101,7 +101,7 @@ def load(weights: str | Path | None = None, *, variant: str | None = None, ema: 
 def quantize(weights=None, target: str = registry.DEFAULT, *, calib: Any = None, val: Any = None, search: Any = None,
              output: str | Path | None = None, force: bool = False, max_drop: float = DEFAULT_MAX_DROP,
              min_agreement: float | None = None, fallback: str = "auto", max_float: float = 0.2,
-             calib_size: int = 300, seed: int = 0, search_size: int = 1000, form: str = "deploy",
+             ranking: str = "auto", calib_size: int = 300, seed: int = 0, search_size: int = 1000, form: str = "deploy",
              image_size: int | None = None, crop_pct: float | None = None, interpolation: str | None = None,
              mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None, threads: int = 0,
              latency_seconds: float = 1.0, model_cache: bool = True, qat: QATConfig | None = None,
@@ -121,7 +121,7 @@ def quantize(weights=None, target: str = registry.DEFAULT, *, calib: Any = None,
                 model_cache=model_cache),
         max_drop=max_drop, min_agreement=min_agreement, target=name,
         config=registry.get(name).config_from(_target_options([name], target_options)), qat=qat,
-        output=_path(output), force=force, fallback=fallback, max_float=max_float,
+        output=_path(output), force=force, fallback=fallback, max_float=max_float, ranking=ranking,
         search=_images(search, "search"), search_size=search_size)
     outcome = _run(run_quantize, request, progress, log)
     if not outcome.report:  # a rank of torchrun other than 0: rank 0 writes and reports

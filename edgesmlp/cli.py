@@ -484,6 +484,10 @@ def quantize(
     max_float: Annotated[float, typer.Option(metavar="FRACTION", rich_help_panel="Accuracy budget", help="--fallback auto keeps at most this share of the "
                                              "quantized layers in float, and fails fast, with the trade-off it found, "
                                              "when that is not enough.")] = 0.2,
+    ranking: Annotated[str, typer.Option(metavar="[auto|exact|first-order]", rich_help_panel="Accuracy budget",
+                                         help="How --fallback auto orders the layers: exact (the model run once "
+                                         "per layer), first-order (one forward and one backward pass), or auto "
+                                         "(first order from 100 M MACs on).")] = "auto",
     search: Annotated[Optional[Path], typer.Option(rich_help_panel="Accuracy budget", help="Images --fallback auto meets the budget on (a folder, "
                                                    "ImageFolder tree or list; labelled or not), e.g. a split of "
                                                    "your validation data that --val does not hold. Default: the "
@@ -550,8 +554,8 @@ def quantize(
            if method == "qat" else None)
     result = api.quantize(
         weights, name, calib=calib, val=val, search=search, output=output, force=force, max_drop=max_drop,
-        min_agreement=min_agreement, fallback=fallback, max_float=max_float, calib_size=calib_size, seed=seed,
-        search_size=search_size, form=form.value, image_size=image_size, crop_pct=crop_pct,
+        min_agreement=min_agreement, fallback=fallback, max_float=max_float, ranking=ranking, calib_size=calib_size,
+        seed=seed, search_size=search_size, form=form.value, image_size=image_size, crop_pct=crop_pct,
         interpolation=interpolation, mean=_floats(mean, "--mean"), std=_floats(std, "--std"), threads=threads,
         latency_seconds=latency_seconds, model_cache=model_cache, qat=qat, variant=variant, ema=ema,
         progress=not quiet, log=_stderr,

@@ -85,7 +85,9 @@ def test_an_unreachable_budget_raises_with_the_curve(sabotaged):
 
 def test_budget_options_are_checked_before_any_work(tmp_path):
     for args, message in ((["--fallback", "sometimes"], "--fallback"), (["--max-float", "0"], "--max-float"),
-                          (["--min-agreement", "101"], "--min-agreement"), (["--search-size", "0"], "--search-size")):
+                          (["--min-agreement", "101"], "--min-agreement"), (["--search-size", "0"], "--search-size"),
+                          (["--ranking", "sometimes"], "--ranking"),
+                          (["--ranking", "first-order", "--form", "reference"], "--ranking first-order ranks")):
         result = _quantize("-o", tmp_path / "o", *args)
         assert result.exit_code == 2 and message in result.output and not (tmp_path / "o").exists()
 
@@ -107,7 +109,7 @@ def test_a_budget_above_full_int8_is_met_on_held_out_images(target, fragile_digi
     assert not (tmp_path / "no").exists()
     full = _full_int8_bound(short.output)
     asked = round(full + 0.05, 2)  # above what the count certifies for full INT8 on the search images
-    result = _quantize(*common, "-o", tmp_path / "out", "--min-agreement", asked)
+    result = _quantize(*common, "-o", tmp_path / "out", "--min-agreement", asked, "--ranking", "first-order")
     folder = tmp_path / "out" / target
     report = json.loads((folder / "report.json").read_text())
     rows = {r["precision"]: r for r in report["results"]}
@@ -126,6 +128,7 @@ def test_a_budget_above_full_int8_is_met_on_held_out_images(target, fragile_digi
     assert budget["min_agreement"] == asked and budget["search"]["images"] == 900
     assert budget["search"]["agreement_bound"] >= asked and not budget["search"]["overlap"]
     assert budget["search"]["kept_float"] == chosen and budget["latency_cost"] > 0
+    assert budget["search"]["ranking_method"] == "first-order" and budget["ranking"] == "first-order"
     assert "## Mixed precision" in (folder / "report.md").read_text()
     assert budget["search"]["kept_modules"][0] in result.output  # the terminal names them, by module path
     kept = set(shipped["kept_float"])

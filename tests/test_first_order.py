@@ -48,6 +48,30 @@ def test_first_order_scores_rank_layers_as_the_exact_one_layer_kl_does(fragile_g
     assert 0.2 < ratio < 5, ratio
 
 
+def test_openvino_layers_rank_to_first_order_as_their_exact_kl_does(fragile_digits):
+    """OpenVINO's INT8 graph quantizes inputs the Q/DQ one does not (the norms', the pool's) and names its axial
+    MatMuls by block (token_mix.0/MatMul_1): every one of its layers gets a score, ranked as the exact one ranks."""
+    from edgesmlp.quantization.openvino_partial import OpenVINOPartial, first_order_keys
+    from edgesmlp.quantization.openvino_ptq import OpenVINOPTQConfig, quantize_for_cpu
+
+    ckpt = load_checkpoint(fragile_digits[0])
+    deploy, c = to_deploy(ckpt.model), ckpt.config
+    calib, x = bundled.split_tensors("calib")[0].numpy(), bundled.split_tensors("val")[0].numpy()[:128]
+    config = OpenVINOPTQConfig()
+    fp32, int8 = quantize_for_cpu(deploy, calib, config, c.in_chans, c.image_size, lambda line: None)
+    graph = OpenVINOPartial(fp32, int8, 2)
+    scores = first_order_scores(deploy, calib, x, "max", weight_bits=config.weight_bits)
+    keys = first_order_keys(graph.layers, scores)
+    assert set(keys) == {layer.name for layer in graph.layers} and len(set(keys.values())) == len(keys)
+    assert {graph.layers[i].op for i in range(len(graph.layers))} >= {"MVN", "ReduceMean", "MatMul", "DWConv"}
+    _, rows = per_layer(graph, x, in_float=False)
+    exact, approx = [r.alone_kl for r in rows], [scores[keys[r.layer]] for r in rows]
+    spearman = np.corrcoef(_ranks(exact), _ranks(approx))[0, 1]
+    assert spearman > 0.7, spearman  # 0.86 when written
+    order = rank_by_first_order(graph.layers, scores, keys)
+    assert len({r.layer for r in rows[:8]} & set(order[:8])) >= 5  # 7 when written
+
+
 def test_the_search_ranks_to_first_order_when_given_the_ranker(fragile_digits, fragile_graph):
     from edgesmlp.calibration.sources import load_tensors, open_images
     from edgesmlp.errors import BudgetError

@@ -78,7 +78,7 @@ def entries(request: QuantizeRequest, target: Target, config: TargetConfig, weig
            "calib_size": request.calibration.size, "seed": request.calibration.seed, "val": where(request.val),
            "form": request.form.value, "threads": request.run.threads, "latency_seconds": request.run.latency_seconds,
            "max_drop": request.max_drop, "min_agreement": request.min_agreement, "fallback": request.fallback,
-           "max_float": request.max_float, "search": where(request.search), "search_size": request.search_size,
+           "max_float": request.max_float, "ranking": request.ranking, "search": where(request.search), "search_size": request.search_size,
            "method": "qat" if request.qat is not None else "ptq"}
     for name, value in asdict(request.preprocess).items():
         job[name] = ",".join(map(str, value)) if isinstance(value, tuple) else value

@@ -93,6 +93,7 @@ class QuantizeRequest(JobSpec):
     force: bool = False
     fallback: str = "auto"  # auto: keep the most sensitive layers in float until the budget is met; off: a floor
     max_float: float = 0.2  # at most this share of the quantized layers kept in float
+    ranking: str = "auto"  # how the search orders the layers: auto, exact or first-order
     search: Path | None = None  # images the budget is met on (None: the calibration source's other images)
     search_size: int = 1000  # search images the budget is met on (all of them if fewer)
 
@@ -100,7 +101,9 @@ class QuantizeRequest(JobSpec):
         super().__post_init__()
         if self.qat is not None and self.form is not Form.deploy:
             raise ConfigError("--method qat trains the deploy form: drop --form reference")
-        self.budget  # noqa: B018 -- validates --fallback and --max-float now, before any work
+        if self.budget.ranking.value == "first-order" and self.form is not Form.deploy:
+            raise ConfigError("--ranking first-order ranks the deploy form: drop --form reference, or use "
+                              "--ranking exact")
         if self.search_size < 1:
             raise ConfigError(f"--search-size must be at least 1, got {self.search_size}")
 
@@ -108,7 +111,7 @@ class QuantizeRequest(JobSpec):
     def budget(self) -> Budget:
         from edgesmlp.quantization.budget import Budget
 
-        return Budget(self.max_drop, self.min_agreement, self.fallback, self.max_float)
+        return Budget(self.max_drop, self.min_agreement, self.fallback, self.max_float, self.ranking)
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,12 @@ class Fallback(str, Enum):
     off = "off"  # the budget is only a floor: fail if full INT8 misses it
 
 
+class Ranking(str, Enum):
+    auto = "auto"  # first order from FIRST_ORDER_MACS on, where the target can; exact below
+    exact = "exact"  # the model run once per layer with only that layer INT8 (sensitivity.per_layer)
+    first_order = "first-order"  # one forward and one backward pass (quantization.first_order)
+
+
 DEFAULT_MAX_DROP = 1.0  # top-1 points: the one default budget of quantize, bench, check and the report pages
 
 
@@ -81,12 +87,17 @@ class Budget:
     min_agreement: float | None = None  # % of images whose top-1 class INT8 keeps
     fallback: Fallback = Fallback.auto
     max_float: float = 0.2  # at most this share of the quantized layers may be left in float
+    ranking: Ranking = Ranking.auto  # how the search orders the layers
 
     def __post_init__(self) -> None:
         try:
             object.__setattr__(self, "fallback", Fallback(self.fallback))
         except ValueError:
             raise ConfigError(f"--fallback {self.fallback!r} unknown: use auto or off") from None
+        try:
+            object.__setattr__(self, "ranking", Ranking(self.ranking))
+        except ValueError:
+            raise ConfigError(f"--ranking {self.ranking!r} unknown: use auto, exact or first-order") from None
         if self.max_drop is not None and not (math.isfinite(self.max_drop) and self.max_drop >= 0):
             raise ConfigError(f"--max-drop must be a finite number of 0 or more, got {self.max_drop}")
         if self.min_agreement is not None and not 0 < self.min_agreement <= 100:
@@ -124,7 +135,7 @@ class Budget:
         return " and ".join(asked) or "no budget"
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "fallback": self.fallback.value}
+        return {**asdict(self), "fallback": self.fallback.value, "ranking": self.ranking.value}
 
 
 @dataclass(frozen=True)

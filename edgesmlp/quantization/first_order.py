@@ -8,8 +8,13 @@ classes ``y`` drawn from the model's own softmax, ``F = E_y[g_y g_y^T]`` for ``g
 comes from the same backward pass (the Fisher form of ModelOpt's AutoQuantize score). Ranges are the Q/DQ
 graph's own (``fakequant.QATDeploySMLPNet.calibrate``, the same histogram method), weights per channel.
 
+Layers whose input alone is quantized (OpenVINO's INT8 quantizes the channel norms' and the global pool's inputs,
+which the Q/DQ placement leaves in float) are scored the same way, with a symmetric per-tensor range from the
+calibration images' largest value: ``channel_mix.3.norm``, ``pool``.
+
 Scores are keyed by the module path the exported ONNX records (``quantize.layers.module_path``):
-``channel_mix.3.fc2``, and ``token_mix.0.mix.along_w`` / ``.along_h`` for the axial MatMuls.
+``channel_mix.3.fc2``, and ``token_mix.0.mix.along_w`` / ``.along_h`` for the axial MatMuls, in the order the
+forward runs them (``openvino_partial.first_order_keys`` pairs OpenVINO's unnamed MatMuls with them by that order).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgesmlp.deploy import AxialMix, DeploySMLPNet
+from edgesmlp.deploy import AxialMix, ChannelLayerNorm, DeploySMLPNet
 from edgesmlp.quantization.calibrate import weight_qmax
 from edgesmlp.quantization.fakequant import ActQuant, QATDeploySMLPNet, quant_weight
 
@@ -38,6 +43,8 @@ class _Scores:
         self.producer: dict[int, ActQuant] = {}  # id of an activation -> the quantizer it came through
         self.keep: list[torch.Tensor] = []  # those activations, alive while their ids are in use
         self.sums: dict[str, float] = {}
+        self.order: dict[str, int] = {}  # key -> when the forward first reached it
+        self.calibrating = False  # input-only layers record their range instead of scoring
 
     def note(self, quantizer: ActQuant, out: torch.Tensor) -> None:
         self.producer[id(out)] = quantizer
@@ -49,6 +56,7 @@ class _Scores:
 
     def layer(self, key: str, out: torch.Tensor, quantized) -> None:
         """``quantized()`` computes the layer's output from its quantized input and weight."""
+        self.order.setdefault(key, len(self.order))
         with torch.no_grad():
             error = (quantized() - out).flatten(1)
 
@@ -58,6 +66,14 @@ class _Scores:
 
         out.register_hook(grad)
 
+    def input_only(self, key: str, x: torch.Tensor, out: torch.Tensor, run, ranges: dict[str, float]) -> None:
+        """A layer whose input alone is quantized: ``run(x)`` recomputes it without hooks."""
+        if self.calibrating:
+            ranges[key] = max(ranges.get(key, 0.0), float(x.detach().abs().max()))
+            return
+        scale = (ranges.get(key) or 1.0) / 127
+        self.layer(key, out, lambda: run(torch.fake_quantize_per_tensor_affine(x, scale, 0, -128, 127)))
+
 
 def first_order_scores(deploy: DeploySMLPNet, calibration: np.ndarray, x: np.ndarray, method: str = "percentile",
                        percentile: float = 99.99, weight_bits: int = 8, batch: int = BATCH, seed: int = 0,
@@ -65,13 +81,21 @@ def first_order_scores(deploy: DeploySMLPNet, calibration: np.ndarray, x: np.nda
     """Each quantized layer's first-order score (the logit KL from FP32 it causes alone) on images ``x``, by module
     path. ``progress()`` is called after each batch."""
     qat = QATDeploySMLPNet(deploy, weight_bits=weight_bits)
-    qat.calibrate(torch.as_tensor(np.asarray(calibration[:CALIBRATION])), method, percentile, batch=batch)
     model = qat.model.eval()
+    scores, ranges = _Scores(), {}
+    for name, m in model.named_modules():
+        if isinstance(m, ChannelLayerNorm):
+            m.register_forward_hook(lambda m, inp, out, name=name: scores.input_only(name, inp[0], out, m.forward,
+                                                                                    ranges))
+    pool = model.pool
+    model.pool = lambda x: _scored(scores, "pool", x, pool, ranges)
+    scores.calibrating = True
+    qat.calibrate(torch.as_tensor(np.asarray(calibration[:CALIBRATION])), method, percentile, batch=batch)
+    scores.calibrating = False
     for q in qat.quantizers():
         q.mode = "off"  # FP32 forward; each quantizer keeps its calibrated scale
     for w in qat.weight_quantizers:
         w.enabled = False
-    scores = _Scores()
     qmax = weight_qmax(weight_bits)
     for q in qat.quantizers():
         q.register_forward_hook(lambda m, _, out: scores.note(m, out))
@@ -99,7 +123,14 @@ def first_order_scores(deploy: DeploySMLPNet, calibration: np.ndarray, x: np.nda
             log_p.gather(1, y[:, None]).sum().backward(retain_graph=s + 1 < SAMPLES)
         if progress is not None:
             progress()
-    return {key: total / (len(data) * SAMPLES) for key, total in scores.sums.items()}
+    ordered = sorted(scores.sums, key=scores.order.__getitem__)  # the forward's order, not the backward's
+    return {key: scores.sums[key] / (len(data) * SAMPLES) for key in ordered}
+
+
+def _scored(scores: _Scores, key: str, x: torch.Tensor, run, ranges: dict[str, float]) -> torch.Tensor:
+    out = run(x)
+    scores.input_only(key, x, out, run, ranges)
+    return out
 
 
 @contextlib.contextmanager
@@ -141,9 +172,10 @@ def _patch_axial(mix: AxialMix, name: str, scores: _Scores, qmax: int) -> None:
     mix.along_w, mix.along_h = w, h
 
 
-def rank_by_first_order(layers, scores: dict[str, float]) -> list[str] | None:
+def rank_by_first_order(layers, scores: dict[str, float], keys: dict[str, str] | None = None) -> list[str] | None:
     """The node names of ``layers`` (``quantize.layers.Layer``), highest score first; None when a layer has no
-    score (its module path is not one this ranking knows)."""
-    if any(layer.module not in scores for layer in layers):
+    score. ``keys`` maps a node name to its score's key (by default the layer's module path)."""
+    key = {layer.name: (keys or {}).get(layer.name, layer.module) for layer in layers}
+    if any(k not in scores for k in key.values()):
         return None
-    return [layer.name for layer in sorted(layers, key=lambda layer: scores[layer.module], reverse=True)]
+    return [layer.name for layer in sorted(layers, key=lambda layer: scores[key[layer.name]], reverse=True)]

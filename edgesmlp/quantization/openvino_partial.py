@@ -87,6 +87,28 @@ def module_of(name: str) -> str:
     return f"{module}/{tail.rsplit('/', 1)[-1]}" if "MatMul" in tail and "linear" not in tail else module
 
 
+def first_order_keys(layers: list[Layer], scores: dict[str, float]) -> dict[str, str]:
+    """Each layer's key in ``scores`` (``first_order.first_order_scores``, in the forward's order): its module path
+    where that was scored (convolutions, the head, the norms); the token mixing's MatMuls, named by their block
+    (``token_mix.0/MatMul_1``), take in graph order the block's scored keys no other layer claimed (``mix.along_w``,
+    ``mix.along_h``, then a fuse the plugin runs as a MatMul); the global pool (ReduceMean) takes ``pool``. A layer
+    left out has no score."""
+    keys = {layer.name: layer.module for layer in layers if layer.module in scores}
+    claimed = set(keys.values())
+    for layer in layers:
+        if layer.name in keys:
+            continue
+        if layer.op == "ReduceMean":
+            free = ["pool"] if "pool" in scores and "pool" not in claimed else []
+        else:
+            block = layer.module.split("/")[0] + "."
+            free = [k for k in scores if k.startswith(block) and k not in claimed] if "/MatMul" in layer.module else []
+        if free:
+            keys[layer.name] = free[0]
+            claimed.add(free[0])
+    return keys
+
+
 def _float_constant(op, index: int) -> np.ndarray:
     """The float value of ``op``'s constant input ``index``, through any Convert (an IR saved with FP16 weights)."""
     node = _source(op, index)

@@ -184,6 +184,40 @@ def choose_float_layers(job: Job, graph, log: Log, rank=None):
     return choice
 
 
+def first_order_ranker(job: Job, graph, log: Log, method: str = "percentile", percentile: float = 99.99,
+                       weight_bits: int = 8, keys=None):
+    """The budget search's ranking to first order (``quantization.first_order``: one forward and one backward pass
+    instead of one run of the model per layer), with ranges by ``method`` and ``weight_bits`` weights like the
+    target's; ``keys(layers, scores)`` pairs the graph's layers with their scores (default: by module path).
+    None where the budget asks for the exact ranking, or (``auto``) below FIRST_ORDER_MACS, where it takes
+    seconds."""
+    from edgesmlp.deploy import DeploySMLPNet
+    from edgesmlp.model import count_macs
+    from edgesmlp.quantization.budget import FIRST_ORDER_MACS, Ranking
+
+    ranking, c = job.budget.ranking, job.ckpt.config
+    if ranking is Ranking.exact:
+        return None
+    if not isinstance(job.model, DeploySMLPNet):  # the reference form (QuantizeRequest refuses first-order there)
+        return None
+    if ranking is Ranking.auto and count_macs(job.ckpt.model, c.image_size, c.in_chans) < FIRST_ORDER_MACS:
+        return None
+
+    def rank(x):
+        from edgesmlp.progress import progress_bar
+        from edgesmlp.quantization.first_order import BATCH, first_order_scores, rank_by_first_order
+
+        with progress_bar("Ranking layers (first order)", -(-len(x) // BATCH)) as tick:
+            scores = first_order_scores(job.model, job.calibration, x, method, percentile, weight_bits,
+                                        progress=tick)
+        order = rank_by_first_order(graph.layers, scores, keys(graph.layers, scores) if keys else None)
+        if order is None:
+            log("the first-order ranking does not know every layer of this graph: ranking them one run at a time")
+        return order
+
+    return rank
+
+
 class Target(ABC):
     """One deployment target. Subclasses set the class attributes and implement the three methods."""
 

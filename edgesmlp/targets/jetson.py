@@ -20,7 +20,7 @@ from edgesmlp.errors import ConfigError, ExportError, InputError
 from edgesmlp.precision import Precision
 from edgesmlp.quantization.qdq import QDQConfig
 from edgesmlp.targets.base import (Build, Job, Log, RunSettings, Target, TargetOptions, Variant, choose_float_layers,
-                                   searches, size_mb)
+                                   first_order_ranker, searches, size_mb)
 
 FP32_ONNX = "model_fp32.onnx"
 INT8_ONNX = "model_int8_qdq.onnx"
@@ -69,33 +69,6 @@ def _fp16_ort(path: Path, run: RunSettings, quantized: bool):
     from edgesmlp.quantization.fp16 import emulate_fp16
 
     return _ort(emulate_fp16(onnx.load(str(path))).SerializeToString(), run, emulated=quantized)
-
-
-def _first_order_ranker(job: Job, graph, config: QDQConfig, log: Log):
-    """For a deploy-form model of FIRST_ORDER_MACS or more, the budget search's ranking to first order (one
-    forward and one backward pass, ``quantize.first_order``) instead of one run of the model per layer; None
-    below that size, where the exact ranking takes seconds."""
-    from edgesmlp.deploy import DeploySMLPNet
-    from edgesmlp.model import count_macs
-    from edgesmlp.quantization.budget import FIRST_ORDER_MACS
-
-    c = job.ckpt.config
-    if not isinstance(job.model, DeploySMLPNet) or count_macs(job.ckpt.model, c.image_size, c.in_chans) < FIRST_ORDER_MACS:
-        return None
-
-    def rank(x):
-        from edgesmlp.progress import progress_bar
-        from edgesmlp.quantization.first_order import BATCH, first_order_scores, rank_by_first_order
-
-        with progress_bar("Ranking layers (first order)", -(-len(x) // BATCH)) as tick:
-            scores = first_order_scores(job.model, job.calibration, x, config.method.value, config.percentile,
-                                        config.weight_bits, progress=tick)
-        order = rank_by_first_order(graph.layers, scores)
-        if order is None:
-            log("the first-order ranking does not know every layer of this graph: ranking them one run at a time")
-        return order
-
-    return rank
 
 
 def _resolve_ignored(fp32: Path, config: QDQConfig) -> QDQConfig:
@@ -213,7 +186,8 @@ class JetsonTarget(Target):
         from edgesmlp.quantization.qdq import quantize_qdq
 
         graph = QDQPartial(onnx.load(str(folder / FP32_ONNX)), onnx.load(str(folder / INT8_ONNX)), job.run.cpu_threads)
-        choice = choose_float_layers(job, graph, log, _first_order_ranker(job, graph, config, log))
+        rank = first_order_ranker(job, graph, log, config.method.value, config.percentile, config.weight_bits)
+        choice = choose_float_layers(job, graph, log, rank)
         compare = []
         if choice.kept_float:
             (folder / INT8_ONNX).replace(folder / ALL_INT8_ONNX)

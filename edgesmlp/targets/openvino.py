@@ -11,7 +11,7 @@ from edgesmlp.precision import Precision
 from edgesmlp.quantization.openvino_ptq import Fuse, OpenVINOPTQConfig
 from edgesmlp.runtimes.openvino import OpenVINORunner, ir_size_mb, read_ir, require_openvino, save_ir, with_batch
 from edgesmlp.targets.base import (Build, Job, Log, RunSettings, Target, TargetOptions, Variant, choose_float_layers,
-                                   given, searches)
+                                   first_order_ranker, given, searches)
 
 RUNTIME = "OpenVINO CPU"
 DEFAULT_RUNTIME = "OpenVINO CPU, default precision"
@@ -131,11 +131,13 @@ class OpenVINOTarget(Target):
     def _fit_budget(self, job: Job, folder: Path, fp32, int8, config: OpenVINOPTQConfig, log: Log):
         """Keep the fewest, most sensitive layers in float (NNCF's ignored scope: the CPU's float precision) until
         the INT8 IR meets the job's budget on the calibration images; the full-INT8 IR becomes a comparison row."""
-        from edgesmlp.quantization.openvino_partial import OpenVINOPartial
-        from edgesmlp.quantization.openvino_ptq import quantize_openvino
+        from edgesmlp.quantization.openvino_partial import OpenVINOPartial, first_order_keys
+        from edgesmlp.quantization.openvino_ptq import ActivationRange, quantize_openvino
 
         graph = OpenVINOPartial(fp32, int8, job.run.cpu_threads)
-        choice = choose_float_layers(job, graph, log)
+        method = "max" if config.activation_range is ActivationRange.minmax else "percentile"  # like NNCF's ranges
+        rank = first_order_ranker(job, graph, log, method, weight_bits=config.weight_bits, keys=first_order_keys)
+        choice = choose_float_layers(job, graph, log, rank)
         compare = []
         if choice.kept_float:
             full = with_batch(int8, 1)
