@@ -1,6 +1,7 @@
-"""How long the budget search takes at the size users ship: sMLPNet-T at 224 on the Jetson Q/DQ graph.
+"""How long the budget search takes at the size users ship: sMLPNet-T at 224 on the Jetson Q/DQ graph, or on
+OpenVINO's INT8 IR (--target openvino, written to budget_search_speed_openvino.md).
 
-    python benchmarks/budget_search_speed.py [--images 128]
+    python benchmarks/budget_search_speed.py [--images 128] [--target jetson|openvino]
 
 sMLPNet-T with seeded random weights (speed does not depend on the values; benchmarks.common), 10 classes, the
 bundled digits resized to 224 as images (128 calibration, 128 search). Times, on this CPU with 2 threads:
@@ -13,6 +14,7 @@ numbers of layers in float) with an ask full INT8 misses. Writes benchmarks/resu
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import tempfile
 import time
@@ -39,7 +41,10 @@ def digits_at(size: int, n: int, seed: int) -> "np.ndarray":  # noqa: F821
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=128)
+    parser.add_argument("--target", choices=("jetson", "openvino"), default="jetson")
     args = parser.parse_args()
+    if args.target == "openvino":
+        return openvino(args.images)
     import onnx
     import torch
 
@@ -120,6 +125,90 @@ def main() -> None:
              f"{full.agreement:.2f}%, expected {full.expected_agreement:.2f}%) | {search_s:.0f}: {outcome} |",
              "", "The whole-search row is the worst case: with random weights every search image falls in one class by a small margin, clipping moves them all (0% counted agreement; the margin-noise estimate, 99.16%, does not see a shift that moves every image alike), so the search tries every number of layers up to a fifth and refuses. A search that meets its ask stops after fewer passes."]
     write_result("budget_search_speed", lines, "torch", "onnxruntime")
+
+
+def openvino(images: int) -> None:
+    """The same on the openvino target's INT8 IR (NNCF, deploy form, this CPU's defaults): the exact ranking runs
+    the IR once per layer with only that layer INT8; the first-order one pairs every IR layer with a score."""
+    import torch
+
+    from edgesmlp.deploy import to_deploy
+    from edgesmlp.errors import BudgetError
+    from edgesmlp.quantization.budget import Budget, choose
+    from edgesmlp.quantization.first_order import first_order_scores, rank_by_first_order
+    from edgesmlp.quantization.openvino_partial import OpenVINOPartial, first_order_keys
+    from edgesmlp.quantization.openvino_ptq import OpenVINOPTQConfig, quantize_for_cpu
+    from edgesmlp.quantization.sensitivity import divergence, expected_agreement
+
+    torch.set_num_threads(2)
+    model = random_smlpnet_t()
+    deploy = to_deploy(model)
+    calib, search = digits_at(224, images, 0), digits_at(224, images, 1)
+    config = OpenVINOPTQConfig()
+    start = time.perf_counter()
+    fp32, int8 = quantize_for_cpu(deploy, calib, config, 3, 224, lambda line: None)
+    prepare = time.perf_counter() - start
+    graph = OpenVINOPartial(fp32, int8, 2)
+    layers = graph.layers
+    print(f"{len(layers)} layers; NNCF PTQ {prepare:.0f} s", flush=True)
+
+    start = time.perf_counter()
+    reference = graph.reference(search)
+    reference_s = time.perf_counter() - start
+    every = frozenset(layer.name for layer in layers)
+    start = time.perf_counter()
+    for layer in layers[:EXACT_SAMPLE]:
+        divergence(reference, graph.logits(search, every - {layer.name}))
+    per_layer_s = (time.perf_counter() - start) / EXACT_SAMPLE
+    exact_s = reference_s + per_layer_s * len(layers)
+    print(f"exact: {per_layer_s:.1f} s a layer, {exact_s:.0f} s for {len(layers)}", flush=True)
+
+    def rank(x):
+        scores = first_order_scores(deploy, calib, x, "max", weight_bits=config.weight_bits)
+        return rank_by_first_order(layers, scores, first_order_keys(layers, scores))
+
+    start = time.perf_counter()
+    order = rank(search)
+    first_s = time.perf_counter() - start
+    print(f"first order: {first_s:.1f} s, every layer scored: {order is not None}", flush=True)
+
+    logits = graph.logits(search)
+    agreement = float((logits.argmax(1) == reference.argmax(1)).mean() * 100)
+    expected = expected_agreement(reference, logits)
+    ask = round(expected + (100 - expected) / 2, 2)  # full INT8 misses it on the estimate, more float reaches it
+    start = time.perf_counter()
+    try:
+        choice = choose(graph, search, None, Budget(max_drop=None, min_agreement=ask, max_float=0.2),
+                        log=lambda line: None, certify=False, rank=rank)
+        outcome = (f"met with {len(choice.kept_float)} of {len(layers)} layers in float, {len(choice.curve)} "
+                   f"numbers of layers tried, ranked ({choice.ranking_method}) in {choice.rank_seconds:.0f} s"
+                   if choice.kept_float else "full INT8 meets it: nothing to rank")
+    except BudgetError as e:
+        outcome = f"out of reach with a fifth of the layers in float ({str(e).count(' in float: ')} tried)"
+    search_s = time.perf_counter() - start
+    print(f"search: {search_s:.0f} s, {outcome}", flush=True)
+    tries = 2 * math.ceil(math.log2(int(0.2 * len(layers)))) + 1  # budget.fewest's most passes
+    worst = reference_s + per_layer_s + first_s + tries * per_layer_s
+
+    lines = ["# The budget search at full scale: sMLPNet-T, 224, OpenVINO INT8 IR", "",
+             f"`python benchmarks/budget_search_speed.py --target openvino`. sMLPNet-T (seeded random weights, 10 "
+             f"classes), {len(layers)} quantized layers of NNCF's IR (the deploy form channels-last, this CPU's "
+             f"defaults: {config.weight_bits}-bit weights, {config.fuse.value} fuse), {images} calibration and "
+             f"{images} search images (digits resized to 224), 2 threads. The exact ranking runs the IR once per "
+             f"layer with only that layer INT8 (timed on {EXACT_SAMPLE} layers and multiplied out); the first-order "
+             "one scores every IR layer from one forward and one backward pass of the deploy form "
+             "(quantization/first_order.py, paired by openvino_partial.first_order_keys).", "",
+             "| step | seconds |", "| --- | --- |",
+             f"| NNCF PTQ (before the search) | {prepare:.0f} |",
+             f"| FP32 reference on the search images | {reference_s:.1f} |",
+             f"| exact ranking, {len(layers)} layers | {exact_s:.0f} (extrapolated: {per_layer_s:.1f} a layer) |",
+             f"| first-order ranking, {len(layers)} layers | {first_s:.1f} |",
+             f"| ranking speed-up | {exact_s / first_s:.0f}x |",
+             f"| whole search: {ask}% asked (full INT8: {agreement:.2f}% counted, {expected:.2f}% expected) | "
+             f"{search_s:.0f}: {outcome} |",
+             f"| a whole search at most (reference, full INT8, ranking, and {tries} passes with layers in float; "
+             f"computed from the rows above) | {worst:.0f} |"]
+    write_result("budget_search_speed_openvino", lines, "torch", "openvino", "nncf")
 
 
 if __name__ == "__main__":
