@@ -64,6 +64,27 @@ class Report:
         """A target crashed: its row says why (``edgesmlp bench`` exits 3)."""
         return any(row.status == "failed" for row in self.rows)
 
+    def table(self, wide: bool = False) -> str:
+        """The rows as the terminal shows them (80 columns; ``wide``: every column)."""
+        from edgesmlp.jobs.report import render_terminal
+
+        return render_terminal(self.data["results"], wide)
+
+    def legend(self) -> list[str]:
+        """One line for each mark the table uses (``~``: a noisy latency, ...)."""
+        from edgesmlp.jobs.report import terminal_legend
+
+        return terminal_legend(self.data["results"])
+
+    def explanations(self, everything: bool = False) -> list[str]:
+        """What the budget search found; with ``everything``, the profiles and every note behind the numbers too."""
+        from edgesmlp.jobs.report import budget_lines, profile_summary
+
+        lines = budget_lines(self.data)
+        if everything:
+            lines += [*map(profile_summary, self.data.get("profiles") or []), *self.data["notes"]]
+        return lines
+
 
 @dataclass(frozen=True)
 class QuantizeResult:
@@ -88,6 +109,12 @@ class Sensitivity:
     layers: tuple[dict, ...]
     ignore: dict
     data: dict
+
+    def text(self, top: int = 15) -> str:
+        """The ranked table (``top`` rows) and the ``--ignore`` line, as ``edgesmlp sensitivity`` prints them."""
+        from edgesmlp.jobs.sensitivity import render
+
+        return render(self.data, top)
 
 
 def load(weights: str | Path | None = None, *, variant: str | None = None, ema: bool = False) -> Checkpoint:
@@ -115,6 +142,9 @@ def quantize(weights=None, target: str = registry.DEFAULT, *, calib: Any = None,
     from edgesmlp.jobs.spec import QuantizeRequest
 
     name = registry.resolve(target)
+    if target_options.get("fuse") is not None and form == "reference":
+        raise ConfigError("--fuse chooses how the deploy form's token mixing is fused; the reference form has no "
+                          "such fuse: drop --fuse, or use --form deploy")
     request = QuantizeRequest(
         **_spec(weights, variant, ema, val, calib, calib_size, seed, threads, form,
                 (image_size, crop_pct, interpolation, mean, std), latency_seconds=latency_seconds,
@@ -219,6 +249,21 @@ def inspect(weights=None, *, arch: str | None = None, variant: str | None = None
     from edgesmlp.jobs import tools
 
     return tools.inspect(weights, arch, variant, ema)
+
+
+def describe(info: dict, arch: str | None = None) -> str:
+    """``inspect``'s answer as ``edgesmlp inspect`` prints it (``arch`` as given to ``inspect``)."""
+    from edgesmlp.jobs import describe as d
+
+    return (d.render if arch is None else d.render_arch_list if arch == "list" else d.render_arch)(info)
+
+
+def read_job_file(path: str | Path, command: str, commands: set[str]) -> tuple[dict, bool]:
+    """The options a job file gives ``command`` (snake-case keys; paths as written), and whether it is a build's
+    manifest.json (whose entries other commands may skip) rather than a TOML job file."""
+    from edgesmlp.jobs.jobfile import read
+
+    return read(Path(path), command, commands)
 
 
 def lint_qdq(model: str | Path):

@@ -43,16 +43,6 @@ MaxDropOpt = Annotated[float, typer.Option(metavar="POINTS", rich_help_panel="Ac
 MinAgreementOpt = Annotated[Optional[float], typer.Option(metavar="PERCENT", rich_help_panel="Accuracy budget", help="Accuracy floor without labels: exit 1 "
                                                      "when an INT8 row keeps FP32's top class on fewer images than "
                                                      "this (e.g. 99.5).")]
-WeightBitsOpt = Annotated[Optional[int], typer.Option(metavar="[7|8]", rich_help_panel="Target options", help="onnxruntime, openvino: bits of the "
-                                                 "signed weights (openvino: 7 is NNCF's overflow fix on every layer). "
-                                                 "Default: 7 on x86 CPUs without VNNI (AVX2, AVX-512 before Cascade "
-                                                 "Lake), whose u8 x s8 kernels saturate on 8-bit weights, else 8. Set "
-                                                 "it for the CPU you deploy to.")]
-FuseOpt = Annotated[Optional[str], typer.Option(metavar="[matmul|conv]", rich_help_panel="Target options", help="openvino: what fuses each "
-                                           "token-mixing block's Concat: a MatMul (the CPU plugin's INT8 "
-                                           "FullyConnected) or the 1x1 convolution (its INT8 Convolution). Default: "
-                                           "conv on x86 CPUs without VNNI, else matmul, whichever was faster there "
-                                           "(docs/measurements.md). Set it for the CPU you deploy to.")]
 ForceOpt = Annotated[bool, typer.Option("--force", rich_help_panel="Output", help="Replace OUTPUT if it exists (only "
                                         "what edgesmlp wrote).")]
 WideOpt = Annotated[bool, typer.Option("--wide", rich_help_panel="Output", help="Print every column (the default table fits 80 columns).")]
@@ -62,17 +52,18 @@ def _job_file(ctx: typer.Context, param: typer.CallbackParam, value: Optional[Pa
     """--config FILE: the job file's options become this command's defaults, so the command line overrides them."""
     if value is None:
         return value
-    from edgesmlp.jobs.jobfile import key, read, relative_to
+    from edgesmlp import api
 
     root = ctx.find_root().command
     try:
-        values, manifest = read(value, ctx.command.name, set(getattr(root, "commands", {})))
+        values, manifest = api.read_job_file(value, ctx.command.name, set(getattr(root, "commands", {})))
     except EdgesmlpError as e:
         raise typer.BadParameter(" ".join(str(e).split())) from None
     params = {}
     for p in ctx.command.params:
         if p.name != param.name:
-            params.update({key(opt): p for opt in p.opts if opt.startswith("--")}, **{p.name: p})
+            params.update({opt.lstrip("-").replace("-", "_"): p for opt in p.opts if opt.startswith("--")},
+                          **{p.name: p})
     defaults = {}
     for name, v in values.items():
         p = params.get(name)
@@ -82,8 +73,8 @@ def _job_file(ctx: typer.Context, param: typer.CallbackParam, value: Optional[Pa
             raise typer.BadParameter(f"{value}: {name!r} is not an option of edgesmlp {ctx.command.name}")
         if isinstance(v, list) and not p.multiple:
             v = ",".join(map(str, v))  # mean = [0.5, 0.5, 0.5] as --mean 0.5,0.5,0.5
-        if _takes_path(p) and isinstance(v, str):
-            v = relative_to(value, v)
+        if _takes_path(p) and isinstance(v, str):  # relative to the job file's folder
+            v = str(v if Path(v).is_absolute() else value.parent / v)
         defaults[p.name] = [v] if p.multiple and not isinstance(v, list) else v
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return value
@@ -110,6 +101,44 @@ def _target_options(ctx: typer.Context, **values) -> dict:
     """The target options given (on the command line or in a job file), for the API, which refuses any the
     chosen target does not take."""
     return {name: values[name] for name in _given(ctx, *values)}
+
+
+def _with_target_options(*fields: str):
+    """Give a command the target options ``fields`` (TargetOptions fields) as the targets declare them
+    (``Target.options``): an option one target takes sits in that target's panel, one several take in "Target
+    options", its help saying what it does on each. They reach the command's ``**options``."""
+    import inspect
+
+    from edgesmlp.targets.base import option_flag
+
+    declared = targets.declared_options()
+
+    def parameter(field: str) -> inspect.Parameter:
+        pairs = declared[field]
+        first = pairs[0][1]
+        if len(pairs) == 1:
+            panel, help_text = pairs[0][0].title or pairs[0][0].name, first.help
+        else:
+            panel, by_help = "Target options", {}
+            for t, o in pairs:  # targets that say the same, together
+                by_help.setdefault(o.help, []).append(t.name)
+            help_text = " ".join([first.about, *(f"{', '.join(n)}: {h}" for h, n in by_help.items())]).strip()
+        kind = list[str] if first.type is tuple else first.type
+        flag = option_flag(field)
+        annotation = Annotated[Optional[kind], typer.Option(flag, metavar=first.metavar, rich_help_panel=panel,
+                                                            help=help_text, show_default=first.default is not None)]
+        return inspect.Parameter(flag[2:].replace("-", "_"), inspect.Parameter.KEYWORD_ONLY, default=first.default,
+                                 annotation=annotation)
+
+    def add(command):
+        signature = inspect.signature(command, eval_str=True)
+        params = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        extra = [parameter(f) for f in fields]
+        command.__signature__ = signature.replace(parameters=params + extra)
+        command.__annotations__ = {**command.__annotations__, **{p.name: p.annotation for p in extra}}
+        return command
+
+    return add
 
 
 def _stderr(line: str) -> None:
@@ -242,8 +271,8 @@ def _option_taken_as_value(group, args: list[str]) -> str | None:
     return None
 
 
-PANELS = ("Input", "Accuracy budget", "Preprocessing", "OpenVINO", "Jetson / Q/DQ", "Target options", "QAT",
-          "Timing", "Output")
+PANELS = ("Input", "Accuracy budget", "Preprocessing", *(targets.get(n).title or n for n in targets.names()),
+          "Target options", "QAT", "Timing", "Output")
 
 
 class PanelCommand(typer.core.TyperCommand):
@@ -311,11 +340,9 @@ def inspect(
       edgesmlp inspect --arch smlpnet_s_sum --json
     """
     from edgesmlp import api
-    from edgesmlp.jobs import describe as d
 
     info = api.inspect(weights, arch=arch, variant=variant, ema=ema)
-    render = d.render if arch is None else d.render_arch_list if arch == "list" else d.render_arch
-    typer.echo(json.dumps(info, indent=2) if as_json else render(info))
+    typer.echo(json.dumps(info, indent=2) if as_json else api.describe(info, arch))
 
 
 @app.command()
@@ -378,33 +405,30 @@ def _first_line(text: str) -> None:
         typer.echo(text, err=True)
 
 
-def _finish(report: dict, gate, wrote: str, next_step: str, wide: bool, as_json: bool = False,
+def _finish(report, gate, wrote: str, next_step: str, wide: bool, as_json: bool = False,
             verbose: bool = False) -> None:
     """The table, a legend for any mark it uses, then three lines: what was written, the verdict against the
     budget (``gate``, ``api.check``'s) with its margin, and the next command; exit 1 on FAIL. The reasons behind
     the numbers go to ``--verbose`` (and to report.md/html). With ``as_json``, one JSON object on stdout
     (``verdict_json``) and the rest on stderr."""
-    from edgesmlp.jobs.report import budget_lines, profile_summary, render_terminal, terminal_legend
-
     def say(text: str, indent: str = "  ") -> None:
         typer.echo(textwrap.fill(text, 80, subsequent_indent=indent, break_on_hyphens=False,
                                  break_long_words=False), err=as_json)
 
     if not as_json:
-        typer.echo(render_terminal(report["results"], wide))
-        for line in terminal_legend(report["results"]):
+        typer.echo(report.table(wide))
+        for line in report.legend():
             say(line)
-    explain = budget_lines(report) if verbose or not gate.ok else []  # on FAIL, what the budget search found
-    if verbose:
-        explain += [*map(profile_summary, report.get("profiles") or []), *report["notes"]]
+    explain = report.explanations(verbose) if verbose or not gate.ok else []  # on FAIL, what the search found
     for note in explain:
         say(f"note: {note}")
-        phases = {k: v for k, v in (report.get("seconds") or {}).items() if isinstance(v, (int, float))}
+    if verbose:
+        phases = {k: v for k, v in (report.data.get("seconds") or {}).items() if isinstance(v, (int, float))}
         if phases:
             say("seconds: " + ", ".join(f"{name} {value:.1f}" for name, value in phases.items()))
     say(wrote)
     if as_json:
-        typer.echo(verdict_json(gate, report["results"]))
+        typer.echo(verdict_json(gate, report.data["results"]))
     elif gate.ok:
         say(f"PASS: {'; '.join(gate.passes) or 'nothing to compare'}" + ("" if verbose else
             " (--verbose for why)"))
@@ -424,6 +448,8 @@ def verdict_json(gate, results: list[dict], **extra) -> str:
 
 @app.command(cls=PanelCommand)
 @friendly_errors
+@_with_target_options("preset", "bias_correction", "smooth_quant", "activation_range", "calib_batch", "ignored",
+                      "calib_method", "percentile", "weight_bits", "fuse")
 def quantize(
     ctx: typer.Context,
     target: Annotated[str, typer.Option("--target", "-t", metavar="[" + "|".join(
@@ -439,31 +465,6 @@ def quantize(
     force: Annotated[bool, typer.Option("--force", rich_help_panel="Output", help="Replace OUTPUT/<target> if it exists.")] = False,
     calib_size: Annotated[int, typer.Option(rich_help_panel="Input", help="Calibration images sampled (deterministically, see --seed).")] = 300,
     seed: Annotated[int, typer.Option(rich_help_panel="Input", help="Seed for sampling the calibration images.")] = 0,
-    preset: Annotated[str, typer.Option(metavar="[performance|mixed]", rich_help_panel="OpenVINO", help="openvino: NNCF preset, performance (symmetric) or mixed (asymmetric "
-                                        "activations).")] = "performance",
-    bias_correction: Annotated[str, typer.Option(metavar="[off|fast|full]", rich_help_panel="OpenVINO", help="openvino: off, fast or full. On the deploy form fast is "
-                                                 "edgesmlp's own per-layer correction (NNCF's fails on its "
-                                                 "left-operand MatMul) and full needs --form reference.")] = "off",
-    smooth_quant: Annotated[Optional[float], typer.Option(rich_help_panel="OpenVINO", help="SmoothQuant alpha (0-1). Switches NNCF to its "
-                                                          "transformer placement, which lost accuracy on sMLPNet: "
-                                                          "measure before shipping.")] = None,
-    activation_range: Annotated[str, typer.Option(metavar="[minmax|histogram|nncf]", rich_help_panel="OpenVINO", help="openvino: how activation "
-                                                  "ranges are estimated: min and max over the calibration images, "
-                                                  "NNCF's histogram fit (slower PTQ), or NNCF's own default.")
-                                ] = "minmax",
-    calib_batch: Annotated[int, typer.Option(metavar="N", rich_help_panel="OpenVINO", help="openvino: calibration images per NNCF inference. "
-                                             "The INT8 model is the same for any N (min-max ranges; refused with "
-                                             "NNCF's bias correction or SmoothQuant); a larger N is "
-                                             "faster and holds more memory (benchmarks/results/openvino_ptq_batch.md).")] = 1,
-    ignore: Annotated[Optional[list[str]], typer.Option(metavar="NODE", rich_help_panel="Accuracy budget", help="Layer to keep in float, by node name or "
-                                                        "module path (repeatable; `edgesmlp sensitivity` lists them): NNCF's ignored scope "
-                                                        "(openvino), no Q/DQ (jetson: FP16 on the device). Combines "
-                                                        "with --fallback auto.")] = None,
-    calib_method: Annotated[str, typer.Option(metavar="[max|percentile|entropy|mse]", rich_help_panel="Jetson / Q/DQ", help="jetson, onnxruntime: activation range from max, percentile, "
-                                              "entropy (KL) or mse.")] = "percentile",
-    percentile: Annotated[float, typer.Option(rich_help_panel="Jetson / Q/DQ", help="jetson: the percentile of |x| for --calib-method percentile.")] = 99.99,
-    weight_bits: WeightBitsOpt = None,
-    fuse: FuseOpt = None,
     form: Annotated[Form, typer.Option(rich_help_panel="Input", help="deploy (fast, no transposes) or reference (the official graph).")] = Form.deploy,
     image_size: Annotated[Optional[int], typer.Option(rich_help_panel="Preprocessing", help="Input side (must match the weights).")] = None,
     crop_pct: Annotated[Optional[float], typer.Option(rich_help_panel="Preprocessing", help="Centre-crop fraction; resize the shorter side to "
@@ -510,6 +511,7 @@ def quantize(
     verbose: VerboseOpt = False,
     model_cache: ModelCacheOpt = True,
     quiet: QuietOpt = False,
+    **options,
 ) -> None:
     """INT8 quantization (PTQ or QAT) for a target, with an FP32 vs INT8 accuracy/latency report.
 
@@ -543,13 +545,7 @@ def quantize(
     if stray:
         raise ConfigError(f"{', '.join(stray)} set{'s' if len(stray) == 1 else ''} up quantization-aware training, "
                           "which --method ptq does not run: add --method qat, or drop them")
-    if fuse is not None and form is Form.reference:
-        raise ConfigError("--fuse chooses how the deploy form's token mixing is fused; the reference form has no "
-                          "such fuse: drop --fuse, or use --form deploy")
-    options = _target_options(ctx, preset=preset, bias_correction=bias_correction, smooth_quant=smooth_quant,
-                              ignore=tuple(ignore or ()), calib_method=calib_method, percentile=percentile,
-                              activation_range=activation_range, calib_batch=calib_batch, weight_bits=weight_bits,
-                              fuse=fuse)
+    options = _target_options(ctx, **options)
     qat = (api.QATConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, train=train, resume=resume)
            if method == "qat" else None)
     result = api.quantize(
@@ -563,7 +559,7 @@ def quantize(
     if not result.report.data:  # a non-zero torchrun rank: rank 0 reports
         return
     files = sorted(p.name for p in result.folder.iterdir() if not p.name.startswith("."))
-    _finish(result.report.data, result.gate, f"wrote {result.folder}/: {', '.join(files)}",
+    _finish(result.report, result.gate, f"wrote {result.folder}/: {', '.join(files)}",
             targets.get(name).next_step.format(folder=result.folder, root=result.folder.parent), wide, as_json,
             verbose)
 
@@ -609,6 +605,7 @@ def lint_qdq(
 
 @app.command(cls=PanelCommand)
 @friendly_errors
+@_with_target_options("dla_core", "weight_bits", "fuse")
 def bench(
     ctx: typer.Context,
     weights: WeightsOpt = None,
@@ -633,9 +630,6 @@ def bench(
     min_agreement: MinAgreementOpt = None,
     wide: WideOpt = False,
     as_json: JsonOpt = False,
-    dla_core: Annotated[Optional[int], typer.Option(rich_help_panel="Target options", help="jetson: build engines for this DLA core (GPU fallback).")] = None,
-    weight_bits: WeightBitsOpt = None,
-    fuse: FuseOpt = None,
     profile: Annotated[bool, typer.Option("--profile", rich_help_panel="Output", help="Add, per target and precision, the time per op type and "
                                           "the precision each layer executed in, from the runtime's own profiler "
                                           "(OpenVINO's performance counters, ONNX Runtime's profiler, TensorRT's "
@@ -646,6 +640,7 @@ def bench(
     model_cache: ModelCacheOpt = True,
     quiet: QuietOpt = False,
     job_file: JobFileOpt = None,
+    **options,
 ) -> None:
     """Accuracy and latency of every target and precision on the same images, in one table.
 
@@ -663,14 +658,13 @@ def bench(
     """
     _first_line(f"edgesmlp bench: {'the outputs in ' + str(from_dir) if from_dir else weights or 'the bundled digits model'}")
     from edgesmlp import api
-    from edgesmlp.jobs.report import render_terminal
 
     report = api.bench(weights, targets=_target_names(target_list), calib=calib, val=val, source=from_dir,
                        output=output, force=force, max_drop=max_drop, min_agreement=min_agreement,
                        calib_size=calib_size, threads=threads, batch=batch, latency_seconds=latency_seconds,
                        latency_iters=latency_iters, profile=profile, model_cache=model_cache, variant=variant,
                        ema=ema, progress=not quiet,
-                       log=_stderr, **_target_options(ctx, dla_core=dla_core, weight_bits=weight_bits, fuse=fuse))
+                       log=_stderr, **_target_options(ctx, **options))
     if not report.data:  # a rank of torchrun other than 0: rank 0 reports
         return
     wrote = f"wrote {report.path.parent}/report.json, report.md, report.html"
@@ -680,12 +674,12 @@ def bench(
             failed = [f"{r['target']} failed: {r.get('note')}" for r in rows if r.get("status") == "failed"]
             typer.echo(json.dumps({"verdict": "FAIL", "violations": failed, "results": rows}, indent=2))
         else:
-            typer.echo(render_terminal(rows, wide))
+            typer.echo(report.table(wide))
         typer.echo(wrote, err=as_json)
         raise typer.Exit(3)
     gate = api.check(report, max_drop=max_drop, min_agreement=min_agreement, allow_empty=True)
     folder = report.path.parent
-    _finish(report.data, gate, wrote, f"edgesmlp check {folder} --baseline OLD/report.json (or open "
+    _finish(report, gate, wrote, f"edgesmlp check {folder} --baseline OLD/report.json (or open "
             f"{folder}/report.html)", wide, as_json, verbose)
 
 
@@ -744,6 +738,7 @@ def check(
 
 @app.command(cls=PanelCommand)
 @friendly_errors
+@_with_target_options("calib_method", "percentile", "preset")
 def sensitivity(
     ctx: typer.Context,
     weights: WeightsOpt = None,
@@ -755,11 +750,6 @@ def sensitivity(
                                                 "(default: the bundled digits val split).")] = None,
     images: Annotated[int, typer.Option(metavar="N", help="Validation images scored per layer.")] = 500,
     calib_size: Annotated[int, typer.Option(help="Calibration images sampled.")] = 300,
-    calib_method: Annotated[str, typer.Option(metavar="[max|percentile|entropy|mse]", help="Activation range "
-                                              "method, as quantize --target jetson.")] = "percentile",
-    percentile: Annotated[float, typer.Option(help="The percentile for --calib-method percentile.")] = 99.99,
-    preset: Annotated[str, typer.Option(metavar="[performance|mixed]", help="openvino: NNCF preset, as quantize.")
-                      ] = "performance",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Folder for sensitivity.json and the "
                                                    "graphs (default: edgesmlp-sensitivity or the next free -N).")] = None,
     force: ForceOpt = False,
@@ -779,6 +769,7 @@ def sensitivity(
     ema: EmaOpt = False,
     quiet: QuietOpt = False,
     job_file: JobFileOpt = None,
+    **options,
 ) -> None:
     """Which layers INT8 hurts: each quantized layer left in float in turn, ranked by how much of INT8's
     divergence from FP32 (logit KL on held-out images) it removes, and the FP32-vs-INT8 cosine at the end
@@ -793,15 +784,14 @@ def sensitivity(
     """
     _first_line(f"edgesmlp sensitivity: {weights or 'the bundled digits model'}")
     from edgesmlp import api
-    from edgesmlp.jobs.sensitivity import render
 
     result = api.sensitivity(
         weights, targets.resolve(target), calib=calib, val=val, images=images, calib_size=calib_size, output=output,
         force=force, max_drop=max_drop, min_agreement=min_agreement, max_float=max_float, image_size=image_size,
         crop_pct=crop_pct, interpolation=interpolation, mean=_floats(mean, "--mean"), std=_floats(std, "--std"),
         threads=threads, variant=variant, ema=ema, progress=not quiet, log=_stderr,
-        **_target_options(ctx, calib_method=calib_method, percentile=percentile, preset=preset))
-    typer.echo(render(result.data, top))
+        **_target_options(ctx, **options))
+    typer.echo(result.text(top))
     typer.echo(f"wrote {result.folder}/sensitivity.json, sensitivity.html")
 
 

@@ -163,6 +163,30 @@ def test_help_groups_options_in_panels_common_first():
     assert "--search" in budget and "--min-agreement" in budget and "--preset" not in budget
 
 
+def test_target_options_come_from_the_targets_declarations():
+    """Each option a target declares (Target.options) is a flag of quantize, in that target's panel when it alone
+    takes it, with its declared help; bench and sensitivity take the ones they name."""
+    from edgesmlp import targets
+    from edgesmlp.targets.base import option_flag
+
+    text = runner.invoke(app, ["quantize", "--help"], terminal_width=200).stdout
+    panels = {}
+    for line in text.splitlines():
+        if line and not line.startswith(" ") and line.endswith(":"):
+            current = line[:-1]
+        elif line.strip().startswith("--"):
+            panels[line.split()[0]] = (current, line)
+    for field, pairs in targets.declared_options().items():
+        if field == "dla_core":  # an engine-build option: bench --target jetson on the device
+            continue
+        target, option = pairs[0]
+        panel, line = panels[option_flag(field)]
+        assert panel == (target.title if len(pairs) == 1 else "Target options"), (field, panel)
+        assert option.help.split(".")[0][:40] in " ".join(text.split()), field
+    bench = runner.invoke(app, ["bench", "--help"], terminal_width=200).stdout
+    assert "--dla-core N" in bench and "Jetson (TensorRT):" in bench and "--preset" not in bench
+
+
 def test_only_the_targets_a_run_was_asked_for_are_gated():
     data = report(row("openvino", "fp32", 99.0), row("openvino", "int8", 98.8),
                   row("onnxruntime", "fp32", 99.0), row("onnxruntime", "int8", 90.0))

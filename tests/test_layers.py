@@ -85,3 +85,14 @@ def test_measured_speedups_live_in_results_files_not_in_code():
     found = [f"{path.relative_to(PACKAGE)}:{n}" for path in PACKAGE.rglob("*.py")
              for n, line in enumerate(path.read_text().splitlines(), 1) if quoted.search(line)]
     assert found == []
+
+
+def test_the_cli_works_through_the_api_alone():
+    """Every command's work goes through edgesmlp.api; the CLI reads only the target registry (names, summaries,
+    declared options for --help), the request types' constants and the errors it maps to exit codes."""
+    cli = PACKAGE / "cli.py"
+    imported = {node.module + (f".{alias.name}" if node.module == "edgesmlp" else "")
+                for node in ast.walk(ast.parse(cli.read_text())) if isinstance(node, ast.ImportFrom)
+                and node.module and node.module.startswith("edgesmlp") for alias in node.names}
+    assert imported <= {"edgesmlp.api", "edgesmlp.targets", "edgesmlp.targets.base", "edgesmlp.errors",
+                        "edgesmlp.jobs.spec"}, imported

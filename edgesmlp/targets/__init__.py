@@ -39,3 +39,13 @@ def resolve(name: str) -> str:
 
 def get(name: str) -> Target:
     return importlib.import_module(REGISTRY[resolve(name)]).TARGET
+
+
+def declared_options() -> dict[str, list]:
+    """Every target option field, in registry order, with the ``(target, Option)`` pairs that declare it."""
+    found: dict[str, list] = {}
+    for name in REGISTRY:
+        target = get(name)
+        for option in target.options:
+            found.setdefault(option.field, []).append((target, option))
+    return found

@@ -55,9 +55,35 @@ class TargetOptions:
     dla_core: int | None = None  # jetson, on the device
 
 
-def given(options: TargetOptions, *names: str) -> dict:
-    """The options among ``names`` that were given, keyed by name: for ``config_type(**given(...))``."""
-    return {name: getattr(options, name) for name in names if getattr(options, name) not in (None, ())}
+@dataclass(frozen=True)
+class Option:
+    """A target option, declared by each target that takes it (``Target.options``): the CLI builds its flag and help
+    from these, refuses it for a target that does not declare it, and a manifest records it under ``key``."""
+
+    field: str  # the TargetOptions field; the flag is option_flag(field)
+    key: str  # where its value lands in config.to_dict()
+    type: type  # str, int or float; tuple for a repeatable one
+    help: str  # what it does on this target
+    metavar: str | None = None
+    default: object = None  # what --help shows (None: this target decides, as help says)
+    about: str = ""  # for an option several targets take: what it is, before each target's own help
+
+
+IGNORE_ABOUT = ("Layer to keep in float, by node name or module path (repeatable; `edgesmlp sensitivity` lists "
+                "them); combines with --fallback auto.")
+WEIGHT_BITS_ABOUT = ("Bits of the signed weights. Default: 7 on x86 CPUs without VNNI (AVX2, AVX-512 before Cascade "
+                     "Lake), whose u8 x s8 kernels saturate on 8-bit weights, else 8. Set it for the CPU you deploy "
+                     "to.")
+
+
+def qdq_options(ignore: str | None = None) -> tuple[Option, ...]:
+    """The options of a target built on the TensorRT-rule Q/DQ graph (``quantization/qdq.py``), and ``--ignore``
+    with this target's meaning of it."""
+    options = (Option("calib_method", "method", str, "activation ranges from max, percentile, entropy (KL) or mse.",
+                      "[max|percentile|entropy|mse]", "percentile", about="How Q/DQ activation ranges are found."),
+               Option("percentile", "percentile", float, "the percentile of |x| for --calib-method percentile.",
+                      "P", 99.99, about="Q/DQ calibration."))
+    return options + ((Option("ignored", "ignored", tuple, ignore, "NODE", about=IGNORE_ABOUT),) if ignore else ())
 
 
 def option_flag(field_name: str) -> str:
@@ -68,8 +94,8 @@ def option_flag(field_name: str) -> str:
 def refuse_foreign(chosen: list[Target], given_fields, every: list[Target]) -> None:
     """Refuse, in one line, a target option none of the ``chosen`` targets takes (it would be silently ignored)."""
     for name in given_fields:
-        if not any(name in t.options for t in chosen):
-            takers = [t.name for t in every if name in t.options]
+        if not any(t.takes(name) for t in chosen):
+            takers = [t.name for t in every if t.takes(name)]
             which = " and ".join(t.name for t in chosen)
             hint = f"use -t {takers[0]}" if takers else "it applies to no target"
             raise ConfigError(f"{option_flag(name)} is an option of {', '.join(takers) or 'no target'}, not of "
@@ -79,7 +105,7 @@ def refuse_foreign(chosen: list[Target], given_fields, every: list[Target]) -> N
 def options_of(target: Target, config: TargetConfig) -> dict:
     """The options, by TargetOptions field, that rebuild ``config`` (what a job file records; None left out)."""
     values = config.to_dict()
-    return {name: values[key] for name, key in target.options.items() if values.get(key) not in (None, [], ())}
+    return {o.field: values[o.key] for o in target.options if values.get(o.key) not in (None, [], ())}
 
 
 def available_cpus() -> int:
@@ -226,15 +252,23 @@ class Target(ABC):
     config_type: ClassVar[type]  # a frozen dataclass with defaults and to_dict()
     ships: ClassVar[bool] = True  # `quantize --target NAME` writes its artifacts
     reads: ClassVar[tuple[str, ...] | None] = None  # quantize output folders `load` reads; None: any
-    # The TargetOptions fields this target takes, each with its key in ``config.to_dict()``: the CLI refuses the
-    # others, and a build's manifest records these so that it replays (``options_of``).
-    options: ClassVar[dict[str, str]] = {}
+    title: ClassVar[str] = ""  # its panel in --help (the name when empty)
+    # The options this target takes: the CLI shows them in its panel and refuses the others, and a build's manifest
+    # records them so that it replays (``options_of``).
+    options: ClassVar[tuple[Option, ...]] = ()
     # the command to run after `quantize`, shown last ({folder}: OUT/<target>, {root}: OUT)
     next_step: ClassVar[str] = "edgesmlp bench --from {root} (every target's rows, report.html)"
 
     def config_from(self, options: TargetOptions) -> TargetConfig:
-        """This target's config from the command line's options (defaults for what was not given)."""
-        return self.config_type()
+        """This target's config from the command line's options (defaults for what was not given): by default
+        each declared option given, under its key."""
+        return self.config_type(**{o.key: getattr(options, o.field) for o in self.options
+                                   if getattr(options, o.field) not in (None, ())})
+
+    @classmethod
+    def takes(cls, field_name: str) -> bool:
+        """Whether this target declares the TargetOptions field ``field_name``."""
+        return any(o.field == field_name for o in cls.options)
 
     def check(self, config: TargetConfig, form: str, qat: bool = False) -> None:
         """Refuse, before any work, what this target cannot do with ``config`` (missing runtimes included)."""

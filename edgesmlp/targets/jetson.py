@@ -19,8 +19,8 @@ from pathlib import Path
 from edgesmlp.errors import ConfigError, ExportError, InputError
 from edgesmlp.precision import Precision
 from edgesmlp.quantization.qdq import QDQConfig
-from edgesmlp.targets.base import (Build, Job, Log, RunSettings, Target, TargetOptions, Variant, choose_float_layers,
-                                   first_order_ranker, searches, size_mb)
+from edgesmlp.targets.base import (Build, Job, Log, Option, RunSettings, Target, TargetOptions, Variant,
+                                   choose_float_layers, first_order_ranker, qdq_options, searches, size_mb)
 
 FP32_ONNX = "model_fp32.onnx"
 INT8_ONNX = "model_int8_qdq.onnx"
@@ -88,7 +88,9 @@ class JetsonTarget(Target):
     reads = ("jetson",)
     next_step = ("copy {folder} to the Jetson; there, pip install edgesmlp, ./build_engine.sh and edgesmlp bench "
                  "--target jetson --from . (see {folder}/README.md)")
-    options = {"calib_method": "method", "percentile": "percentile", "ignored": "ignored", "dla_core": "dla_core"}
+    title = "Jetson (TensorRT)"
+    options = (*qdq_options(ignore="no Q/DQ (FP16 on the device)."),
+               Option("dla_core", "dla_core", int, "build engines for this DLA core (GPU fallback).", "N"))
 
     def config_from(self, options: TargetOptions) -> JetsonConfig:
         return JetsonConfig(QDQConfig.chosen(options.calib_method, options.percentile, options.ignored),

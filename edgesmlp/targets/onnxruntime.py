@@ -23,7 +23,8 @@ from edgesmlp.quantization.qdq import QDQConfig
 from edgesmlp.quantization.qdq_lint import require_qdq
 from edgesmlp.runtimes.onnxruntime import OnnxRuntimeRunner, emulation_runner, wants_unsigned_activations
 from edgesmlp.timing import weight_bits_for_this_cpu, x86_without_vnni
-from edgesmlp.targets.base import Build, Job, Log, RunSettings, Target, TargetOptions, Variant, size_mb
+from edgesmlp.targets.base import (WEIGHT_BITS_ABOUT, Build, Job, Log, Option, RunSettings, Target, TargetOptions,
+                                   Variant, qdq_options, size_mb)
 
 RUNTIME = "ONNX Runtime CPU"
 FP32_ONNX = "model_fp32.onnx"
@@ -79,7 +80,9 @@ class OnnxRuntimeTarget(Target):
     summary = "ONNX Runtime on any CPU (x86, ARM): FP32 ONNX and Q/DQ INT8 ONNX"
     config_type = OnnxRuntimeConfig
     reads = ("onnxruntime",)
-    options = {"calib_method": "method", "percentile": "percentile", "weight_bits": "weight_bits"}
+    title = "ONNX Runtime"
+    options = (*qdq_options(), Option("weight_bits", "weight_bits", int, "7 or 8 in the Q/DQ graph.", "[7|8]",
+                                      about=WEIGHT_BITS_ABOUT))
 
     def config_from(self, options: TargetOptions) -> OnnxRuntimeConfig:
         return OnnxRuntimeConfig(_for_this_cpu(QDQConfig.chosen(options.calib_method, options.percentile),

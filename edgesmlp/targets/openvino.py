@@ -10,8 +10,8 @@ from edgesmlp.errors import ConfigError, InputError
 from edgesmlp.precision import Precision
 from edgesmlp.quantization.openvino_ptq import Fuse, OpenVINOPTQConfig
 from edgesmlp.runtimes.openvino import OpenVINORunner, ir_size_mb, read_ir, require_openvino, save_ir, with_batch
-from edgesmlp.targets.base import (Build, Job, Log, RunSettings, Target, TargetOptions, Variant, choose_float_layers,
-                                   first_order_ranker, given, searches)
+from edgesmlp.targets.base import (IGNORE_ABOUT, WEIGHT_BITS_ABOUT, Build, Job, Log, Option, RunSettings, Target,
+                                   Variant, choose_float_layers, first_order_ranker, searches)
 
 RUNTIME = "OpenVINO CPU"
 DEFAULT_RUNTIME = "OpenVINO CPU, default precision"
@@ -55,12 +55,30 @@ class OpenVINOTarget(Target):
     summary = "Intel/x86 CPUs: NNCF INT8 OpenVINO IR (model.xml/.bin)"
     config_type = OpenVINOPTQConfig
     reads = ("openvino",)
-    options = {name: name for name in ("preset", "bias_correction", "smooth_quant", "ignored", "activation_range",
-                                       "calib_batch", "weight_bits", "fuse")}
-
-    def config_from(self, options: TargetOptions) -> OpenVINOPTQConfig:
-        return OpenVINOPTQConfig(**given(options, "preset", "bias_correction", "smooth_quant", "ignored",
-                                         "activation_range", "calib_batch", "weight_bits", "fuse"))
+    title = "OpenVINO"
+    options = (
+        Option("preset", "preset", str, "NNCF preset, performance (symmetric) or mixed (asymmetric activations).",
+               "[performance|mixed]", "performance"),
+        Option("bias_correction", "bias_correction", str, "off, fast or full. On the deploy form fast is edgesmlp's "
+               "own per-layer correction (NNCF's fails on its left-operand MatMul) and full needs --form reference.",
+               "[off|fast|full]", "off"),
+        Option("smooth_quant", "smooth_quant", float, "SmoothQuant alpha (0-1). Switches NNCF to its transformer "
+               "placement, which lost accuracy on sMLPNet: measure before shipping.", "ALPHA"),
+        Option("activation_range", "activation_range", str, "how activation ranges are estimated: min and max over "
+               "the calibration images, NNCF's histogram fit (slower PTQ), or NNCF's own default.",
+               "[minmax|histogram|nncf]", "minmax"),
+        Option("calib_batch", "calib_batch", int, "calibration images per NNCF inference. The INT8 model is the "
+               "same for any N (min-max ranges; refused with NNCF's bias correction or SmoothQuant); a larger N is "
+               "faster and holds more memory (benchmarks/results/openvino_ptq_batch.md).", "N", 1),
+        Option("ignored", "ignored", tuple, "NNCF's ignored scope (the CPU's float precision).", "NODE",
+               about=IGNORE_ABOUT),
+        Option("weight_bits", "weight_bits", int, "7 is NNCF's overflow fix on every layer.", "[7|8]",
+               about=WEIGHT_BITS_ABOUT),
+        Option("fuse", "fuse", str, "what fuses each token-mixing block's Concat: a MatMul (the CPU plugin's INT8 "
+               "FullyConnected) or the 1x1 convolution (its INT8 Convolution). Default: conv on x86 CPUs without "
+               "VNNI, else matmul, whichever was faster there (docs/measurements.md). Set it for the CPU you deploy "
+               "to.", "[matmul|conv]"),
+    )
 
     def partial_int8(self, job: Job, folder: Path, log: Log):
         from edgesmlp.quantization.openvino_partial import OpenVINOPartial, block_cosines
