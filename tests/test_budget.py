@@ -151,10 +151,10 @@ def test_a_budget_above_full_int8_is_met_on_held_out_images(target, fragile_digi
         assert not (folder / ".all_int8.xml").exists()
 
 
-def test_fallback_off_makes_the_budget_a_floor(fragile_digits, tmp_path):
-    weights, calib, val = fragile_digits
-    result = _quantize("-t", "jetson", "-w", weights, "--calib", calib, "--val", val, "--latency-seconds", "0.1",
-                       "-o", tmp_path / "out", "--min-agreement", 99.99, "--fallback", "off")
+def test_fallback_off_makes_the_budget_a_floor(fragile_digits, digits_tree, tmp_path):
+    weights, calib, _ = fragile_digits
+    result = _quantize("-t", "jetson", "-w", weights, "--calib", calib, "--val", digits_tree / "val",
+                       "--latency-seconds", "0", "-o", tmp_path / "out", "--min-agreement", 99.99, "--fallback", "off")
     assert result.exit_code == 1 and "FAIL: jetson/int8 agrees with FP32 on" in result.output
     report = json.loads((tmp_path / "out" / "jetson" / "report.json").read_text())
     assert [r["precision"] for r in report["results"]] == ["fp32", "fp16", "int8", "int8-fp16"]

@@ -157,7 +157,7 @@ class QATDeploySMLPNet(nn.Module):
     def calibrate(self, data: torch.Tensor, method: CalibMethod, percentile: float = 99.99, batch: int = 32) -> None:
         """Set every activation range from ``data`` with the same method the Q/DQ export uses."""
         self.eval()
-        for mode in ("max", "hist"):
+        for mode in ("max",) if CalibMethod(method) is CalibMethod.max else ("max", "hist"):  # max needs no histogram
             for q in self.quantizers():
                 q.mode = mode
             for start in range(0, len(data), batch):
