@@ -4,6 +4,10 @@ runner against one pass over the images at that row's own measured throughput (s
 
     python benchmarks/evaluation_overhead.py [--copies 8]
 
+Then what stopping ONNX Runtime's threads from spinning after each run (``session.force_spinning_stop``, which
+edgesmlp sets) costs its own batch-1 and batch-8 latency on sMLPNet-T at 224, against its default, timed in
+interleaved rounds in this process.
+
 The bundled model, all CPU targets, the bundled digits' validation split augmented ``--copies`` times
 (bundled.write_augmented_imagefolders: 500 x copies images). Goal (issue: time to a verdict): every row's
 evaluation within 1.5x of its one pass. Writes benchmarks/results/evaluation_overhead.md.
@@ -57,8 +61,49 @@ def main() -> None:
     lines += ["", f"Worst row: {worst:.2f}x (goal: at most {GOAL}x). Decoding the images once for every row: "
               f"{inside.get('images', 0):.1f} s. Phases (s): "
               + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()) + f"; the whole bench: {wall:.0f} s."]
+    lines += ["", *spinning_cost()]
     print("\n".join(lines))
     write_result("evaluation_overhead", lines, "torch", "openvino", "onnxruntime")
+
+
+def spinning_cost(rounds: int = 5) -> list[str]:
+    """ONNX Runtime's p50 on sMLPNet-T (FP32, 224, 2 threads) with its threads spinning after runs (the default)
+    and with force_spinning_stop, interleaved."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from benchmarks.common import random_smlpnet_t
+    from edgesmlp.deploy import to_deploy
+    from edgesmlp.export import export_onnx
+
+    model = random_smlpnet_t()
+    path = Path(tempfile.mkdtemp()) / "t.onnx"
+    export_onnx(to_deploy(model), path, 224, dynamic_batch=True, reference=model)
+
+    def session(stop: bool):
+        options = ort.SessionOptions()
+        options.log_severity_level, options.intra_op_num_threads = 3, 2
+        if stop:
+            options.add_session_config_entry("session.force_spinning_stop", "1")
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    sessions = {False: session(False), True: session(True)}
+    name = sessions[False].get_inputs()[0].name
+    inputs = {b: np.random.default_rng(0).random((b, 3, 224, 224), dtype=np.float32) for b in (1, 8)}
+    times = {(stop, b): [] for stop in sessions for b in inputs}
+    for _ in range(rounds):
+        for stop, s in sessions.items():
+            for b, x in inputs.items():
+                s.run(None, {name: x})
+                for _ in range(10 if b == 1 else 3):
+                    start = time.perf_counter()
+                    s.run(None, {name: x})
+                    times[(stop, b)].append((time.perf_counter() - start) * 1000)
+    p50 = {k: float(np.median(v)) for k, v in times.items()}
+    return ["ONNX Runtime on sMLPNet-T (FP32, 224, 2 threads), p50 in interleaved rounds:", "",
+            "| batch | spinning after runs (default) ms | force_spinning_stop ms | ratio |", "| --- | --- | --- | --- |",
+            *(f"| {b} | {p50[(False, b)]:.1f} | {p50[(True, b)]:.1f} | {p50[(True, b)] / p50[(False, b)]:.3f} |"
+              for b in inputs)]
 
 
 if __name__ == "__main__":
