@@ -705,6 +705,20 @@ def test_a_signal_mid_run_leaves_nothing(tmp_path, sig, code, word):
     assert listing(tmp_path) == set()
 
 
+def test_ctrl_c_while_a_class_is_created_is_an_interrupt():
+    """Python 3.11 wraps a KeyboardInterrupt raised in ``__set_name__`` (a dataclass field, while the CLI's modules
+    import) in a RuntimeError; the entry point still reads it as Ctrl-C."""
+    from edgesmlp.__main__ import _interrupted
+
+    class Bomb:
+        def __set_name__(self, owner, name):
+            raise KeyboardInterrupt
+
+    with pytest.raises(BaseException) as caught:
+        type("Created", (), {"field": Bomb()})
+    assert _interrupted(caught.value) and not _interrupted(RuntimeError("other"))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("delay", [0.0, 0.2])
 def test_ctrl_c_while_starting_up(tmp_path, delay):
