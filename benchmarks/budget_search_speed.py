@@ -38,6 +38,24 @@ def digits_at(size: int, n: int, seed: int) -> "np.ndarray":  # noqa: F821
     return np.stack([pre(pairs[i][0]) for i in order])
 
 
+def time_exact(graph, search):
+    """The FP32 reference on the search images, and the exact ranking's cost: a few layers timed, multiplied out.
+    Returns the reference logits and the seconds of the reference, of one layer, and of every layer."""
+    from edgesmlp.quantization.sensitivity import divergence
+
+    start = time.perf_counter()
+    reference = graph.reference(search)
+    reference_s = time.perf_counter() - start
+    every = frozenset(layer.name for layer in graph.layers)
+    start = time.perf_counter()
+    for layer in graph.layers[:EXACT_SAMPLE]:
+        divergence(reference, graph.logits(search, every - {layer.name}))
+    per_layer_s = (time.perf_counter() - start) / EXACT_SAMPLE
+    exact_s = reference_s + per_layer_s * len(graph.layers)
+    print(f"exact: {per_layer_s:.1f} s a layer, {exact_s:.0f} s for {len(graph.layers)}", flush=True)
+    return reference, reference_s, per_layer_s, exact_s
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=128)
@@ -72,16 +90,7 @@ def main() -> None:
     layers = graph.layers
     print(f"{len(layers)} layers; export and Q/DQ calibration {prepare:.0f} s", flush=True)
 
-    start = time.perf_counter()
-    reference = graph.reference(search)
-    reference_s = time.perf_counter() - start
-    every = frozenset(layer.name for layer in layers)
-    start = time.perf_counter()
-    for layer in layers[:EXACT_SAMPLE]:
-        divergence(reference, graph.logits(search, every - {layer.name}))
-    per_layer_s = (time.perf_counter() - start) / EXACT_SAMPLE
-    exact_s = reference_s + per_layer_s * len(layers)
-    print(f"exact: {per_layer_s:.1f} s a layer, {exact_s:.0f} s for {len(layers)}", flush=True)
+    reference, reference_s, per_layer_s, exact_s = time_exact(graph, search)
 
     start = time.perf_counter()
     scores = first_order_scores(deploy, calib, search)
@@ -140,7 +149,7 @@ def openvino(images: int, weight_bits: int | None = None) -> None:
     from edgesmlp.quantization.first_order import first_order_scores, rank_by_first_order
     from edgesmlp.quantization.openvino_partial import OpenVINOPartial, first_order_keys
     from edgesmlp.quantization.openvino_ptq import OpenVINOPTQConfig, quantize_for_cpu
-    from edgesmlp.quantization.sensitivity import divergence, expected_agreement
+    from edgesmlp.quantization.sensitivity import expected_agreement
 
     torch.set_num_threads(2)
     model = random_smlpnet_t()
@@ -154,16 +163,7 @@ def openvino(images: int, weight_bits: int | None = None) -> None:
     layers = graph.layers
     print(f"{len(layers)} layers; NNCF PTQ {prepare:.0f} s", flush=True)
 
-    start = time.perf_counter()
-    reference = graph.reference(search)
-    reference_s = time.perf_counter() - start
-    every = frozenset(layer.name for layer in layers)
-    start = time.perf_counter()
-    for layer in layers[:EXACT_SAMPLE]:
-        divergence(reference, graph.logits(search, every - {layer.name}))
-    per_layer_s = (time.perf_counter() - start) / EXACT_SAMPLE
-    exact_s = reference_s + per_layer_s * len(layers)
-    print(f"exact: {per_layer_s:.1f} s a layer, {exact_s:.0f} s for {len(layers)}", flush=True)
+    reference, reference_s, per_layer_s, exact_s = time_exact(graph, search)
 
     def rank(x):
         scores = first_order_scores(deploy, calib, x, "max", weight_bits=config.weight_bits)
