@@ -258,9 +258,9 @@ def describe(info: dict, arch: str | None = None) -> str:
     return (d.render if arch is None else d.render_arch_list if arch == "list" else d.render_arch)(info)
 
 
-def read_job_file(path: str | Path, command: str, commands: set[str]) -> tuple[dict, bool]:
-    """The options a job file gives ``command`` (snake-case keys; paths as written), and whether it is a build's
-    manifest.json (whose entries other commands may skip) rather than a TOML job file."""
+def read_job_file(path: str | Path, command: str, commands: set[str]):
+    """The options a job file gives ``command``: a ``JobFile`` with ``values`` by snake-case key (paths as written;
+    ``resolve`` reads one from the file's folder) and ``manifest``, true for a build's manifest.json."""
     from edgesmlp.jobs.jobfile import read
 
     return read(Path(path), command, commands)

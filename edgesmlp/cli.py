@@ -56,25 +56,24 @@ def _job_file(ctx: typer.Context, param: typer.CallbackParam, value: Optional[Pa
 
     root = ctx.find_root().command
     try:
-        values, manifest = api.read_job_file(value, ctx.command.name, set(getattr(root, "commands", {})))
+        job = api.read_job_file(value, ctx.command.name, set(getattr(root, "commands", {})))
     except EdgesmlpError as e:
         raise typer.BadParameter(" ".join(str(e).split())) from None
     params = {}
     for p in ctx.command.params:
         if p.name != param.name:
-            params.update({opt.lstrip("-").replace("-", "_"): p for opt in p.opts if opt.startswith("--")},
-                          **{p.name: p})
+            params.update({job.key(opt): p for opt in p.opts if opt.startswith("--")}, **{p.name: p})
     defaults = {}
-    for name, v in values.items():
+    for name, v in job.values.items():
         p = params.get(name)
         if p is None:
-            if manifest:  # a build's record: what this command does not take is not its business
+            if job.manifest:  # a build's record: what this command does not take is not its business
                 continue
             raise typer.BadParameter(f"{value}: {name!r} is not an option of edgesmlp {ctx.command.name}")
         if isinstance(v, list) and not p.multiple:
             v = ",".join(map(str, v))  # mean = [0.5, 0.5, 0.5] as --mean 0.5,0.5,0.5
-        if _takes_path(p) and isinstance(v, str):  # relative to the job file's folder
-            v = str(v if Path(v).is_absolute() else value.parent / v)
+        if _takes_path(p) and isinstance(v, str):
+            v = job.resolve(v)
         defaults[p.name] = [v] if p.multiple and not isinstance(v, list) else v
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return value

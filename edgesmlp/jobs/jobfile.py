@@ -8,7 +8,7 @@ what its build was given, with absolute paths, so ``quantize --config OUT/openvi
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,12 +20,28 @@ if TYPE_CHECKING:
 
 
 def key(name: str) -> str:
+    """An option's key in a job file: ``--calib-size``, ``calib-size`` and ``calib_size`` are ``calib_size``."""
     return name.strip().lstrip("-").replace("-", "_")
 
 
-def read(path: Path, command: str, commands: set[str]) -> tuple[dict, bool]:
-    """The options for ``command`` in the job file at ``path``, by snake-case key, and whether the file is a
-    manifest (whose entries other commands may not take: they are skipped, not refused)."""
+@dataclass(frozen=True)
+class JobFile:
+    """What a job file gives one command: ``values`` by ``key``, and whether it is a build's manifest (whose
+    entries other commands may not take: they are skipped, not refused)."""
+
+    path: Path
+    values: dict
+    manifest: bool
+
+    key = staticmethod(key)
+
+    def resolve(self, value: str) -> str:
+        """A path from the file, read from the file's folder when it is relative."""
+        return str(value if Path(value).is_absolute() else (self.path.parent / value))
+
+
+def read(path: Path, command: str, commands: set[str]) -> JobFile:
+    """The options for ``command`` in the job file at ``path``."""
     if not path.is_file():
         raise InputError(f"{path}: no such job file; give a .toml file of option = value lines, or the "
                          "manifest.json a build wrote")
@@ -42,7 +58,7 @@ def read(path: Path, command: str, commands: set[str]) -> tuple[dict, bool]:
         if not isinstance(data.get("job"), dict):
             raise InputError(f"{path} was written by an edgesmlp that did not record its job: build it again with "
                              "this version to replay it")
-        return {key(k): v for k, v in data["job"].items()}, True
+        return JobFile(path, {key(k): v for k, v in data["job"].items()}, True)
     import tomllib
 
     try:
@@ -58,12 +74,7 @@ def read(path: Path, command: str, commands: set[str]) -> tuple[dict, bool]:
                                  f"{', '.join(sorted(commands))}, or top-level keys")
             if table == command:
                 values.update({key(k): v for k, v in entries.items()})
-    return values, False
-
-
-def relative_to(path: Path, value: str) -> str:
-    """A path from a job file, read from the file's folder when it is relative."""
-    return str(value if Path(value).is_absolute() else (path.parent / value))
+    return JobFile(path, values, False)
 
 
 def entries(request: QuantizeRequest, target: Target, config: TargetConfig, weights: Path | None) -> dict:
