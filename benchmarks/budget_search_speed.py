@@ -166,7 +166,7 @@ def openvino(images: int, weight_bits: int | None = None) -> None:
     reference, reference_s, per_layer_s, exact_s = time_exact(graph, search)
 
     def rank(x):
-        scores = first_order_scores(deploy, calib, x, "max", weight_bits=config.weight_bits)
+        scores = first_order_scores(deploy, calib, x, "max", weight_bits=config.weight_bits, quantized_inputs=True)
         return rank_by_first_order(layers, scores, first_order_keys(layers, scores))
 
     start = time.perf_counter()

@@ -60,7 +60,7 @@ def test_openvino_layers_rank_to_first_order_as_their_exact_kl_does(fragile_digi
     config = OpenVINOPTQConfig()
     fp32, int8 = quantize_for_cpu(deploy, calib, config, c.in_chans, c.image_size, lambda line: None)
     graph = OpenVINOPartial(fp32, int8, 2)
-    scores = first_order_scores(deploy, calib, x, "max", weight_bits=config.weight_bits)
+    scores = first_order_scores(deploy, calib, x, "max", weight_bits=config.weight_bits, quantized_inputs=True)
     keys = first_order_keys(graph.layers, scores)
     assert set(keys) == {layer.name for layer in graph.layers} and len(set(keys.values())) == len(keys)
     assert {graph.layers[i].op for i in range(len(graph.layers))} >= {"MVN", "ReduceMean", "MatMul", "DWConv"}

@@ -101,7 +101,9 @@ class QuantizeRequest(JobSpec):
         super().__post_init__()
         if self.qat is not None and self.form is not Form.deploy:
             raise ConfigError("--method qat trains the deploy form: drop --form reference")
-        if self.budget.ranking.value == "first-order" and self.form is not Form.deploy:
+        from edgesmlp.quantization.budget import Ranking
+
+        if self.budget.ranking is Ranking.first_order and self.form is not Form.deploy:
             raise ConfigError("--ranking first-order ranks the deploy form: drop --form reference, or use "
                               "--ranking exact")
         if self.search_size < 1:

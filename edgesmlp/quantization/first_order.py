@@ -77,18 +77,20 @@ class _Scores:
 
 def first_order_scores(deploy: DeploySMLPNet, calibration: np.ndarray, x: np.ndarray, method: str = "percentile",
                        percentile: float = 99.99, weight_bits: int = 8, batch: int = BATCH, seed: int = 0,
-                       progress=None) -> dict[str, float]:
+                       progress=None, quantized_inputs: bool = False) -> dict[str, float]:
     """Each quantized layer's first-order score (the logit KL from FP32 it causes alone) on images ``x``, by module
-    path. ``progress()`` is called after each batch."""
+    path; with ``quantized_inputs``, the norms' and the pool's too (a graph that quantizes their inputs, as
+    OpenVINO's does). ``progress()`` is called after each batch."""
     qat = QATDeploySMLPNet(deploy, weight_bits=weight_bits)
     model = qat.model.eval()
     scores, ranges = _Scores(), {}
-    for name, m in model.named_modules():
-        if isinstance(m, ChannelLayerNorm):
-            m.register_forward_hook(lambda m, inp, out, name=name: scores.input_only(name, inp[0], out, m.forward,
-                                                                                    ranges))
-    pool = model.pool
-    model.pool = lambda x: _scored(scores, "pool", x, pool, ranges)
+    if quantized_inputs:
+        for name, m in model.named_modules():
+            if isinstance(m, ChannelLayerNorm):
+                m.register_forward_hook(lambda m, inp, out, name=name: scores.input_only(name, inp[0], out, m.forward,
+                                                                                        ranges))
+        pool = model.pool
+        model.pool = lambda x: _scored(scores, "pool", x, pool, ranges)
     scores.calibrating = True
     qat.calibrate(torch.as_tensor(np.asarray(calibration[:CALIBRATION])), method, percentile, batch=batch)
     scores.calibrating = False

@@ -214,7 +214,8 @@ def first_order_ranker(job: Job, graph, log: Log, method: str = "percentile", pe
                        weight_bits: int = 8, keys=None):
     """The budget search's ranking to first order (``quantization.first_order``: one forward and one backward pass
     instead of one run of the model per layer), with ranges by ``method`` and ``weight_bits`` weights like the
-    target's; ``keys(layers, scores)`` pairs the graph's layers with their scores (default: by module path).
+    target's; ``keys(layers, scores)``, for a graph that also quantizes the norms' and the pool's inputs, pairs its
+    layers with their scores (default: by module path, those inputs not scored).
     None where the budget asks for the exact ranking, or (``auto``) below FIRST_ORDER_MACS, where it takes
     seconds."""
     from edgesmlp.deploy import DeploySMLPNet
@@ -235,7 +236,7 @@ def first_order_ranker(job: Job, graph, log: Log, method: str = "percentile", pe
 
         with progress_bar("Ranking layers (first order)", -(-len(x) // BATCH)) as tick:
             scores = first_order_scores(job.model, job.calibration, x, method, percentile, weight_bits,
-                                        progress=tick)
+                                        progress=tick, quantized_inputs=keys is not None)
         order = rank_by_first_order(graph.layers, scores, keys(graph.layers, scores) if keys else None)
         if order is None:
             log("the first-order ranking does not know every layer of this graph: ranking them one run at a time")
