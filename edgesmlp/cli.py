@@ -11,6 +11,7 @@ import errno
 import functools
 import json
 import os
+import dataclasses
 import signal
 import sys
 import textwrap
@@ -129,15 +130,19 @@ def _with_target_options(*fields: str):
         return inspect.Parameter(flag[2:].replace("-", "_"), inspect.Parameter.KEYWORD_ONLY, default=first.default,
                                  annotation=annotation)
 
-    def add(command):
-        signature = inspect.signature(command, eval_str=True)
-        params = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
-        extra = [parameter(f) for f in fields]
-        command.__signature__ = signature.replace(parameters=params + extra)
-        command.__annotations__ = {**command.__annotations__, **{p.name: p.annotation for p in extra}}
-        return command
+    return lambda command: _appended(command, [parameter(f) for f in fields])
 
-    return add
+
+def _appended(command, extra: list):
+    """``command`` with the parameters ``extra`` after its own: Typer reads them from its signature, and they
+    reach its ``**options``."""
+    import inspect
+
+    signature = inspect.signature(command, eval_str=True)
+    params = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    command.__signature__ = signature.replace(parameters=params + extra)
+    command.__annotations__ = {**command.__annotations__, **{p.name: p.annotation for p in extra}}
+    return command
 
 
 def _stderr(line: str) -> None:
@@ -151,6 +156,36 @@ ModelCacheOpt = Annotated[bool, typer.Option("--model-cache/--no-model-cache", r
                                              "compiles once and a later run not at all.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", rich_help_panel="Output", help="No progress bars or "
                                         "progress lines.")]
+
+
+@dataclasses.dataclass(frozen=True)
+class Shared:
+    """The options the building commands take alike; ``_with_shared_options`` gives them to a command."""
+
+    variant: Optional[str] = None
+    ema: bool = False
+    verbose: bool = False
+    model_cache: bool = True
+    quiet: bool = False
+
+    @classmethod
+    def pop(cls, options: dict) -> "Shared":
+        """Take the shared options out of a command's ``**options``, leaving its target options."""
+        return cls(**{f.name: options.pop(f.name) for f in dataclasses.fields(cls) if f.name in options})
+
+
+_SHARED_OPTS = {"variant": VariantOpt, "ema": EmaOpt, "verbose": VerboseOpt, "model_cache": ModelCacheOpt,
+                "quiet": QuietOpt}
+
+
+def _with_shared_options(*names: str):
+    """Give a command the shared options ``names`` (fields of ``Shared``), read back with ``Shared.pop``."""
+    import inspect
+
+    defaults = Shared()
+    return lambda command: _appended(command, [
+        inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=getattr(defaults, n), annotation=_SHARED_OPTS[n])
+        for n in names])
 
 
 _REPORTED: list[str] = []  # the error lines this process printed (OneLineErrors prints one if none was)
@@ -449,6 +484,7 @@ def verdict_json(gate, results: list[dict], **extra) -> str:
 @friendly_errors
 @_with_target_options("preset", "bias_correction", "smooth_quant", "activation_range", "calib_batch", "ignored",
                       "calib_method", "percentile", "weight_bits", "fuse")
+@_with_shared_options("variant", "ema", "verbose", "model_cache", "quiet")
 def quantize(
     ctx: typer.Context,
     target: Annotated[str, typer.Option("--target", "-t", metavar="[" + "|".join(
@@ -505,11 +541,6 @@ def quantize(
     resume: Annotated[bool, typer.Option("--resume", rich_help_panel="QAT", help="qat: continue from OUT/<target>.qat-checkpoint.pt, written after "
                                          "every epoch.")] = False,
     job_file: JobFileOpt = None,
-    variant: VariantOpt = None,
-    ema: EmaOpt = False,
-    verbose: VerboseOpt = False,
-    model_cache: ModelCacheOpt = True,
-    quiet: QuietOpt = False,
     **options,
 ) -> None:
     """INT8 quantization (PTQ or QAT) for a target, with an FP32 vs INT8 accuracy/latency report.
@@ -544,6 +575,7 @@ def quantize(
     if stray:
         raise ConfigError(f"{', '.join(stray)} set{'s' if len(stray) == 1 else ''} up quantization-aware training, "
                           "which --method ptq does not run: add --method qat, or drop them")
+    shared = Shared.pop(options)
     options = _target_options(ctx, **options)
     qat = (api.QATConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, train=train, resume=resume)
            if method == "qat" else None)
@@ -552,15 +584,14 @@ def quantize(
         min_agreement=min_agreement, fallback=fallback, max_float=max_float, ranking=ranking, calib_size=calib_size,
         seed=seed, search_size=search_size, form=form.value, image_size=image_size, crop_pct=crop_pct,
         interpolation=interpolation, mean=_floats(mean, "--mean"), std=_floats(std, "--std"), threads=threads,
-        latency_seconds=latency_seconds, model_cache=model_cache, qat=qat, variant=variant, ema=ema,
-        progress=not quiet, log=_stderr,
-        **options)
+        latency_seconds=latency_seconds, model_cache=shared.model_cache, qat=qat, variant=shared.variant,
+        ema=shared.ema, progress=not shared.quiet, log=_stderr, **options)
     if not result.report.data:  # a non-zero torchrun rank: rank 0 reports
         return
     files = sorted(p.name for p in result.folder.iterdir() if not p.name.startswith("."))
     _finish(result.report, result.gate, f"wrote {result.folder}/: {', '.join(files)}",
             targets.get(name).next_step.format(folder=result.folder, root=result.folder.parent), wide, as_json,
-            verbose)
+            shared.verbose)
 
 
 @app.command("lint-qdq")
@@ -605,6 +636,7 @@ def lint_qdq(
 @app.command(cls=PanelCommand)
 @friendly_errors
 @_with_target_options("dla_core", "weight_bits", "fuse")
+@_with_shared_options("variant", "ema", "verbose", "model_cache", "quiet")
 def bench(
     ctx: typer.Context,
     weights: WeightsOpt = None,
@@ -633,11 +665,6 @@ def bench(
                                           "the precision each layer executed in, from the runtime's own profiler "
                                           "(OpenVINO's performance counters, ONNX Runtime's profiler, TensorRT's "
                                           "engine inspector on the device).")] = False,
-    variant: VariantOpt = None,
-    ema: EmaOpt = False,
-    verbose: VerboseOpt = False,
-    model_cache: ModelCacheOpt = True,
-    quiet: QuietOpt = False,
     job_file: JobFileOpt = None,
     **options,
 ) -> None:
@@ -658,11 +685,12 @@ def bench(
     _first_line(f"edgesmlp bench: {'the outputs in ' + str(from_dir) if from_dir else weights or 'the bundled digits model'}")
     from edgesmlp import api
 
+    shared = Shared.pop(options)
     report = api.bench(weights, targets=_target_names(target_list), calib=calib, val=val, source=from_dir,
                        output=output, force=force, max_drop=max_drop, min_agreement=min_agreement,
                        calib_size=calib_size, threads=threads, batch=batch, latency_seconds=latency_seconds,
-                       latency_iters=latency_iters, profile=profile, model_cache=model_cache, variant=variant,
-                       ema=ema, progress=not quiet,
+                       latency_iters=latency_iters, profile=profile, model_cache=shared.model_cache,
+                       variant=shared.variant, ema=shared.ema, progress=not shared.quiet,
                        log=_stderr, **_target_options(ctx, **options))
     if not report.data:  # a rank of torchrun other than 0: rank 0 reports
         return
@@ -679,7 +707,7 @@ def bench(
     gate = api.check(report, max_drop=max_drop, min_agreement=min_agreement, allow_empty=True)
     folder = report.path.parent
     _finish(report, gate, wrote, f"edgesmlp check {folder} --baseline OLD/report.json (or open "
-            f"{folder}/report.html)", wide, as_json, verbose)
+            f"{folder}/report.html)", wide, as_json, shared.verbose)
 
 
 @app.command(cls=PanelCommand)
@@ -738,6 +766,7 @@ def check(
 @app.command(cls=PanelCommand)
 @friendly_errors
 @_with_target_options("calib_method", "percentile", "preset")
+@_with_shared_options("variant", "ema", "quiet")
 def sensitivity(
     ctx: typer.Context,
     weights: WeightsOpt = None,
@@ -764,9 +793,6 @@ def sensitivity(
                                                          help="Resize filter, as quantize.")] = None,
     mean: Annotated[Optional[str], typer.Option(metavar="R,G,B", help="Per-channel mean, as quantize.")] = None,
     std: Annotated[Optional[str], typer.Option(metavar="R,G,B", help="Per-channel std, as quantize.")] = None,
-    variant: VariantOpt = None,
-    ema: EmaOpt = False,
-    quiet: QuietOpt = False,
     job_file: JobFileOpt = None,
     **options,
 ) -> None:
@@ -784,11 +810,12 @@ def sensitivity(
     _first_line(f"edgesmlp sensitivity: {weights or 'the bundled digits model'}")
     from edgesmlp import api
 
+    shared = Shared.pop(options)
     result = api.sensitivity(
         weights, targets.resolve(target), calib=calib, val=val, images=images, calib_size=calib_size, output=output,
         force=force, max_drop=max_drop, min_agreement=min_agreement, max_float=max_float, image_size=image_size,
         crop_pct=crop_pct, interpolation=interpolation, mean=_floats(mean, "--mean"), std=_floats(std, "--std"),
-        threads=threads, variant=variant, ema=ema, progress=not quiet, log=_stderr,
+        threads=threads, variant=shared.variant, ema=shared.ema, progress=not shared.quiet, log=_stderr,
         **_target_options(ctx, **options))
     typer.echo(result.text(top))
     typer.echo(f"wrote {result.folder}/sensitivity.json, sensitivity.html")

@@ -202,7 +202,6 @@ class DeploySMLPNet(nn.Module):
     def __init__(self, config: ModelConfig, eps: float = 1e-5):
         super().__init__()
         self.config = config
-        self.depths = config.depths
         self.stems = nn.ModuleList()
         self.stem_in = nn.ModuleList()
         self.token_mix = nn.ModuleList()
@@ -219,7 +218,7 @@ class DeploySMLPNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         block = 0
-        for i, depth in enumerate(self.depths):
+        for i, depth in enumerate(self.config.depths):
             x = self.stems[i](self.stem_in[i](x))
             for _ in range(depth):
                 for branch in (self.token_mix[block], self.channel_mix[block]):

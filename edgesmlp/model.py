@@ -139,7 +139,6 @@ class sMLPNet(nn.Module):  # noqa: N801 - official name
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.depths = config.depths
         self.to_patch_embedding = nn.ModuleList()
         self.token_mix = nn.ModuleList()
         self.channel_mix = nn.ModuleList()
@@ -167,7 +166,7 @@ class sMLPNet(nn.Module):  # noqa: N801 - official name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         block = 0
-        for i, depth in enumerate(self.depths):
+        for i, depth in enumerate(self.config.depths):
             x = self.to_patch_embedding[i](x)
             for _ in range(depth):
                 x = x + self.token_mix[block](x)

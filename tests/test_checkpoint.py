@@ -145,21 +145,14 @@ def test_other_network(tmp_path):
         load_checkpoint(path)
 
 
-def test_nan_weights(small_model, tmp_path):
+@pytest.mark.parametrize("key, index, value", [("token_mix.1.1.proj_h.weight", (0, 0), float("nan")),
+                                               ("batch_norm.running_var", 3, float("inf"))])  # BN statistics too
+def test_non_finite_weights(small_model, tmp_path, key, index, value):
     state = small_model.state_dict()
-    state["token_mix.1.1.proj_h.weight"][0, 0] = float("nan")
-    path = tmp_path / "nan.pth"
+    state[key][index] = value
+    path = tmp_path / "bad.pth"
     torch.save(state, path)
-    with pytest.raises(CheckpointError, match="token_mix.1.1.proj_h.weight.*NaN or Inf"):
-        load_checkpoint(path)
-
-
-def test_inf_in_batchnorm_statistics(small_model, tmp_path):
-    state = small_model.state_dict()
-    state["batch_norm.running_var"][3] = float("inf")
-    path = tmp_path / "inf.pth"
-    torch.save(state, path)
-    with pytest.raises(CheckpointError, match="batch_norm.running_var"):
+    with pytest.raises(CheckpointError, match=f"{key}.*NaN or Inf"):
         load_checkpoint(path)
 
 

@@ -22,7 +22,6 @@ class ToyTarget(Target):
     name = "toy"
     summary = "FP32 ONNX run by ONNX Runtime (a test target)"
     config_type = ToyConfig
-    reads = ("toy",)
 
     def available(self) -> str | None:
         return None

@@ -252,13 +252,19 @@ class Target(ABC):
     summary: ClassVar[str]  # one line for --help
     config_type: ClassVar[type]  # a frozen dataclass with defaults and to_dict()
     ships: ClassVar[bool] = True  # `quantize --target NAME` writes its artifacts
-    reads: ClassVar[tuple[str, ...] | None] = None  # quantize output folders `load` reads; None: any
+    # the quantize output folders `load` reads (None: any); a subclass that does not say reads its own, (name,)
+    reads: ClassVar[tuple[str, ...] | None]
     title: ClassVar[str] = ""  # its panel in --help (the name when empty)
     # The options this target takes: the CLI shows them in its panel and refuses the others, and a build's manifest
     # records them so that it replays (``options_of``).
     options: ClassVar[tuple[Option, ...]] = ()
     # the command to run after `quantize`, shown last ({folder}: OUT/<target>, {root}: OUT)
     next_step: ClassVar[str] = "edgesmlp bench --from {root} (every target's rows, report.html)"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "reads" not in vars(cls):
+            cls.reads = (cls.name,)
 
     def config_from(self, options: TargetOptions) -> TargetConfig:
         """This target's config from the command line's options (defaults for what was not given): by default

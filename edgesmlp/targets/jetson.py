@@ -85,7 +85,6 @@ class JetsonTarget(Target):
     name = "jetson"
     summary = "NVIDIA Jetson (TensorRT): Q/DQ INT8 ONNX + on-device engine bundle"
     config_type = JetsonConfig
-    reads = ("jetson",)
     next_step = ("copy {folder} to the Jetson; there, pip install edgesmlp, ./build_engine.sh and edgesmlp bench "
                  "--target jetson --from . (see {folder}/README.md)")
     title = "Jetson (TensorRT)"

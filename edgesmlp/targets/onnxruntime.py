@@ -79,7 +79,6 @@ class OnnxRuntimeTarget(Target):
     name = "onnxruntime"
     summary = "ONNX Runtime on any CPU (x86, ARM): FP32 ONNX and Q/DQ INT8 ONNX"
     config_type = OnnxRuntimeConfig
-    reads = ("onnxruntime",)
     title = "ONNX Runtime"
     options = (*qdq_options(), Option("weight_bits", "weight_bits", int, "7 or 8 in the Q/DQ graph.", "[7|8]",
                                       about=WEIGHT_BITS_ABOUT))

@@ -54,7 +54,6 @@ class OpenVINOTarget(Target):
     name = "openvino"
     summary = "Intel/x86 CPUs: NNCF INT8 OpenVINO IR (model.xml/.bin)"
     config_type = OpenVINOPTQConfig
-    reads = ("openvino",)
     title = "OpenVINO"
     options = (
         Option("preset", "preset", str, "NNCF preset, performance (symmetric) or mixed (asymmetric activations).",
