@@ -160,6 +160,20 @@ class TestOpenVINOTarget(TargetContract):
         assert runner.throughput_streams >= 1
         assert 0 < runner.images_per_second(x, 0.0) < 1e7
 
+    def test_evaluation_runs_on_the_stream_pool_and_gives_one_streams_logits(self, folder):
+        """Evaluation (``run_all``) keeps a batch in flight per throughput stream, for every precision, and
+        each batch's logits are the one-stream runner's, exactly."""
+        import numpy as np
+
+        _, build = folder
+        for variant in build.variants:
+            runner = variant.make_runner(4)
+            runner.__dict__["throughput_streams"] = 2  # the pool, whatever this CPU's hint picks
+            shape = runner.model.inputs[0].get_shape()[1:]
+            batches = [np.random.default_rng(i).standard_normal((4, *shape)).astype(np.float32) for i in range(5)]
+            got = runner.run_all(batches)
+            assert len(got) == 5 and all(np.array_equal(g, runner(x)) for g, x in zip(got, batches)), variant.precision
+
 
 class TestJetsonTarget(TargetContract):
     """Build runs for real (the emulated rows); load builds engines with the recording TensorRT stand-in and the

@@ -286,7 +286,7 @@ def _measure(builds: dict[str, Build], val_set, preprocess: Preprocess, request:
         for target, build in builds.items():
             for v in build.variants:
                 key = f"{target}/{v.precision}"
-                runners[key], variants[key] = v.make_runner(request.run.eval_batch), (target, v)
+                runners[key], variants[key] = v.make_runner(request.run.eval_batch).prepare(), (target, v)
     if not runners:
         return [], None
     with phases("evaluate"):

@@ -112,10 +112,33 @@ class Evaluation:
     seconds: dict = field(default_factory=dict)  # runner name -> seconds inside it; "images": decoding them
 
 
+# Images decoded at a time. Every runner runs all of them before the next takes its turn: a runtime switched in
+# for every batch pays its threads' wake-up and a cold cache each time, which on a small model costs more than
+# the batch itself (benchmarks/results/evaluation_overhead.md). 64 MB holds 111 images at 224, 5,461 at 32.
+CHUNK_BYTES = 64 << 20
+
+
+def _chunks(batches: Iterator, first_seconds: list) -> Iterator[list]:
+    """``batches`` grouped into lists of about ``CHUNK_BYTES``; the seconds spent pulling them (decoding) are
+    added to ``first_seconds[0]``."""
+    chunk, size, started = [], 0, time.perf_counter()
+    for x, y in batches:
+        chunk.append((x, y))
+        size += x.nbytes
+        if size >= CHUNK_BYTES:
+            first_seconds[0] += time.perf_counter() - started
+            yield chunk
+            chunk, size, started = [], 0, time.perf_counter()
+    first_seconds[0] += time.perf_counter() - started
+    if chunk:
+        yield chunk
+
+
 def evaluate_runners(runners: dict[str, Runner], images, preprocess, batch: int) -> Evaluation:
     """Stream the images once through every runner (the first is the reference for agreement/cosine).
 
-    Memory stays at one batch, so a 50,000-image validation set costs what a 16-image one does.
+    Memory stays at one chunk of images (``CHUNK_BYTES``), so a 50,000-image validation set costs what a
+    500-image one does.
     """
     from edgesmlp.calibration.sources import ImageSet
     from edgesmlp.errors import DataError
@@ -126,35 +149,35 @@ def evaluate_runners(runners: dict[str, Runner], images, preprocess, batch: int)
     if size > 1:  # under torchrun: this rank's share; the tallies are summed below
         images = ImageSet(shard(images.items, rank, size), images.origin, images.kind, images.classes)
     tallies = {name: _Tally() for name in runners}
-    seconds = dict.fromkeys(["images", *runners], 0.0)
+    seconds = dict.fromkeys(runners, 0.0)
+    decoding = [0.0]
     failures: dict[str, str] = {}
     skipped: list = []
     labelled, sample, reference_name = True, None, next(iter(runners))
     with progress_bar(f"Evaluating {', '.join(runners)}", total=len(images.items)) as advance:
-        batches, started = stream_batches(images, preprocess, batch, skipped), time.perf_counter()
-        for x, y in batches:
-            seconds["images"] += time.perf_counter() - started
-            sample = x if sample is None else sample
-            labelled = labelled and y is not None
-            n, padded = len(x), _padded(x, batch)
-            outputs = {}
+        for chunk in _chunks(stream_batches(images, preprocess, batch, skipped), decoding):
+            sample = chunk[0][0] if sample is None else sample
+            labelled = labelled and all(y is not None for _, y in chunk)
+            references = None
             for name, run in runners.items():
                 if name in failures:
                     continue
                 try:
                     start = time.perf_counter()
-                    outputs[name] = np.asarray(run(padded))[:n]
+                    outputs = [np.asarray(o)[: len(x)]
+                               for o, (x, _) in zip(run.run_all([_padded(x, batch) for x, _ in chunk]), chunk)]
                     seconds[name] += time.perf_counter() - start
                 except Exception as e:  # noqa: BLE001 - one runtime crashing must not stop the others
                     if name == reference_name:
                         raise
                     failures[name] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            ref = outputs[reference_name]
-            for name, logits in outputs.items():
-                tallies[name].add(logits, ref, y)
-            for _ in range(n):
+                    continue
+                references = outputs if references is None else references
+                for logits, ref, (_, y) in zip(outputs, references, chunk):
+                    tallies[name].add(logits, ref, y)
+            for _ in range(sum(len(x) for x, _ in chunk)):
                 advance()
-            started = time.perf_counter()
+    seconds["images"] = decoding[0]
     if size > 1:
         labelled, failures, skipped = _combine(tallies, labelled, failures, skipped)
     count = tallies[reference_name].n

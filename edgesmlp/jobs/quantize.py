@@ -67,7 +67,7 @@ def run_quantize(request: QuantizeRequest, log: Log = print) -> QuantizeOutcome:
         with phases("build"):  # export, calibration, the budget search, INT8 (report.json's budget has the search's)
             build = target.build(job, tmp, log)
         with phases("compile"):
-            runners = {v.precision: v.make_runner(request.run.eval_batch) for v in build.variants}
+            runners = {v.precision: v.make_runner(request.run.eval_batch).prepare() for v in build.variants}
         with phases("evaluate"):  # under torchrun every rank evaluates its share of the images
             evaluation = evaluate_runners(runners, val_set, preprocess, request.run.eval_batch)
         if rank > 0:  # and rank 0 alone times the rows and ships

@@ -65,6 +65,15 @@ class Runner(ABC):
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Logits for the float32 NCHW batch ``x``."""
 
+    def prepare(self) -> "Runner":
+        """Compile now what ``run_all`` needs beyond this runner (nothing here), so evaluation times only runs."""
+        return self
+
+    def run_all(self, batches: list[np.ndarray]) -> list[np.ndarray]:
+        """Logits for each of ``batches``, run the way the throughput column runs them (one at a time here; a
+        runtime with streams keeps one in flight per stream)."""
+        return [self(x) for x in batches]
+
     def time_ms(self, x: np.ndarray, iters: int, warmup: int) -> list[float]:
         """Milliseconds per call, after ``warmup`` untimed calls."""
         for _ in range(warmup):
