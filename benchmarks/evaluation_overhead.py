@@ -40,7 +40,7 @@ def main() -> None:
     from edgesmlp import bundled
 
     root = Path(tempfile.mkdtemp())
-    bundled.write_augmented_imagefolders(root / "data", {"val": args.copies})
+    bundled.write_augmented_imagefolders(root / "data", {"val": args.copies, "calib": 1})
     val, weights, extra, command = root / "data" / "val", None, {}, f"--copies {args.copies}"
     if args.model == "t":
         import torch
@@ -51,7 +51,8 @@ def main() -> None:
         torch.save(random_smlpnet_t().state_dict(), weights)
         val = root / "val.txt"  # the first --images of the augmented split, as a list file
         val.write_text("".join(f"{p}\n" for p in sorted((root / "data" / "val").rglob("*.png"))[: args.images]))
-        extra, command = {"calib_size": 32}, f"--model t --images {args.images}"
+        extra = {"calib": root / "data" / "calib", "calib_size": 32}
+        command = f"--model t --images {args.images}"
     start = time.perf_counter()
     report = edgesmlp.bench(weights, val=val, output=root / "bench", latency_seconds=2.0, progress=True, **extra)
     wall = time.perf_counter() - start

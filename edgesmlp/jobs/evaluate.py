@@ -154,7 +154,8 @@ def evaluate_runners(runners: dict[str, Runner], images, preprocess, batch: int)
     failures: dict[str, str] = {}
     skipped: list = []
     labelled, sample, reference_name = True, None, next(iter(runners))
-    with progress_bar(f"Evaluating {', '.join(runners)}", total=len(images.items)) as advance:
+    runs = -(-len(images.items) // batch) * len(runners)  # one step a batch a row: a chunk can take minutes
+    with progress_bar(f"Evaluating {len(images.items)} images on {', '.join(runners)}", total=runs) as advance:
         for chunk in _chunks(stream_batches(images, preprocess, batch, skipped), decoding):
             sample = chunk[0][0] if sample is None else sample
             labelled = labelled and all(y is not None for _, y in chunk)
@@ -164,8 +165,8 @@ def evaluate_runners(runners: dict[str, Runner], images, preprocess, batch: int)
                     continue
                 try:
                     start = time.perf_counter()
-                    outputs = [np.asarray(o)[: len(x)]
-                               for o, (x, _) in zip(run.run_all([_padded(x, batch) for x, _ in chunk]), chunk)]
+                    got = run.run_all([_padded(x, batch) for x, _ in chunk], lambda n=name: advance(n))
+                    outputs = [np.asarray(o)[: len(x)] for o, (x, _) in zip(got, chunk)]
                     seconds[name] += time.perf_counter() - start
                 except Exception as e:  # noqa: BLE001 - one runtime crashing must not stop the others
                     if name == reference_name:
@@ -175,8 +176,6 @@ def evaluate_runners(runners: dict[str, Runner], images, preprocess, batch: int)
                 references = outputs if references is None else references
                 for logits, ref, (_, y) in zip(outputs, references, chunk):
                     tallies[name].add(logits, ref, y)
-            for _ in range(sum(len(x) for x, _ in chunk)):
-                advance()
     seconds["images"] = decoding[0]
     if size > 1:
         labelled, failures, skipped = _combine(tallies, labelled, failures, skipped)

@@ -69,10 +69,14 @@ class Runner(ABC):
         """Compile now what ``run_all`` needs beyond this runner (nothing here), so evaluation times only runs."""
         return self
 
-    def run_all(self, batches: list[np.ndarray]) -> list[np.ndarray]:
+    def run_all(self, batches: list[np.ndarray], done: Callable[[], None] = lambda: None) -> list[np.ndarray]:
         """Logits for each of ``batches``, run the way the throughput column runs them (one at a time here; a
-        runtime with streams keeps one in flight per stream)."""
-        return [self(x) for x in batches]
+        runtime with streams keeps one in flight per stream); ``done()`` after each batch."""
+        outputs = []
+        for x in batches:
+            outputs.append(self(x))
+            done()
+        return outputs
 
     def time_ms(self, x: np.ndarray, iters: int, warmup: int) -> list[float]:
         """Milliseconds per call, after ``warmup`` untimed calls."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -159,11 +160,11 @@ class OpenVINORunner(Runner):
             self._pool  # noqa: B018 - compiled on first use
         return self
 
-    def run_all(self, batches: list[np.ndarray]) -> list[np.ndarray]:
+    def run_all(self, batches: list[np.ndarray], done: Callable[[], None] = lambda: None) -> list[np.ndarray]:
         """One batch in flight per stream of the pool ``images_per_second`` runs, so that evaluation goes at the
         throughput the report states; each stream computes exactly this runner's logits."""
         if self.throughput_streams <= 1:
-            return super().run_all(batches)
+            return super().run_all(batches, done)
         pool, outputs = self._pool, []
         for start in range(0, len(batches), len(pool)):
             wave = list(zip(pool, batches[start : start + len(pool)]))
@@ -172,6 +173,7 @@ class OpenVINORunner(Runner):
             for request, _ in wave:
                 request.wait()
                 outputs.append(request.get_output_tensor(0).data.copy())
+                done()
         return outputs
 
     def images_per_second(self, x: np.ndarray, seconds: float) -> float:
