@@ -48,6 +48,7 @@ def test_evaluation_picks_the_faster_thread_count_after_timing_both():
         runner, xs, steps = Slow(slow), batches(8), []
         outputs = runner.run_all(xs, lambda: steps.append(1))
         assert runner.ran == [2, 2, 1, 2, 1] + [picked] * 3 and runner.evaluation_threads == picked
+        assert (runner.note is not None) == (picked == 1)  # fewer threads than asked is said
         assert len(outputs) == len(steps) == 8
         for got, x in zip(outputs, xs):  # any thread count computes the same logits, to rounding
             np.testing.assert_allclose(got, runner(x), rtol=1e-4, atol=1e-5)

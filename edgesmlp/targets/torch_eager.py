@@ -118,6 +118,9 @@ class EagerRunner(Runner):
                 seconds[threads] += time.perf_counter() - start
                 done()
             self.evaluation_threads = min(candidates, key=seconds.get)
+            if self.evaluation_threads < self.threads:
+                self.note = (f"evaluated on {self.evaluation_threads} of its {self.threads} threads, which ran faster "
+                             "here: other work holds a core")
         for x in pending:
             outputs.append(self._run(x, self.evaluation_threads or self.threads))
             done()
