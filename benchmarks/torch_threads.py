@@ -11,9 +11,7 @@ the policy is read when torch loads, in interleaved rounds (default, PASSIVE, de
 - its neighbour: ONNX Runtime's batch-1 p50 of the same model right after a torch batch (as evaluation
   alternates rows), against ONNX Runtime after ONNX Runtime;
 - a busy machine: the torch row's batch-8 throughput while a niced busy loop holds one of the 2 cores, at 2
-  threads and at 1;
-- the torch row's evaluation on both machines: on its 2 threads throughout, against edgesmlp's, which measures
-  2 and 1 on its first batches and runs the rest on the faster.
+  threads and at 1.
 
 Writes benchmarks/results/torch_threads.md.
 """
@@ -35,7 +33,6 @@ from benchmarks.common import write_result  # noqa: E402
 
 POLICIES = ("default", "PASSIVE")
 BUSY_LOOP = "import os; os.nice(10)\nwhile True: pass"
-EVAL_BATCHES = 150  # batches of 8 the torch row's evaluation runs
 
 
 def child(onnx_path: str, threads: int) -> dict:
@@ -82,16 +79,6 @@ def child(onnx_path: str, threads: int) -> dict:
         runs += 1
     got = {"torch_p50_ms": p50(eager, x1), "torch_ips": runs * 8 / (time.perf_counter() - start),
            "ort_after_torch_ms": after(eager, x1), "ort_after_ort_ms": after(ort, x1)}
-    if threads > 1:  # the torch row's evaluation: on its threads throughout, or on the faster count it measures
-        from edgesmlp.targets.torch_eager import EagerRunner
-
-        for key, preset in (("eval_fixed_s", threads), ("eval_measured_s", None)):
-            runner = EagerRunner(model, threads)
-            runner.evaluation_threads = preset
-            start = time.perf_counter()
-            runner.run_all([x8] * EVAL_BATCHES)
-            got[key] = time.perf_counter() - start
-        got["picked"] = runner.evaluation_threads
     return got
 
 
@@ -160,15 +147,11 @@ def main() -> None:
     base = med(quiet["default"], "torch_ips")
     for (policy, threads), rows in loaded.items():
         lines.append(f"| {policy} | {threads} | {med(rows, 'torch_ips'):.0f} | {med(rows, 'torch_ips') / base:.2f}x |")
-    lines += ["", f"The torch row's evaluation ({EVAL_BATCHES} batches of 8, `EagerRunner.run_all`), on its 2 "
-              "threads throughout or on the faster of 2 and 1 it measures on its first batches (edgesmlp's):", "",
-              "| machine | OMP_WAIT_POLICY | 2 threads s | measured pick s | ratio | picked (per round) |",
-              "| --- | --- | --- | --- | --- | --- |"]
-    for label, runs in (("quiet", quiet), ("busy", {p: loaded[(p, 2)] for p in POLICIES})):
-        for policy, rows in runs.items():
-            lines.append(f"| {label} | {policy} | {med(rows, 'eval_fixed_s'):.2f} | {med(rows, 'eval_measured_s'):.2f} "
-                         f"| {med(rows, 'eval_fixed_s') / med(rows, 'eval_measured_s'):.2f}x | "
-                         f"{', '.join(str(row['picked']) for row in rows)} |")
+    lines += ["", "What edgesmlp does with this: it leaves libgomp's wait policy alone (passive waiting slows the torch "
+              "row itself), runs the torch row on its own `--threads` for each call and gives the process's count "
+              "back, and evaluates a chunk of images per row, so the spinning after a row's last batch is paid once "
+              "a chunk. On a machine where other work holds cores, the report names it (`report.busy`) and "
+              "`--threads` takes fewer."]
     print("\n".join(lines))
     write_result("torch_threads", lines, "torch", "onnxruntime")
 

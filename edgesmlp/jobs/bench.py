@@ -291,8 +291,6 @@ def _measure(builds: dict[str, Build], val_set, preprocess: Preprocess, request:
         return [], None
     with phases("evaluate"):
         evaluation = evaluate_runners(runners, val_set, preprocess, request.run.eval_batch)
-    for note in evaluation.notes:
-        log(note)
     if not timed:
         return [], evaluation
     results = []

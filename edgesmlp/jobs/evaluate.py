@@ -110,7 +110,6 @@ class Evaluation:
     sample: np.ndarray | None = None  # the first batch, for latency runs
     failures: dict = field(default_factory=dict)  # runner name -> why it stopped
     seconds: dict = field(default_factory=dict)  # runner name -> seconds inside it; "images": decoding them
-    notes: list = field(default_factory=list)  # the runners' notes, "name: note"
 
 
 # Images decoded at a time. Every runner runs all of them before the next takes its turn: a runtime switched in
@@ -186,8 +185,7 @@ def evaluate_runners(runners: dict[str, Runner], images, preprocess, batch: int)
         raise DataError(f"{everything.origin}: none of its {len(everything.items)} images could be read{example}")
     accuracy = {name: None if name in failures else t.accuracy(labelled) for name, t in tallies.items()}
     return Evaluation(accuracy, labelled, count, skipped, sample, failures,
-                      {name: round(value, 3) for name, value in seconds.items()},
-                      [f"{name}: {run.note}" for name, run in runners.items() if run.note])
+                      {name: round(value, 3) for name, value in seconds.items()})
 
 
 def _combine(tallies: dict[str, _Tally], labelled: bool, failures: dict, skipped: list):

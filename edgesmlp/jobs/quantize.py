@@ -70,8 +70,6 @@ def run_quantize(request: QuantizeRequest, log: Log = print) -> QuantizeOutcome:
             runners = {v.precision: v.make_runner(request.run.eval_batch).prepare() for v in build.variants}
         with phases("evaluate"):  # under torchrun every rank evaluates its share of the images
             evaluation = evaluate_runners(runners, val_set, preprocess, request.run.eval_batch)
-        for note in evaluation.notes:
-            log(note)
         if rank > 0:  # and rank 0 alone times the rows and ships
             return QuantizeOutcome(target_dir, {})
         if evaluation.skipped:

@@ -61,8 +61,6 @@ def precision_of(text: str) -> str:
 class Runner(ABC):
     """A compiled model at one batch size (or a dynamic one)."""
 
-    note: str | None = None  # what running it found worth a line (say, the fewer threads evaluation picked)
-
     @abstractmethod
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Logits for the float32 NCHW batch ``x``."""

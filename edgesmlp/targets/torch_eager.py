@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,57 +72,26 @@ class TorchTarget(Target):
         size = sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6
         threads = run.cpu_threads
         return Build([Variant(Precision.fp32, "PyTorch eager CPU", lambda batch: EagerRunner(model, threads), size)],
-                     [f"PyTorch eager runs the official graph with {threads} threads (evaluation with fewer when "
-                      "they are faster: another job holds a core)."])
+                     [f"PyTorch eager runs the official graph with {threads} threads."])
 
 
 class EagerRunner(Runner):
-    """The official graph in PyTorch eager with its own thread count, set for each call and given back after, so
-    the process's other PyTorch work keeps its own."""
-
-    TRIALS = 2  # timed batches per thread count before evaluation picks one
+    """The official graph in PyTorch eager on its own thread count, set for each call and given back after, so the
+    process's other PyTorch work keeps its own (benchmarks/results/torch_threads.md measures the choices)."""
 
     def __init__(self, model, threads: int):
         self.model, self.threads = model, threads
-        self.evaluation_threads: int | None = None  # what run_all picked
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self._run(x, self.threads)
-
-    def _run(self, x: np.ndarray, threads: int) -> np.ndarray:
         import torch
 
         before = torch.get_num_threads()
-        torch.set_num_threads(threads)
+        torch.set_num_threads(self.threads)
         try:
             with torch.no_grad():
                 return self.model(torch.from_numpy(x)).numpy()
         finally:
             torch.set_num_threads(before)
-
-    def run_all(self, batches: list[np.ndarray], done: Callable[[], None] = lambda: None) -> list[np.ndarray]:
-        """Evaluation: the first batches alternate between its threads and half of them, timed, and the rest run
-        on whichever was faster. OpenMP's threads wait at every op for the slowest, so when another job holds a
-        core, fewer threads finish sooner (benchmarks/results/torch_threads.md)."""
-        outputs, pending = [], list(batches)
-        candidates = (self.threads, self.threads // 2)
-        if self.evaluation_threads is None and self.threads > 1 and len(pending) > 2 * self.TRIALS:
-            seconds = dict.fromkeys(candidates, 0.0)
-            outputs.append(self._run(pending.pop(0), self.threads))  # warm-up
-            done()
-            for i in range(2 * self.TRIALS):
-                threads, start = candidates[i % 2], time.perf_counter()
-                outputs.append(self._run(pending.pop(0), threads))
-                seconds[threads] += time.perf_counter() - start
-                done()
-            self.evaluation_threads = min(candidates, key=seconds.get)
-            if self.evaluation_threads < self.threads:
-                self.note = (f"evaluated on {self.evaluation_threads} of its {self.threads} threads, which ran faster "
-                             "here: other work holds a core")
-        for x in pending:
-            outputs.append(self._run(x, self.evaluation_threads or self.threads))
-            done()
-        return outputs
 
 
 TARGET = TorchTarget()
