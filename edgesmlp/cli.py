@@ -7,11 +7,11 @@ becomes one line on stderr, never a traceback (a bug's traceback goes to a log f
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import functools
 import json
 import os
-import dataclasses
 import signal
 import sys
 import textwrap
@@ -160,13 +160,14 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", rich_help_panel="Output
 
 @dataclasses.dataclass(frozen=True)
 class Shared:
-    """The options the building commands take alike; ``_with_shared_options`` gives them to a command."""
+    """The options the building commands take alike, each typed as its option; ``_with_shared_options`` gives
+    them to a command."""
 
-    variant: Optional[str] = None
-    ema: bool = False
-    verbose: bool = False
-    model_cache: bool = True
-    quiet: bool = False
+    variant: VariantOpt = None
+    ema: EmaOpt = False
+    verbose: VerboseOpt = False
+    model_cache: ModelCacheOpt = True
+    quiet: QuietOpt = False
 
     @classmethod
     def pop(cls, options: dict) -> "Shared":
@@ -174,17 +175,14 @@ class Shared:
         return cls(**{f.name: options.pop(f.name) for f in dataclasses.fields(cls) if f.name in options})
 
 
-_SHARED_OPTS = {"variant": VariantOpt, "ema": EmaOpt, "verbose": VerboseOpt, "model_cache": ModelCacheOpt,
-                "quiet": QuietOpt}
-
-
 def _with_shared_options(*names: str):
     """Give a command the shared options ``names`` (fields of ``Shared``), read back with ``Shared.pop``."""
     import inspect
+    import typing
 
-    defaults = Shared()
+    options, defaults = typing.get_type_hints(Shared, include_extras=True), Shared()
     return lambda command: _appended(command, [
-        inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=getattr(defaults, n), annotation=_SHARED_OPTS[n])
+        inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=getattr(defaults, n), annotation=options[n])
         for n in names])
 
 

@@ -4,7 +4,17 @@ import pytest
 from edgesmlp import bundled
 from edgesmlp.calibration.sources import open_images
 from edgesmlp.jobs.evaluate import evaluate_runners, predict, score
-from edgesmlp.runtimes.base import FunctionRunner
+from edgesmlp.runtimes.base import Runner
+
+
+class FunctionRunner(Runner):
+    """Any ``f(x) -> logits`` as a runner."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, x):
+        return np.asarray(self.fn(x))
 
 
 def linear(seed):

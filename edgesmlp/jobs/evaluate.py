@@ -118,20 +118,17 @@ class Evaluation:
 CHUNK_BYTES = 64 << 20
 
 
-def _chunks(batches: Iterator, first_seconds: list) -> Iterator[list]:
-    """``batches`` grouped into lists of about ``CHUNK_BYTES``; the seconds spent pulling them (decoding) are
-    added to ``first_seconds[0]``."""
+def _chunks(batches: Iterator) -> Iterator[tuple[list, float]]:
+    """``batches`` grouped into lists of about ``CHUNK_BYTES``, each with the seconds spent pulling (decoding) it."""
     chunk, size, started = [], 0, time.perf_counter()
     for x, y in batches:
         chunk.append((x, y))
         size += x.nbytes
         if size >= CHUNK_BYTES:
-            first_seconds[0] += time.perf_counter() - started
-            yield chunk
+            yield chunk, time.perf_counter() - started
             chunk, size, started = [], 0, time.perf_counter()
-    first_seconds[0] += time.perf_counter() - started
     if chunk:
-        yield chunk
+        yield chunk, time.perf_counter() - started
 
 
 def evaluate_runners(runners: dict[str, Runner], images, preprocess, batch: int) -> Evaluation:
@@ -149,14 +146,14 @@ def evaluate_runners(runners: dict[str, Runner], images, preprocess, batch: int)
     if size > 1:  # under torchrun: this rank's share; the tallies are summed below
         images = ImageSet(shard(images.items, rank, size), images.origin, images.kind, images.classes)
     tallies = {name: _Tally() for name in runners}
-    seconds = dict.fromkeys(runners, 0.0)
-    decoding = [0.0]
+    seconds = dict.fromkeys(["images", *runners], 0.0)
     failures: dict[str, str] = {}
     skipped: list = []
     labelled, sample, reference_name = True, None, next(iter(runners))
     runs = -(-len(images.items) // batch) * len(runners)  # one step a batch a row: a chunk can take minutes
     with progress_bar(f"Evaluating {len(images.items)} images on {', '.join(runners)}", total=runs) as advance:
-        for chunk in _chunks(stream_batches(images, preprocess, batch, skipped), decoding):
+        for chunk, decoding in _chunks(stream_batches(images, preprocess, batch, skipped)):
+            seconds["images"] += decoding
             sample = chunk[0][0] if sample is None else sample
             labelled = labelled and all(y is not None for _, y in chunk)
             references = None
@@ -176,7 +173,6 @@ def evaluate_runners(runners: dict[str, Runner], images, preprocess, batch: int)
                 references = outputs if references is None else references
                 for logits, ref, (_, y) in zip(outputs, references, chunk):
                     tallies[name].add(logits, ref, y)
-    seconds["images"] = decoding[0]
     if size > 1:
         labelled, failures, skipped = _combine(tallies, labelled, failures, skipped)
     count = tallies[reference_name].n

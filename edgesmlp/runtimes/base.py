@@ -107,12 +107,3 @@ class Runner(ABC):
             samples += self.time_ms(x, 1, 0)
         return samples
 
-
-class FunctionRunner(Runner):
-    """Any ``f(x) -> logits`` as a runner (PyTorch eager, tests)."""
-
-    def __init__(self, fn: Callable[[np.ndarray], np.ndarray]):
-        self.fn = fn
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.fn(x))

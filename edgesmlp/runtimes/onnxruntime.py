@@ -25,9 +25,8 @@ def cpu_session(model: str | Path | bytes, threads: int = 0, profile_prefix: str
     ort = require_onnxruntime()
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    # Threads stop spinning when a run ends: evaluation interleaves runtimes batch by batch, and ONNX Runtime's
-    # spinning threads took the next runtime's cores (benchmarks/results/evaluation_overhead.md: no cost to its own
-    # batch-1 latency).
+    # Threads stop spinning when a run ends: spinning, they took the cores of the runtime that ran next
+    # (benchmarks/results/evaluation_overhead.md: no cost to its own batch-1 latency).
     options.add_session_config_entry("session.force_spinning_stop", "1")
     if unfused:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL

@@ -51,8 +51,6 @@ class TorchTarget(Target):
         return self.load(folder, job.config, job.run, log)
 
     def load(self, folder: Path, config: TorchConfig, run: RunSettings, log: Log) -> Build:
-        import torch
-
         from edgesmlp.checkpoint import load_checkpoint
 
         weights = folder / WEIGHTS
