@@ -65,8 +65,9 @@ def main() -> None:
              f"on {report.data['data']['val_images']} augmented digit images, 2 threads. A row's one pass "
              "is its images over its own throughput column (batch 8, measured by the same run, OpenVINO on the "
              "streams its THROUGHPUT hint picks); its evaluation is the time inside its runner while the images "
-             "stream once through every row (batch 16, a chunk of `evaluate.CHUNK_BYTES` at a time through each "
-             "row in turn). Compiling, the stream pool included, is the compile phase.", "",
+             "stream once through every row (the same batch and the same compiled runner as the throughput column, a "
+             "chunk of `evaluate.CHUNK_BYTES` at a time through each row in turn). Compiling, the stream pool "
+             "included, is the compile phase.", "",
              "| row | evaluation (s) | one pass at its throughput (s) | ratio |", "| --- | --- | --- | --- |"]
     worst = 0.0
     for row in report.rows:

@@ -644,7 +644,7 @@ def bench(
                            "reason.")] = None,
     calib: Annotated[Optional[Path], typer.Option(rich_help_panel="Input", help="Calibration images (default: bundled digits calib split).")] = None,
     val: Annotated[Optional[Path], typer.Option(rich_help_panel="Input", help="Validation images (default: bundled digits val split).")] = None,
-    batch: Annotated[int, typer.Option(min=1, metavar="N", rich_help_panel="Timing", help="Batch size for the throughput column.")] = 8,
+    batch: Annotated[int, typer.Option(min=1, metavar="N", rich_help_panel="Timing", help="Batch size for evaluation and the throughput column.")] = 8,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", rich_help_panel="Output", help="Folder for report.json/.md/.html "
                                                    "(default: edgesmlp-bench or the next free edgesmlp-bench-N).")] = None,
     from_dir: Annotated[Optional[Path], typer.Option("--from", "--bundle", rich_help_panel="Input", help="Bench an existing quantize output "

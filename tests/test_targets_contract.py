@@ -174,6 +174,41 @@ class TestOpenVINOTarget(TargetContract):
             got = runner.run_all(batches)
             assert len(got) == 5 and all(np.array_equal(g, runner(x)) for g, x in zip(got, batches)), variant.precision
 
+    @pytest.mark.parametrize("streams", [1, 2])
+    def test_a_row_compiles_once_for_evaluation_and_throughput_and_once_at_batch_1(self, folder, monkeypatch, streams):
+        """The runner evaluation ran gives the throughput column too: timing compiles each row's batch-1 model
+        alone, and evaluation compiles only what it runs (the pool, or the one stream when the hint picks one)."""
+        from edgesmlp.jobs.evaluate import Accuracy, measure_target
+        from edgesmlp.runtimes.openvino import OpenVINORunner
+
+        compiled, real = [], OpenVINORunner._core
+
+        class Counting:
+            def __init__(self, runner):
+                self.runner, self.core = runner, real(runner)
+
+            def compile_model(self, model, device, config):
+                compiled.append((self.runner.batch, config.get("PERFORMANCE_HINT"), config.get("NUM_STREAMS")))
+                return self.core.compile_model(model, device, config)
+
+        monkeypatch.setattr(OpenVINORunner, "_core", lambda runner: Counting(runner))
+        monkeypatch.setattr(OpenVINORunner, "throughput_streams", streams)
+        _, build = folder
+        runners = {v.precision: v.make_runner(4).prepare() for v in build.variants}
+        shape = runners["int8"].model.inputs[0].get_shape()[1:]
+        x = np.random.default_rng(0).standard_normal((4, *shape)).astype(np.float32)
+        for runner in runners.values():
+            runner.run_all([x, x])
+        evaluation = list(compiled)
+        per_row = [(4, "LATENCY", 1)] * streams if streams > 1 else [(4, "LATENCY", None)]
+        assert sorted(evaluation) == sorted(per_row * len(runners))
+        accuracy = {p: Accuracy(None, None, 100.0, 1.0, 4) for p in runners}
+        rows, failures = measure_target("openvino", build.variants, accuracy, x,
+                                        RunSettings(throughput_batch=4, latency_seconds=0, latency_iters=3), QUIET,
+                                        runners)
+        assert not failures and all(r.throughput_ips > 0 for r in rows)
+        assert compiled[len(evaluation):] == [(1, "LATENCY", None)] * len(runners)
+
 
 class TestJetsonTarget(TargetContract):
     """Build runs for real (the emulated rows); load builds engines with the recording TensorRT stand-in and the

@@ -286,11 +286,11 @@ def _measure(builds: dict[str, Build], val_set, preprocess: Preprocess, request:
         for target, build in builds.items():
             for v in build.variants:
                 key = f"{target}/{v.precision}"
-                runners[key], variants[key] = v.make_runner(request.run.eval_batch).prepare(), (target, v)
+                runners[key], variants[key] = v.make_runner(request.run.throughput_batch).prepare(), (target, v)
     if not runners:
         return [], None
     with phases("evaluate"):
-        evaluation = evaluate_runners(runners, val_set, preprocess, request.run.eval_batch)
+        evaluation = evaluate_runners(runners, val_set, preprocess, request.run.throughput_batch)
     if not timed:
         return [], evaluation
     results = []
@@ -298,7 +298,8 @@ def _measure(builds: dict[str, Build], val_set, preprocess: Preprocess, request:
         ok = [v for v in build.variants if f"{target}/{v.precision}" not in evaluation.failures]
         accuracy = {v.precision: evaluation.accuracy[f"{target}/{v.precision}"] for v in ok}
         with phases("timing"):
-            rows, failures = measure_target(target, ok, accuracy, evaluation.sample, request.run, log)
+            rows, failures = measure_target(target, ok, accuracy, evaluation.sample, request.run, log,
+                                            {v.precision: runners[f"{target}/{v.precision}"] for v in ok})
         failures.update({v.precision: evaluation.failures[f"{target}/{v.precision}"] for v in build.variants
                          if v not in ok})
         results += rows

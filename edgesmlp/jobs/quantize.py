@@ -67,9 +67,9 @@ def run_quantize(request: QuantizeRequest, log: Log = print) -> QuantizeOutcome:
         with phases("build"):  # export, calibration, the budget search, INT8 (report.json's budget has the search's)
             build = target.build(job, tmp, log)
         with phases("compile"):
-            runners = {v.precision: v.make_runner(request.run.eval_batch).prepare() for v in build.variants}
+            runners = {v.precision: v.make_runner(request.run.throughput_batch).prepare() for v in build.variants}
         with phases("evaluate"):  # under torchrun every rank evaluates its share of the images
-            evaluation = evaluate_runners(runners, val_set, preprocess, request.run.eval_batch)
+            evaluation = evaluate_runners(runners, val_set, preprocess, request.run.throughput_batch)
         if rank > 0:  # and rank 0 alone times the rows and ships
             return QuantizeOutcome(target_dir, {})
         if evaluation.skipped:
@@ -77,7 +77,7 @@ def run_quantize(request: QuantizeRequest, log: Log = print) -> QuantizeOutcome:
             log(f"warning: skipped {len(evaluation.skipped)} unreadable validation image(s), e.g. {key}: {reason}")
         with phases("timing"):
             results, failures = measure_target(target.name, build.variants, evaluation.accuracy, evaluation.sample,
-                                               request.run, log)
+                                               request.run, log, runners)
         if failures:
             precision, reason = next(iter(failures.items()))
             raise RuntimeFailure(f"{target.name} {precision} failed while timed: {reason}")

@@ -117,9 +117,20 @@ class OpenVINORunner(Runner):
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         self.batch, self.model, self.config, self.cache_dir = batch, model, config, cache_dir
-        compiled = self._core().compile_model(model, "CPU", config)
-        self.inference_precision = default_precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
-        self.request = compiled.create_infer_request()
+
+    @functools.cached_property
+    def _compiled(self):
+        """The single-stream compilation, made when first used: a runner whose calls all go to its stream pool
+        (evaluation and throughput where the THROUGHPUT hint picks several streams) never compiles it."""
+        return self._core().compile_model(self.model, "CPU", self.config)
+
+    @functools.cached_property
+    def request(self):
+        return self._compiled.create_infer_request()
+
+    @functools.cached_property
+    def inference_precision(self) -> str:
+        return default_precision_name(self._compiled.get_property("INFERENCE_PRECISION_HINT"))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.request.infer({0: x})[0].copy()
@@ -155,9 +166,12 @@ class OpenVINORunner(Runner):
         return [self._core().compile_model(self.model, "CPU", config).create_infer_request() for _ in range(streams)]
 
     def prepare(self) -> "OpenVINORunner":
-        """Compile the stream pool ``run_all`` and the throughput column use, if the THROUGHPUT hint picks one."""
+        """Compile what ``run_all`` and the throughput column will use: the stream pool if the THROUGHPUT hint picks
+        several streams, else the single-stream model."""
         if self.throughput_streams > 1:
             self._pool  # noqa: B018 - compiled on first use
+        else:
+            self._compiled  # noqa: B018
         return self
 
     def run_all(self, batches: list[np.ndarray], done: Callable[[], None] = lambda: None) -> list[np.ndarray]:

@@ -121,8 +121,7 @@ class RunSettings:
     """How variants are run and measured, the same in every command."""
 
     threads: int = 0  # CPU threads for every runtime; 0: one per core (os.cpu_count())
-    eval_batch: int = 16
-    throughput_batch: int = 8
+    throughput_batch: int = 8  # evaluation runs at it too, so one compiled runner gives accuracy and throughput
     latency_seconds: float = 1.0  # batch-1 timing budget per row, as benchmark_app -t
     latency_iters: int = 20  # at least this many batch-1 samples per row, whatever the budget
     model_cache: bool = True  # OpenVINO keeps compiled models in the user's cache folder between runs
@@ -135,7 +134,7 @@ class RunSettings:
                               "use: give at most that, or 0 for one per core")
         if not (math.isfinite(self.latency_seconds) and self.latency_seconds >= 0):
             raise ConfigError(f"--latency-seconds must be a finite number of 0 or more, got {self.latency_seconds}")
-        for name in ("eval_batch", "throughput_batch", "latency_iters"):
+        for name in ("throughput_batch", "latency_iters"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
 
