@@ -20,7 +20,9 @@ Candidates (batch 1, static-batch IRs, OpenVINO CPU, INFERENCE_PRECISION_HINT=f3
                         what the erf GELUs cost (reported under "The limit", not as a candidate)
 Random weights are fine for speed. PTQ time and peak memory for 300 calibration images are measured
 in a fresh child process each. Each OpenVINO graph is then profiled (time per op type, executed
-precision, Reorders). Writes benchmarks/results/openvino_int8.md (or --name NAME.md).
+precision, Reorders), and the shipped graph's GEMM kernels are set against the INT8 GEMM peak measured in the
+same run (GOP/s by kind of kernel, and the most of the peak its other nodes leave reachable). Writes
+benchmarks/results/openvino_int8.md (or --name NAME.md).
 """
 
 from __future__ import annotations
@@ -232,6 +234,7 @@ def main() -> None:
     from edgesmlp.model import count_macs
 
     args.gop, args.peaks = 2 * count_macs(model, SIZE) / 1e9, gemm_peak(args.threads)
+    args.kernels = kernel_rates(edgesmlp_int8, args.threads, x)
     print("GEMM peak GOP/s:", {k: round(v) for k, v in args.peaks.items()}, flush=True)
     shipped = next(p50 for n, p50, _, _ in rows if n == SHIPPED)
     fraction = 1000 * args.gop / args.peaks["int8"] / shipped
@@ -281,6 +284,51 @@ def gemm_peak(threads: int, channels: int = 1024, grid: int = 56) -> dict[str, f
     return peaks
 
 
+GEMM_KINDS = ("stem convolutions", "depthwise convolutions", "1x1 convolutions with a fused GELU (fc1)",
+              "other 1x1 convolutions (fc2, fuse)", "MatMuls (token mixing, head)")
+
+
+def kernel_rates(model, threads: int, x: np.ndarray, runs: int = 10) -> tuple[dict, float]:
+    """Per kind of GEMM kernel in the compiled ``model``: (nodes, GOP, ms a run), from OpenVINO's counters and the
+    runtime graph's shapes; and the ms a run of every other executed node (elementwise, norms, layout)."""
+    import statistics
+    from math import prod
+
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads, "PERF_COUNT": True,
+                                                      "PERFORMANCE_HINT": "LATENCY"})
+    request = compiled.create_infer_request()
+    times: dict[str, list[float]] = {}
+    for k in range(runs + 2):
+        request.infer({0: x})
+        for p in request.profiling_info if k >= 2 else ():
+            if p.status == p.Status.EXECUTED:
+                times.setdefault(p.node_name, []).append(p.real_time.total_seconds() * 1e3)
+    kinds, other = {k: [0, 0.0, 0.0] for k in GEMM_KINDS}, 0.0
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        if op.get_friendly_name() not in times:
+            continue
+        info = {key: str(op.get_rt_info()[key].value) for key in op.get_rt_info().keys()}
+        ms = statistics.median(times[op.get_friendly_name()])
+        shapes = [tuple(op.input(i).get_partial_shape().to_shape()) for i in range(2)] if op.get_input_size() > 1 else []
+        out = tuple(op.output(0).get_partial_shape().to_shape())
+        if info.get("layerType") == "Convolution":
+            weight = shapes[1]  # (OC, IC, kh, kw), or (groups, OC/g, IC/g, kh, kw)
+            macs = prod(out) * prod(weight[-3:])
+            kind = (GEMM_KINDS[1] if len(weight) == 5 else GEMM_KINDS[0] if "1x1" not in info["primitiveType"]
+                    else GEMM_KINDS[2] if ".act" in info.get("originalLayersNames", "") else GEMM_KINDS[3])
+        elif info.get("layerType") in ("MatMul", "FullyConnected"):
+            macs, kind = prod(out) * shapes[0][-1], GEMM_KINDS[4]
+        else:
+            other += ms
+            continue
+        kinds[kind][0] += 1
+        kinds[kind][1] += 2 * macs / 1e9
+        kinds[kind][2] += ms
+    return {k: tuple(v) for k, v in kinds.items() if v[0]}, other
+
+
 def throughput_rows(graphs: dict, args, batch: int = 8, seconds: float = 1.5) -> list[tuple]:
     """(name, streams, img/s, shipped INT8 speedup) at ``batch``, as `bench`'s throughput column runs it
     (OpenVINORunner.images_per_second: one batch in flight per stream the THROUGHPUT hint picks), in
@@ -316,6 +364,24 @@ def profile_lines(name: str, profile, top: int = 8) -> list[str]:
     lines += [f"| {r['op']} | {r['precision']} | {r['count']} | {r['ms']:.2f} | {r['share']:.0%} |"
               for r in profile.by_type()[:top]]
     return lines + [""]
+
+
+def kernel_lines(kinds: dict, other_ms: float, peak: float, gop: float) -> list[str]:
+    """The shipped graph's GEMM kernels against the INT8 peak, and the most of that peak any graph with the same
+    non-GEMM nodes could reach."""
+    gemm_ms = sum(ms for _, _, ms in kinds.values())
+    floor = 1000 * gop / peak
+    lines = ["", "## Its kernels against the peak", "", "The shipped INT8 graph (no hint) compiled with OpenVINO's "
+             "counters, 10 runs at batch 1: each GEMM kernel's operations (from the runtime graph's shapes) over its "
+             "median time, by kind. A fused GELU's time is inside its convolution's.", "",
+             "| kernels | nodes | GOP | ms | GOP/s | of the INT8 peak |", "| --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {kind} | {n} | {g:.3f} | {ms:.2f} | {1000 * g / ms:.0f} | {1000 * g / ms / peak:.0%} |"
+              for kind, (n, g, ms) in kinds.items()]
+    lines += [f"| every other node (elementwise, norms, layout) | | 0 | {other_ms:.2f} | | |", "",
+              f"A graph whose GEMMs all ran at the peak ({floor:.1f} ms for {gop:.2f} GOP) and whose other nodes took "
+              f"what these take ({other_ms:.1f} ms) would run at {floor / (floor + other_ms):.0%} of the peak; the "
+              f"shipped graph's counters sum to {gemm_ms + other_ms:.1f} ms, {floor / (gemm_ms + other_ms):.0%} of it."]
+    return lines
 
 
 def write(rows, ptq, args, profiles=None, batched=None) -> None:
@@ -372,6 +438,8 @@ def write(rows, ptq, args, profiles=None, batched=None) -> None:
                       + ("below that, out of reach in this run's conditions." if bound > needed
                          else f"above that, reachable in principle; the shipped graph is {shipped / needed:.2f}x "
                          "short of it.")]
+    if getattr(args, "kernels", None):
+        lines += kernel_lines(*args.kernels, args.peaks["int8"], args.gop)
     if profiles:
         lines += ["", "## Where the time goes", "", "OpenVINO's performance counters, 10 inferences per graph at batch 1 "
                   "(the counters add their own overhead, so the sums run above the p50s); the precision is the one each "

@@ -136,15 +136,18 @@ def quantize(weights=None, target: str = registry.DEFAULT, *, calib: Any = None,
              **target_options) -> QuantizeResult:
     """INT8 (PTQ, or QAT with ``qat=QATConfig(...)``) for ``target``, as ``edgesmlp quantize``: artifacts in
     ``output/<target>`` (default ``edgesmlp-out``), FP32 against INT8 on ``val``. ``target_options`` are the
-    target's own (``preset``, ``fuse``, ``ignore`` for openvino; ``calib_method``, ``percentile``, ``ignore``,
+    target's own (``preset``, ``fuse``, ``token_mixing``, ``ignore`` for openvino; ``calib_method``, ``percentile``, ``ignore``,
     ``dla_core`` for jetson): one the target does not take is refused."""
     from edgesmlp.jobs.quantize import run_quantize
     from edgesmlp.jobs.spec import QuantizeRequest
 
     name = registry.resolve(target)
-    if target_options.get("fuse") is not None and form == "reference":
-        raise ConfigError("--fuse chooses how the deploy form's token mixing is fused; the reference form has no "
-                          "such fuse: drop --fuse, or use --form deploy")
+    from edgesmlp.targets.base import deploy_only, option_flag
+
+    given = [f for f in deploy_only(registry.get(name)) if target_options.get(f) is not None]
+    if given and form == "reference":
+        raise ConfigError(f"{option_flag(given[0])} chooses how the deploy form's token mixing is quantized; the "
+                          f"reference form has none: drop {option_flag(given[0])}, or use --form deploy")
     request = QuantizeRequest(
         **_spec(weights, variant, ema, val, calib, calib_size, seed, threads, form,
                 (image_size, crop_pct, interpolation, mean, std), latency_seconds=latency_seconds,

@@ -481,7 +481,7 @@ def verdict_json(gate, results: list[dict], **extra) -> str:
 @app.command(cls=PanelCommand)
 @friendly_errors
 @_with_target_options("preset", "bias_correction", "smooth_quant", "activation_range", "calib_batch", "ignored",
-                      "calib_method", "percentile", "weight_bits", "fuse")
+                      "calib_method", "percentile", "weight_bits", "fuse", "token_mixing")
 @_with_shared_options("variant", "ema", "verbose", "model_cache", "quiet")
 def quantize(
     ctx: typer.Context,
@@ -633,7 +633,7 @@ def lint_qdq(
 
 @app.command(cls=PanelCommand)
 @friendly_errors
-@_with_target_options("dla_core", "weight_bits", "fuse")
+@_with_target_options("dla_core", "weight_bits", "fuse", "token_mixing")
 @_with_shared_options("variant", "ema", "verbose", "model_cache", "quiet")
 def bench(
     ctx: typer.Context,

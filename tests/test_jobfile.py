@@ -72,3 +72,16 @@ def test_a_missing_job_file_or_a_json_that_is_no_manifest(tmp_path):
     old = tmp_path / "manifest.json"
     old.write_text(json.dumps({"edgesmlp_manifest": 1, "files": {}}))
     assert_one_line_error(run("quantize", "--config", old), 2, "did not record its job")
+
+
+def test_a_reference_form_manifest_leaves_out_the_deploy_form_options():
+    """A reference-form build took no --fuse or --token-mixing (refused with it), so its manifest's job, replayed
+    with --config, must not give them; a deploy-form build records them."""
+    from edgesmlp.jobs.jobfile import entries
+    from edgesmlp.jobs.spec import QuantizeRequest
+
+    target = targets.get("openvino")
+    config = target.config_type()
+    for form, recorded in (("reference", False), ("deploy", True)):
+        job = entries(QuantizeRequest(form=form, config=config), target, config, None)
+        assert ("fuse" in job and "token_mixing" in job) is recorded and ("preset" in job), (form, job)

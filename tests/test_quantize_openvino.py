@@ -6,6 +6,7 @@ import sys
 
 
 import pytest
+from dataclasses import replace
 from typer.testing import CliRunner
 
 from edgesmlp.cli import app
@@ -261,7 +262,8 @@ def test_channels_last_int8_has_no_reorders_and_int8_token_mixing():
     from edgesmlp.quantization.openvino_ptq import calibration_graph, quantize_openvino
     from edgesmlp.timing import cpu_flags
 
-    deploy, calibration, config = to_deploy(_small_model(64, randomize=True)), _images(64), OpenVINOPTQConfig(fuse="matmul")
+    deploy, calibration = to_deploy(_small_model(64, randomize=True)), _images(64)
+    config = OpenVINOPTQConfig(fuse="matmul", token_mixing="int8")
     ours = quantize_openvino(calibration_graph(deploy, 3, 64, config), calibration, config)
     nchw = quantize_openvino(to_openvino(deploy, 3, 64, batch=-1), calibration, config)
     reorders = [name for name, _ in _executed(ours, 64, ("Reorder",))]
@@ -293,7 +295,8 @@ def test_conv_fuse_runs_the_fuse_as_an_int8_convolution(monkeypatch):
     import edgesmlp.quantization.openvino_ptq as ptq
     from edgesmlp.deploy import to_deploy
 
-    deploy, calibration, config = to_deploy(_small_model(64, randomize=True)), _images(64), OpenVINOPTQConfig(fuse="conv")
+    deploy, calibration = to_deploy(_small_model(64, randomize=True)), _images(64)
+    config = OpenVINOPTQConfig(fuse="conv", token_mixing="int8")
     graph = ptq.calibration_graph(deploy, 3, 64, config)
     fuses = lambda int8: [k for n, k in _executed(int8, 64, ("Convolution", "FullyConnected", "FullyConnectedCompressed",
                                                              "FullyConnectedQuantizedLegacy")) if ".fuse/" in n]
@@ -375,6 +378,58 @@ def test_requantize_leaves_concats_without_one_shared_range():
 
     assert requantize_transposed_concats(graph((2.0, 2.0))) == 1
     assert requantize_transposed_concats(graph((2.0, 3.0))) == 0
+
+
+@pytest.mark.parametrize("fuse", ["conv", "matmul"])
+def test_float_token_mixing_keeps_the_axial_matmuls_float_and_every_other_layer_int8(fuse):
+    """``token_mixing="float"`` leaves exactly the two axial MatMuls a block out of NNCF's scope: the plugin runs
+    them in float, every convolution and the fuse stay INT8, and the logits still agree with the float module."""
+    import numpy as np
+    import openvino as ov
+    import torch
+
+    from edgesmlp.deploy import to_deploy
+    from edgesmlp.quantization.openvino_partial import quantized_layers
+    from edgesmlp.quantization.openvino_ptq import axial_matmuls, calibration_graph, quantize_openvino
+
+    deploy, calibration = to_deploy(_small_model(64, randomize=True)), _images(64)
+    config = OpenVINOPTQConfig(fuse=fuse, token_mixing="float")
+    graph = calibration_graph(deploy, 3, 64, config)
+    axial = set(axial_matmuls(graph))
+    assert len(axial) == 2 * 4 and all("token_mix" in name for name in axial)
+    int8 = quantize_openvino(graph, calibration, config)
+    assert not axial & {layer.name for layer in quantized_layers(int8)}
+    both = quantize_openvino(graph, calibration, replace(config, token_mixing="int8"))
+    assert axial <= {layer.name for layer in quantized_layers(both)}
+    assert len(quantized_layers(both)) - len(quantized_layers(int8)) == len(axial)
+    matmuls = _executed(int8.clone(), 64, ("MatMul",))
+    assert len(matmuls) == 2 * 4 and all(k.lower().endswith("f32") for _, k in matmuls), matmuls
+    convs = _executed(int8.clone(), 64, ("Convolution",))
+    assert convs and all(k.endswith("_I8") for _, k in convs), convs
+    image = np.random.default_rng(4).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    got = ov.Core().compile_model(int8, "CPU")({0: image})[0].ravel()
+    with torch.no_grad():
+        want = deploy(torch.from_numpy(image)).numpy().ravel()
+    assert got @ want / np.linalg.norm(got) / np.linalg.norm(want) > 0.99
+
+
+def test_token_mixing_follows_the_cpu_is_recorded_and_refused_on_the_reference_form(monkeypatch, tmp_path):
+    import edgesmlp.timing
+    from edgesmlp import api
+    from edgesmlp.quantization.openvino_ptq import TokenMixing
+    from edgesmlp.targets.base import TargetOptions
+    from edgesmlp.targets.openvino import TARGET
+
+    for without_vnni, mixing in ((True, TokenMixing.float), (False, TokenMixing.int8)):
+        monkeypatch.setattr(edgesmlp.timing, "x86_without_vnni", lambda v=without_vnni: v)
+        assert OpenVINOPTQConfig().token_mixing is mixing and TARGET.config_from(TargetOptions()).token_mixing is mixing
+    config = TARGET.config_from(TargetOptions(token_mixing="int8"))
+    assert config.to_dict()["token_mixing"] == "int8" and OpenVINOPTQConfig(**config.to_dict()) == config
+    with pytest.raises(ConfigError, match="--token-mixing 'half' unknown: use int8, float"):
+        OpenVINOPTQConfig(token_mixing="half")
+    for flag, value in (("token_mixing", "float"), ("fuse", "conv")):
+        with pytest.raises(ConfigError, match=f"--{flag.replace('_', '-')} chooses how the deploy form"):
+            api.quantize(form="reference", output=tmp_path, **{flag: value})
 
 
 def test_fuse_follows_the_cpu_and_is_recorded(monkeypatch):

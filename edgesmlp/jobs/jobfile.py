@@ -80,7 +80,7 @@ def read(path: Path, command: str, commands: set[str]) -> JobFile:
 def entries(request: QuantizeRequest, target: Target, config: TargetConfig, weights: Path | None) -> dict:
     """What a quantize job was given, as job-file entries (absolute paths; defaults left out where None), so that
     ``quantize --config manifest.json`` builds the same artifacts from the same images."""
-    from edgesmlp.targets.base import options_of
+    from edgesmlp.targets.base import deploy_only, options_of
 
     def where(path):  # images given in memory are named, not replayable: a replay says there is no such file
         return str(Path(path).resolve()) if isinstance(path, (str, Path)) else getattr(path, "origin", None)
@@ -96,6 +96,8 @@ def entries(request: QuantizeRequest, target: Target, config: TargetConfig, weig
     if request.qat is not None:
         job.update(train=where(request.qat.train), epochs=request.qat.epochs, lr=request.qat.lr,
                    batch_size=request.qat.batch_size)
+    skipped = deploy_only(target) if request.form.value == "reference" else set()  # it took none of them
     for name, value in options_of(target, config).items():
-        job["ignore" if name == "ignored" else name] = list(value) if isinstance(value, tuple) else value
+        if name not in skipped:
+            job["ignore" if name == "ignored" else name] = list(value) if isinstance(value, tuple) else value
     return {k: v for k, v in job.items() if v is not None}

@@ -44,6 +44,13 @@ class Fuse(str, Enum):
     conv = "conv"  # the Concat permuted to NCHW and the 1x1 convolution: the plugin's INT8 Convolution
 
 
+class TokenMixing(str, Enum):
+    """The precision of the deploy form's axial token-mixing MatMuls (``P @ x``, two a block)."""
+
+    int8 = "int8"  # NNCF quantizes them: the plugin's INT8 MatMul
+    float = "float"  # kept out of NNCF's scope: the plugin's float MatMul, the Concat after them still INT8
+
+
 class BiasCorrection(str, Enum):
     off = "off"
     fast = "fast"
@@ -69,6 +76,10 @@ class OpenVINOPTQConfig:
     # is the faster (benchmarks/results/openvino_int8_probes_{avx2,epyc}.md, probe other_fuse). None: conv there,
     # else matmul.
     fuse: Fuse | None = None
+    # float on x86 without VNNI, whose INT8 MatMul is oneDNN's jit_gemm_i8: at the axial mixing's K of 7-56 it ran
+    # at 11% of the CPU's INT8 GEMM peak, and sMLPNet-T ran 1.15x faster with those MatMuls in f32
+    # (benchmarks/results/openvino_int8_avx2.md); int8 elsewhere. None: that default.
+    token_mixing: TokenMixing | None = None
 
     def __post_init__(self) -> None:
         from edgesmlp.timing import weight_bits_for_this_cpu, x86_without_vnni
@@ -78,6 +89,9 @@ class OpenVINOPTQConfig:
         if self.fuse is None:
             object.__setattr__(self, "fuse", Fuse.conv if x86_without_vnni() else Fuse.matmul)
         object.__setattr__(self, "fuse", choice(Fuse, self.fuse, "--fuse"))
+        if self.token_mixing is None:
+            object.__setattr__(self, "token_mixing", TokenMixing.float if x86_without_vnni() else TokenMixing.int8)
+        object.__setattr__(self, "token_mixing", choice(TokenMixing, self.token_mixing, "--token-mixing"))
         weight_qmax(self.weight_bits)  # refuses anything but 7 or 8
         object.__setattr__(self, "preset", choice(Preset, self.preset, "--preset"))
         object.__setattr__(self, "bias_correction", choice(BiasCorrection, self.bias_correction, "--bias-correction"))
@@ -99,6 +113,7 @@ class OpenVINOPTQConfig:
         d = asdict(self)
         d["preset"], d["bias_correction"], d["ignored"] = self.preset.value, self.bias_correction.value, list(self.ignored)
         d["activation_range"], d["fuse"] = self.activation_range.value, self.fuse.value
+        d["token_mixing"] = self.token_mixing.value
         return d
 
 
@@ -218,7 +233,8 @@ def quantize_openvino(model, calibration: np.ndarray, config: OpenVINOPTQConfig,
     nncf_log.setLevel(max(level, logging.WARNING))
     try:
         with foreign_output():
-            int8 = _nncf_quantize(nncf, model, samples, config, advanced, kwargs)
+            int8 = _nncf_quantize(nncf, model, samples, config, advanced, kwargs,
+                                  axial_matmuls(model) if config.token_mixing is TokenMixing.float else ())
     finally:
         nncf_log.setLevel(level)
     if ours:
@@ -276,24 +292,41 @@ def _fq_range(fq) -> tuple:
     return fq.get_levels(), *values
 
 
-def _ignored_scope(nncf, config: OpenVINOPTQConfig):
-    """The user's (and the budget search's) layers, and unless ``quantize_sums`` every Add: NNCF's FakeQuantize
-    pairs on the residual sums and folded shifts carried a large share of INT8's logit KL on a trained sMLPNet and
-    saved no time on sMLPNet-T (benchmarks/results/accuracy_control.md, openvino_residual_fusion.md)."""
+def axial_matmuls(model) -> tuple[str, ...]:
+    """The token-mixing MatMuls of ``model`` (a deploy form's graph): those whose constant operand is a square
+    matrix P, the mixing along one axis of the token grid (the fuse's and the head's weights are not square in
+    sMLPNet)."""
+    names = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "MatMul" or "token_mix" not in op.get_friendly_name():
+            continue
+        shapes = [tuple(op.input(i).get_partial_shape().to_shape()) for i in range(2)
+                  if op.input_value(i).get_node().get_type_name() == "Constant"]
+        if any(len(shape) == 2 and shape[0] == shape[1] for shape in shapes):
+            names.append(op.get_friendly_name())
+    return tuple(names)
+
+
+def _ignored_scope(nncf, config: OpenVINOPTQConfig, kept_float: tuple[str, ...] = ()):
+    """The user's (and the budget search's) layers, ``kept_float`` (the axial MatMuls, see ``token_mixing``), and
+    unless ``quantize_sums`` every Add: NNCF's FakeQuantize pairs on the residual sums and folded shifts carried a
+    large share of INT8's logit KL on a trained sMLPNet and saved no time on sMLPNet-T
+    (benchmarks/results/accuracy_control.md, openvino_residual_fusion.md)."""
     types = [] if config.quantize_sums else ["Add"]
-    if not config.ignored and not types:
+    names = list(dict.fromkeys(config.ignored + kept_float))
+    if not names and not types:
         return None
-    return nncf.IgnoredScope(names=list(config.ignored), types=types, validate=False)
+    return nncf.IgnoredScope(names=names, types=types, validate=False)
 
 
-def _nncf_quantize(nncf, model, samples, config: OpenVINOPTQConfig, advanced, kwargs):
+def _nncf_quantize(nncf, model, samples, config: OpenVINOPTQConfig, advanced, kwargs, kept_float=()):
     return nncf.quantize(
         model,
         samples,
         preset=nncf.QuantizationPreset.PERFORMANCE if config.preset is Preset.performance else nncf.QuantizationPreset.MIXED,
         subset_size=samples.get_length(),
         fast_bias_correction=config.bias_correction is not BiasCorrection.full,
-        ignored_scope=_ignored_scope(nncf, config),
+        ignored_scope=_ignored_scope(nncf, config, kept_float),
         advanced_parameters=advanced,
         **kwargs,
     )

@@ -52,6 +52,7 @@ class TargetOptions:
     percentile: float | None = None  # Q/DQ targets
     weight_bits: int | None = None  # onnxruntime, openvino: 7 or 8 (None: 7 on x86 without VNNI, else 8)
     fuse: str | None = None  # openvino: matmul or conv (None: conv on x86 without VNNI, else matmul)
+    token_mixing: str | None = None  # openvino: int8 or float (None: float on x86 without VNNI, else int8)
     dla_core: int | None = None  # jetson, on the device
 
 
@@ -67,6 +68,7 @@ class Option:
     metavar: str | None = None
     default: object = None  # what --help shows (None: this target decides, as help says)
     about: str = ""  # for an option several targets take: what it is, before each target's own help
+    deploy_only: bool = False  # it chooses how the deploy form is quantized: refused with --form reference
 
 
 IGNORE_ABOUT = ("Layer to keep in float, by node name or module path (repeatable; `edgesmlp sensitivity` lists "
@@ -106,6 +108,11 @@ def options_of(target: Target, config: TargetConfig) -> dict:
     """The options, by TargetOptions field, that rebuild ``config`` (what a job file records; None left out)."""
     values = config.to_dict()
     return {o.field: values[o.key] for o in target.options if values.get(o.key) not in (None, [], ())}
+
+
+def deploy_only(target: Target) -> set[str]:
+    """The TargetOptions fields of ``target`` that choose how the deploy form is quantized (``Option.deploy_only``)."""
+    return {o.field for o in target.options if o.deploy_only}
 
 
 def available_cpus() -> int:

@@ -76,7 +76,11 @@ class OpenVINOTarget(Target):
         Option("fuse", "fuse", str, "what fuses each token-mixing block's Concat: a MatMul (the CPU plugin's INT8 "
                "FullyConnected) or the 1x1 convolution (its INT8 Convolution). Default: conv on x86 CPUs without "
                "VNNI, else matmul, whichever was faster there (docs/measurements.md). Set it for the CPU you deploy "
-               "to.", "[matmul|conv]"),
+               "to.", "[matmul|conv]", deploy_only=True),
+        Option("token_mixing", "token_mixing", str, "the precision of each block's two axial token-mixing MatMuls "
+               "(post-training quantization of the deploy form). Default: float on x86 CPUs without VNNI, where the "
+               "plugin's INT8 MatMul was the slower, else int8 (docs/measurements.md). Set it for the CPU you "
+               "deploy to. QAT trains them in INT8.", "[int8|float]", deploy_only=True),
     )
 
     def partial_int8(self, job: Job, folder: Path, log: Log):
