@@ -176,7 +176,7 @@ def test_bad_options(tmp_path):
     invoke_error(["--method", "sgd"], "--method 'sgd' unknown", tmp_path)
     invoke_error(["--bias-correction", "always"], "--bias-correction 'always' unknown", tmp_path)
     invoke_error(["--fuse", "gemm"], "--fuse 'gemm' unknown: use matmul, conv", tmp_path)
-    invoke_error(["--fuse", "conv", "--form", "reference"], "the reference form has no such fuse", tmp_path)
+    invoke_error(["--fuse", "conv", "--form", "reference"], "the reference form has none: drop --fuse", tmp_path)
     with pytest.raises(ConfigError, match="alpha"):
         OpenVINOPTQConfig(smooth_quant=2.0)
     with pytest.raises(ConfigError, match="--preset 'fast' unknown: use performance, mixed"):
@@ -343,7 +343,7 @@ def test_conv_fuse_leaves_a_one_by_one_grid_stage_to_the_matmul():
     from edgesmlp.quantization.openvino_partial import block_cosines
     from edgesmlp.quantization.openvino_ptq import calibration_graph, quantize_openvino
 
-    config = OpenVINOPTQConfig(fuse="conv")
+    config = OpenVINOPTQConfig(fuse="conv", token_mixing="int8")
     fp32 = calibration_graph(to_deploy(load_checkpoint().model), 3, 32, config)
     int8 = quantize_openvino(fp32, bundled.split_tensors("calib")[0].numpy()[:32], config)
     gemms = _executed(int8, 32, ("Convolution", "MatMul", "FullyConnected", "FullyConnectedCompressed",

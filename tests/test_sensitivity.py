@@ -178,6 +178,10 @@ def test_openvino_sensitivity_command(tmp_path):
                                       "--calib-size", "32", "--top", "5"])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "s" / "sensitivity.json").read_text())
-    assert report["target"] == "openvino" and len(report["layers"]) > 35  # NNCF also quantizes the norms' inputs
+    from edgesmlp.quantization.openvino_ptq import OpenVINOPTQConfig, TokenMixing
+
+    # NNCF also quantizes the norms' inputs; the 10 axial MatMuls are layers where they are INT8 (this CPU's default)
+    floor = 35 if OpenVINOPTQConfig().token_mixing is TokenMixing.int8 else 25
+    assert report["target"] == "openvino" and len(report["layers"]) > floor
     assert len(report["blocks"]) == 2 * len(load_checkpoint().model.token_mix)
     assert max(map(len, (line for line in result.stdout.splitlines() if not line.startswith(("wrote ", "--ignore "))))) <= 80

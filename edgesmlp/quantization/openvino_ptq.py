@@ -76,9 +76,9 @@ class OpenVINOPTQConfig:
     # is the faster (benchmarks/results/openvino_int8_probes_{avx2,epyc}.md, probe other_fuse). None: conv there,
     # else matmul.
     fuse: Fuse | None = None
-    # float on x86 without VNNI, whose INT8 MatMul is oneDNN's jit_gemm_i8: at the axial mixing's K of 7-56 it ran
-    # at 11% of the CPU's INT8 GEMM peak, and sMLPNet-T ran 1.15x faster with those MatMuls in f32
-    # (benchmarks/results/openvino_int8_avx2.md); int8 elsewhere. None: that default.
+    # float on x86 without VNNI, whose INT8 MatMul is oneDNN's jit_gemm_i8, far below the INT8 peak at the axial
+    # mixing's K of 7-56, so sMLPNet-T ran faster with those MatMuls in f32 (benchmarks/results/openvino_int8_avx2.md,
+    # "Its kernels against the peak"); int8 elsewhere. None: that default.
     token_mixing: TokenMixing | None = None
 
     def __post_init__(self) -> None:
