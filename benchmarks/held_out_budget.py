@@ -78,12 +78,17 @@ def run_nncf(weights: Path, calib: Path, search: Path | None, val: Path, level: 
     advanced = AdvancedQuantizationParameters(
         disable_bias_correction=True, activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX,
         overflow_fix=OverflowFix.ENABLE if OpenVINOPTQConfig().weight_bits == 7 else OverflowFix.FIRST_LAYER)
+    # and edgesmlp's token mixing: the axial MatMuls in float where that is this CPU's default (--token-mixing)
+    from edgesmlp.quantization.openvino_ptq import TokenMixing, axial_matmuls
+
+    axial = list(axial_matmuls(fp32)) if OpenVINOPTQConfig().token_mixing is TokenMixing.float else []
     start = time.perf_counter()
     model = nncf.quantize_with_accuracy_control(
         fp32, nncf.Dataset([cal[i : i + 1] for i in range(len(cal))]), nncf.Dataset(items, lambda item: item[0]),
         agreement, max_drop=(100 - level) / 100, drop_type=nncf.DropType.ABSOLUTE,
         preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(cal),
-        ignored_scope=nncf.IgnoredScope(types=["Add"], validate=False), advanced_quantization_parameters=advanced)
+        ignored_scope=nncf.IgnoredScope(names=axial, types=["Add"], validate=False),
+        advanced_quantization_parameters=advanced)
     seconds = time.perf_counter() - start
     layers = len(quantized_layers(quantize_openvino(fp32, cal, OpenVINOPTQConfig())))
     runner = OpenVINORunner(model, 16, 2, None)
