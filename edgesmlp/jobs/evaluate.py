@@ -203,12 +203,11 @@ ROUNDS = 5  # interleaved rounds per target: rows of one target are timed turn b
 
 
 def measure_target(target: str, variants: list[Variant], accuracy: dict, sample: np.ndarray, run: RunSettings,
-                   log, batched: dict[str, Runner] | None = None) -> tuple[list[Result], dict[str, str]]:
+                   log, batched: dict[str, Runner]) -> tuple[list[Result], dict[str, str]]:
     """Rows for one target's variants: accuracy, batch-1 latency in interleaved rounds, throughput.
 
     ``batched`` holds the runners evaluation ran at ``run.throughput_batch`` (by precision): the throughput column
-    times those same compiled models, so a row is compiled once at batch 1 and once at that batch. A variant
-    without one gets a new runner.
+    times those same compiled models, so a row is compiled once at batch 1 and once at that batch.
 
     Each variant is timed for ``run.latency_seconds`` at batch 1, split over ``ROUNDS`` rounds that visit the
     variants in turn, so a slower moment of a shared machine lands on every row; the speedup of a row over
@@ -250,7 +249,7 @@ def measure_target(target: str, variants: list[Variant], accuracy: dict, sample:
             continue
         timing = Timing(tuple(samples[v.precision]))
         try:
-            throughput = _throughput((batched or {}).get(v.precision) or v.make_runner(len(many)), many, run)
+            throughput = _throughput(batched[v.precision], many, run)
         except Exception as e:  # noqa: BLE001
             failures[v.precision] = reason(e)
             continue
