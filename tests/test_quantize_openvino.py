@@ -177,6 +177,9 @@ def test_bad_options(tmp_path):
     invoke_error(["--bias-correction", "always"], "--bias-correction 'always' unknown", tmp_path)
     invoke_error(["--fuse", "gemm"], "--fuse 'gemm' unknown: use matmul, conv", tmp_path)
     invoke_error(["--fuse", "conv", "--form", "reference"], "the reference form has none: drop --fuse", tmp_path)
+    invoke_error(["--token-mixing", "float", "--form", "reference"], "the reference form has none: drop --token-mixing",
+                 tmp_path)
+    invoke_error(["--token-mixing", "fp16"], "--token-mixing 'fp16' unknown: use int8, float", tmp_path)
     with pytest.raises(ConfigError, match="alpha"):
         OpenVINOPTQConfig(smooth_quant=2.0)
     with pytest.raises(ConfigError, match="--preset 'fast' unknown: use performance, mixed"):
