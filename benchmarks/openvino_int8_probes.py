@@ -20,6 +20,8 @@ and at batch 8 on 1 thread (one stream of the throughput pool `bench` runs on 2 
                     (OpenVINOPTQConfig.fuse: by the 1x1 convolution on x86 without VNNI, by a MatMul elsewhere)
   other_weight_bits the shipped graph quantized with the weight width this CPU does not default to (8 bits where
                     it defaults to 7, on x86 without VNNI, and 7 elsewhere): the speed of that choice alone
+  other_token_mixing the shipped graph with its axial MatMuls in the precision this CPU does not default to
+                    (OpenVINOPTQConfig.token_mixing: float on x86 without VNNI, INT8 elsewhere)
   ffn_matmul        the channel MLP's two 1x1 convolutions as MatMuls on the normalized (N, H*W, C) view, so the
                     plugin runs them as FullyConnected (as NNCF's plain graph runs its Linear layers)
 
@@ -87,18 +89,21 @@ def ffn_matmul(cm, x: torch.Tensor) -> torch.Tensor:
 
 
 PROBES = ("bias_after_fuse", "no_mixing_bias", "gelu_tanh", "flat_concat", "nchw_concat", "other_fuse", "ffn_matmul",
-          "other_weight_bits")
+          "other_weight_bits", "other_token_mixing")
 
 
 def probe_config(probe: str):
-    """The shipped OpenVINOPTQConfig (this CPU's defaults), or for other_weight_bits and other_fuse the other choice."""
-    from edgesmlp.quantization.openvino_ptq import Fuse, OpenVINOPTQConfig
+    """The shipped OpenVINOPTQConfig (this CPU's defaults), or for the other_* probes the other choice."""
+    from edgesmlp.quantization.openvino_ptq import Fuse, OpenVINOPTQConfig, TokenMixing
 
     config = OpenVINOPTQConfig()
     if probe == "other_weight_bits":
         return OpenVINOPTQConfig(weight_bits=15 - config.weight_bits)
     if probe == "other_fuse":
         return OpenVINOPTQConfig(fuse=Fuse.matmul if config.fuse is Fuse.conv else Fuse.conv)
+    if probe == "other_token_mixing":
+        other = TokenMixing.int8 if config.token_mixing is TokenMixing.float else TokenMixing.float
+        return OpenVINOPTQConfig(token_mixing=other)
     return config
 
 
@@ -220,9 +225,10 @@ def main() -> None:
         (p1, r1), (p8, r8) = ratios[probe, 1], ratios[probe, 8]
         lines.append(f"| {probe} | {float_error[probe]:.1e} | {floats[probe]} | {p1:.2f} | {r1:.3f}x | {p8:.1f} | {r8:.3f}x |")
     shipped = OpenVINOPTQConfig()
-    bits, fuse = shipped.weight_bits, shipped.fuse.value
-    lines += ["", f"Every graph has this CPU's default {bits}-bit weights (other_weight_bits {15 - bits}-bit ones) and, "
-              f"unless it rewrites the fuse, its default `{fuse}` fuse (other_fuse the other one)."]
+    bits, fuse, mixing = shipped.weight_bits, shipped.fuse.value, shipped.token_mixing.value
+    lines += ["", f"Every graph has this CPU's default {bits}-bit weights (other_weight_bits {15 - bits}-bit ones), "
+              f"its default `{mixing}` token mixing (other_token_mixing the other one) and, unless it rewrites the "
+              f"fuse, its default `{fuse}` fuse (other_fuse the other one)."]
     write_result(args.name, lines, "openvino", "nncf", "torch")
 
 
