@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import resource
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -47,6 +48,7 @@ from benchmarks.common import random_smlpnet_t  # noqa: E402
 
 SIZE = 224
 SHIPPED = "edgesmlp_int8_nohint"  # every ratio is over this row: model.xml compiled as a user's compile_model() does
+WARMUP = 3  # calls before the interleaved rounds, which PeakKernel and CountedGraph leave out of their counters
 PEAK_CHANNELS, PEAK_GRID = 1024, 56  # the peak convolution: a 3136 x 1024 x 1024 GEMM, far larger than any in sMLPNet-T
 
 
@@ -218,25 +220,25 @@ def main() -> None:
         "edgesmlp_int8_nchw": compiled(nchw_int8),
         "torch_fp32": lambda: model(xt),
         "relu_probe": compiled(relu_probe, None),
-        "int8_peak": PeakKernel(args.threads),
-        "shipped_counted": CountedGraph(edgesmlp_int8, args.threads, x),
     }
+    # Instruments timed in the same rounds, read through their own counters rather than as rows.
+    peak, counted = PeakKernel(args.threads), CountedGraph(edgesmlp_int8, args.threads, x)
     from edgesmlp.runtimes.openvino import resolved_default_precision
 
     args.default_precision = resolved_default_precision()
     with torch.no_grad():
-        timings, per_round = interleaved(candidates, rounds=args.rounds, iters=args.iters)
+        timings, per_round = interleaved({**candidates, "int8_peak": peak, "shipped_counted": counted},
+                                         rounds=args.rounds, iters=args.iters, warmup=WARMUP)
     rows = []
-    for name, t in timings.items():
+    for name, t in ((name, timings[name]) for name in candidates):
         rows.append((name, t.p50, t.p90, paired_ratio(per_round, name, SHIPPED)))
         print(f"{name:16s} p50 {t.p50:8.2f} ms  p90 {t.p90:8.2f} ms  shipped INT8 is {rows[-1][3]:.2f}x faster", flush=True)
     args.relu_probe = rows.pop(next(i for i, r in enumerate(rows) if r[0] == "relu_probe"))
-    rows = [r for r in rows if r[0] not in ("int8_peak", "shipped_counted")]
     # The fraction of the INT8 peak, round by round: the peak kernel and the shipped graph timed in the same round.
     from edgesmlp.model import count_macs
 
     args.gop = 2 * count_macs(model, SIZE) / 1e9
-    rates = candidates["int8_peak"].rates(args.rounds, args.iters)
+    rates = peak.rates(args.iters)
     args.round_fractions = [1000 * args.gop / rate / r[SHIPPED] for rate, r in zip(rates, per_round)]
     from edgesmlp.runtimes.openvino import OpenVINORunner
 
@@ -246,10 +248,8 @@ def main() -> None:
               "edgesmlp_int8_nchw": (nchw_int8, "f32"), "edgesmlp_int8_nohint": (edgesmlp_int8, None)}
     profiles = {name: OpenVINORunner(m, 1, args.threads, hint).profile(x, 10) for name, (m, hint) in graphs.items()}
     batched = throughput_rows({**graphs, "edgesmlp_int8": (edgesmlp_int8, "f32")}, args)
-    import statistics
-
     args.peaks = {"int8": statistics.median(rates), **gemm_peak(args.threads)}
-    args.kernels = candidates["shipped_counted"].kernels()
+    args.kernels = counted.kernels()
     print("GEMM peak GOP/s:", {k: round(v) for k, v in args.peaks.items()}, flush=True)
     fraction = statistics.median(args.round_fractions)
     print(f"the shipped INT8 graph runs at {fraction:.0%} of this CPU's INT8 GEMM peak (median over rounds; "
@@ -289,32 +289,30 @@ class PeakKernel:
             "PERF_COUNT": True}).create_infer_request()
         self.x = np.random.default_rng(0).standard_normal((1, PEAK_CHANNELS, PEAK_GRID, PEAK_GRID)).astype(np.float32)
         self.gop = 2 * PEAK_GRID * PEAK_GRID * PEAK_CHANNELS * PEAK_CHANNELS / 1e9
-        self.seconds: list[float] = []
+        self.warmup, self.seconds = WARMUP, []
 
     def __call__(self) -> None:
         self.request.infer({0: self.x})
+        if self.warmup:
+            self.warmup -= 1
+            return
         self.seconds.append(sum(p.real_time.total_seconds() for p in self.request.profiling_info
                                 if p.node_type == "Convolution"))
 
-    def rates(self, rounds: int, iters: int, warmup: int = 3) -> list[float]:
-        """GOP/s in each of ``interleaved``'s rounds (its calls: ``warmup``, then ``iters`` a round)."""
-        import statistics
-
-        timed = self.seconds[warmup:]
-        return [self.gop / statistics.median(timed[r * iters:(r + 1) * iters]) for r in range(rounds)]
+    def rates(self, iters: int) -> list[float]:
+        """GOP/s in each of ``interleaved``'s rounds (``iters`` calls a round after the warm-up)."""
+        return [self.gop / statistics.median(self.seconds[r:r + iters]) for r in range(0, len(self.seconds), iters)]
 
 
 def gemm_peak(threads: int) -> dict[str, float]:
     """GOP/s of the peak convolution in bf16 and f32, from OpenVINO's counters, timed on its own (the INT8 peak is
     timed in the interleaved rounds, :class:`PeakKernel`)."""
-    import statistics
-
     peaks = {}
     for name in ("bf16", "f32"):
         kernel = PeakKernel(threads, int8=False, hint=name)
-        for _ in range(13):
+        for _ in range(WARMUP + 10):
             kernel()
-        peaks[name] = kernel.gop / statistics.median(kernel.seconds[3:])
+        peaks[name] = kernel.gop / statistics.median(kernel.seconds)
     return peaks
 
 
@@ -326,7 +324,7 @@ class CountedGraph:
     """A graph compiled with OpenVINO's counters, as a candidate in the interleaved rounds: each call after the
     warm-up keeps every executed node's time, so its kernels are timed in the same rounds as the peak."""
 
-    def __init__(self, model, threads: int, x: np.ndarray, warmup: int = 3):
+    def __init__(self, model, threads: int, x: np.ndarray, warmup: int = WARMUP):
         import openvino as ov
 
         self.compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads, "PERF_COUNT": True,
@@ -346,7 +344,6 @@ class CountedGraph:
     def kernels(self) -> tuple[dict, float]:
         """Per kind of GEMM kernel: (nodes, GOP, median ms a run), from the counters and the runtime graph's
         shapes; and the median ms a run of every other executed node (elementwise, norms, layout)."""
-        import statistics
         from math import prod
 
         kinds, other = {k: [0, 0.0, 0.0] for k in GEMM_KINDS}, 0.0
@@ -379,8 +376,6 @@ def throughput_rows(graphs: dict, args, batch: int = 8, seconds: float = 1.5) ->
     (OpenVINORunner.images_per_second: one batch in flight per stream the THROUGHPUT hint picks), in
     interleaved rounds; the ratio is the median over rounds of the shipped INT8's img/s / candidate img/s."""
     import random
-    import statistics
-
     from edgesmlp.runtimes.openvino import OpenVINORunner
 
     x = np.random.default_rng(1).standard_normal((batch, 3, SIZE, SIZE)).astype(np.float32)
@@ -431,8 +426,6 @@ def kernel_lines(kinds: dict, other_ms: float, peak: float, gop: float) -> list[
 
 
 def write(rows, ptq, args, profiles=None, batched=None) -> None:
-    import statistics
-
     lines = [
         "# OpenVINO INT8: edgesmlp vs the plain graph (sMLPNet-T, 224, batch 1)",
         "",
