@@ -79,9 +79,9 @@ def run_nncf(weights: Path, calib: Path, search: Path | None, val: Path, level: 
         disable_bias_correction=True, activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX,
         overflow_fix=OverflowFix.ENABLE if OpenVINOPTQConfig().weight_bits == 7 else OverflowFix.FIRST_LAYER)
     # and edgesmlp's token mixing: the axial MatMuls in float where that is this CPU's default (--token-mixing)
-    from edgesmlp.quantization.openvino_ptq import TokenMixing, axial_matmuls
+    from edgesmlp.quantization.openvino_ptq import kept_float_mixing
 
-    axial = list(axial_matmuls(fp32)) if OpenVINOPTQConfig().token_mixing is TokenMixing.float else []
+    axial = list(kept_float_mixing(fp32, OpenVINOPTQConfig()))
     start = time.perf_counter()
     model = nncf.quantize_with_accuracy_control(
         fp32, nncf.Dataset([cal[i : i + 1] for i in range(len(cal))]), nncf.Dataset(items, lambda item: item[0]),

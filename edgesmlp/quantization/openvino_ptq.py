@@ -233,8 +233,7 @@ def quantize_openvino(model, calibration: np.ndarray, config: OpenVINOPTQConfig,
     nncf_log.setLevel(max(level, logging.WARNING))
     try:
         with foreign_output():
-            int8 = _nncf_quantize(nncf, model, samples, config, advanced, kwargs,
-                                  axial_matmuls(model) if config.token_mixing is TokenMixing.float else ())
+            int8 = _nncf_quantize(nncf, model, samples, config, advanced, kwargs, kept_float_mixing(model, config))
     finally:
         nncf_log.setLevel(level)
     if ours:
@@ -305,6 +304,11 @@ def axial_matmuls(model) -> tuple[str, ...]:
         if any(len(shape) == 2 and shape[0] == shape[1] for shape in shapes):
             names.append(op.get_friendly_name())
     return tuple(names)
+
+
+def kept_float_mixing(model, config: OpenVINOPTQConfig) -> tuple[str, ...]:
+    """The axial MatMuls ``config`` keeps out of NNCF's scope: all of them where ``token_mixing`` is float."""
+    return axial_matmuls(model) if config.token_mixing is TokenMixing.float else ()
 
 
 def _ignored_scope(nncf, config: OpenVINOPTQConfig, kept_float: tuple[str, ...] = ()):
